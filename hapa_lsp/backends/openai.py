@@ -1,0 +1,85 @@
+"""OpenAI-compatible backend: /v1/completions for FIM, /v1/chat/completions for chat, SSE streaming, Bearer key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from hapa_lsp import errors
+from hapa_lsp.backends import Backend, ProbeResult, Usage, _loads
+
+if TYPE_CHECKING:
+    from hapa_lsp.prompts import ChatMessage, FimPrompt
+
+
+class OpenAIBackend(Backend):
+    """Any server speaking the OpenAI API: OpenAI, vLLM, llama-server, LM Studio, Ollama's /v1, DeepSeek, Mistral."""
+
+    kind = "openai"
+
+    def _path(self, tail: str) -> str:
+        # Users paste either the server root or the .../v1 base URL; accept both.
+        return tail if self.base.endswith("/v1") else f"/v1{tail}"
+
+    async def _sse(self, path: str, payload: dict[str, Any], usage: Usage, pick, timeout: float | None
+                   ) -> AsyncIterator[str]:
+        async with self._stream(self._path(path), payload, timeout) as resp:
+            async for line in self._lines(resp):
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                obj = _loads(data, self.base)
+                if not isinstance(obj, dict):
+                    raise errors.MalformedResponse(f"{self.base} sent an event that is not a JSON object")
+                if "error" in obj:
+                    raise errors.UpstreamServerError(f"{self.base} reported an error mid-stream")
+                u = obj.get("usage")
+                if isinstance(u, dict):
+                    usage.prompt_tokens = int(u.get("prompt_tokens") or 0)
+                    usage.completion_tokens = int(u.get("completion_tokens") or 0)
+                choices = obj.get("choices")
+                if not isinstance(choices, list):
+                    raise errors.MalformedResponse(f"{self.base} sent an event without choices")
+                if not choices:
+                    continue
+                try:
+                    text = pick(choices[0])
+                except (KeyError, TypeError, AttributeError) as exc:
+                    raise errors.MalformedResponse(f"{self.base} sent a choice of unexpected shape") from exc
+                if text:
+                    usage.chunks += 1
+                    yield text
+        # A stream that ends without [DONE] is treated as complete: several servers omit it.
+
+    def stream_fim(self, prompt: FimPrompt, usage: Usage, timeout: float | None = None) -> AsyncIterator[str]:
+        """FIM through /v1/completions (raw template, or prompt + suffix in native mode); chat models via chat."""
+        if prompt.template is None:
+            return self.stream_chat(prompt.messages, model=prompt.model, max_tokens=prompt.max_tokens,
+                                    temperature=prompt.temperature, usage=usage, stop=prompt.stop, timeout=timeout)
+        payload: dict[str, Any] = {"model": prompt.model, "max_tokens": prompt.max_tokens,
+                                   "temperature": prompt.temperature, "stream": True}
+        if self.settings.fim_mode == "native":
+            payload.update(prompt=prompt.prefix, suffix=prompt.suffix)
+        else:
+            payload["prompt"] = prompt.raw()
+        if prompt.stop:
+            # OpenAI accepts at most four stop sequences; the rest are applied by the post-processor.
+            payload["stop"] = list(prompt.stop[-4:]) if "\n" in prompt.stop else list(prompt.stop[:4])
+        return self._sse("/completions", payload, usage, lambda c: c.get("text", ""), timeout)
+
+    def stream_chat(self, messages: list[ChatMessage], *, model: str, max_tokens: int, temperature: float,
+                    usage: Usage, stop: tuple[str, ...] = (), timeout: float | None = None) -> AsyncIterator[str]:
+        """Chat through /v1/chat/completions."""
+        payload: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": temperature,
+                                   "stream": True,
+                                   "messages": [{"role": m.role, "content": m.content} for m in messages]}
+        if stop:
+            payload["stop"] = list(stop[:4])
+        return self._sse("/chat/completions", payload, usage,
+                         lambda c: (c.get("delta") or {}).get("content") or "", timeout)
+
+    async def probe(self, models: tuple[str, ...]) -> ProbeResult:
+        """GET /v1/models."""
+        return await self._probe_get(self._path("/models"), lambda j: [m["id"] for m in j["data"]], models)

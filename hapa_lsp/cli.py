@@ -1,0 +1,130 @@
+"""Command line: `hapa-lsp` serves LSP (stdio by default, --tcp / --ws on loopback); `hapa-lsp doctor` checks setup."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    """HOST:PORT, :PORT or PORT; the host defaults to loopback."""
+    host, _, port = value.rpartition(":")
+    try:
+        return (host.strip("[]") or "127.0.0.1"), int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or PORT, got {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by tests and the README)."""
+    from hapa_lsp import __version__
+
+    p = argparse.ArgumentParser(prog="hapa-lsp", description="AI coding assistant as a Language Server.")
+    p.add_argument("--version", action="version", version=f"hapa-lsp {__version__}")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--stdio", action="store_true", help="speak LSP over stdin/stdout (the default)")
+    t.add_argument("--tcp", type=_hostport, metavar="HOST:PORT", help="listen for one LSP client over TCP")
+    t.add_argument("--ws", type=_hostport, metavar="HOST:PORT", help="listen for an LSP client over WebSocket")
+    p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR (default: LOG_LEVEL or INFO)")
+    p.add_argument("--log-file", default=None, help="log to this rotating file instead of stderr")
+    p.add_argument("--log-format", choices=("console", "json"), default=None, help="log line format")
+    sub = p.add_subparsers(dest="command")
+    d = sub.add_parser("doctor", help="print the effective configuration and probe the model server")
+    d.add_argument("--settings", default=None, help="a JSON file with settings as an editor would send them")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    import os
+
+    from hapa_lsp import config, log
+
+    settings, _ = config.load(environ=os.environ)
+    lg = settings.logging
+    log.configure(args.log_level or lg.level, args.log_file if args.log_file is not None else lg.file,
+                  args.log_format or lg.format, lg.max_bytes, lg.backups)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hapa-lsp` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return doctor(args)
+    _configure_logging(args)
+    from hapa_lsp.server import create_server
+
+    server = create_server()
+    if args.tcp:
+        server.start_tcp(*args.tcp)
+    elif args.ws:
+        server.start_ws(*args.ws)
+    else:
+        server.start_io()
+    return 0
+
+
+def doctor(args: argparse.Namespace) -> int:
+    """Print the effective configuration (secrets masked), probe the model server, one line per problem."""
+    import asyncio
+    import os
+
+    from hapa_lsp import config
+    from hapa_lsp.backends import create_backend, make_client
+
+    init: Any = None
+    if args.settings:
+        try:
+            with open(args.settings, encoding="utf-8") as fh:
+                init = json.load(fh)
+        except (OSError, ValueError) as exc:
+            print(f"E4001 cannot read settings file {args.settings}: {exc}")
+            return 2
+    settings, problems = config.load(environ=os.environ, init_options=init)
+    lines = [p.message for p in problems]
+    b = settings.backend
+
+    async def probe():
+        client = make_client(b)
+        try:
+            return await create_backend(b, client).probe((b.completion_model, b.chat_model))
+        finally:
+            await client.aclose()
+
+    result = asyncio.run(probe())
+    lines.extend(result.problems)
+    from hapa_lsp.prompts import family_for
+
+    family = family_for(b.completion_model, b.fim_template)
+    report = {
+        "settings": config.to_dict(settings),
+        "model_server": {"kind": b.kind, "endpoint": b.endpoint, "reachable_and_ready": result.ok,
+                         "latency_ms": round(result.latency_ms, 1), "models_available": result.models[:50],
+                         "completion_prompt_family": family},
+        "problems": lines,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("hapa-lsp doctor")
+        print("effective configuration (secrets masked):")
+        for section, values in report["settings"].items():
+            for k, v in values.items():
+                print(f"  hapa.{section}.{k} = {json.dumps(v)}")
+        status = "OK" if result.ok else "NOT USABLE"
+        print(f"model server: {b.kind} at {b.endpoint}: {status}"
+              + (f" ({result.latency_ms:.0f} ms)" if result.latency_ms else ""))
+        print(f"completion prompt family: {family} (model {b.completion_model})")
+        if lines:
+            print("problems:")
+            for ln in lines:
+                print(f"  - {ln}")
+        else:
+            print("no problems found")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

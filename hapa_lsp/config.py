@@ -1,0 +1,382 @@
+"""Typed, fully defaulted settings: defaults < environment < initializationOptions < workspace/configuration.
+
+Every field is an attrs attribute with a ``doc`` (used by ``hapa-lsp doctor`` and the editor
+extension generators), an optional validator and an optional ``secret`` flag. Settings are
+validated once at the boundary, field by field: a bad value becomes a ``ConfigProblem`` (E4009,
+naming the field) and the field keeps its default; nothing here ever raises at the user.
+"""
+
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import cattrs
+
+SECTION = "hapa"
+
+
+def _f(default: Any, doc: str, *, validator: Any = None, secret: bool = False, factory: bool = False):
+    """Declare a setting with its documentation (and optionally a validator or secret flag)."""
+    meta = {"doc": doc, "secret": secret}
+    if factory:
+        return attrs.field(factory=default, metadata=meta, validator=validator, repr=not secret)
+    return attrs.field(default=default, metadata=meta, validator=validator, repr=not secret)
+
+
+_in = attrs.validators.in_
+_ge = attrs.validators.ge
+_le = attrs.validators.le
+_and = attrs.validators.and_
+
+
+@attrs.frozen
+class BackendSettings:
+    """Which model server to call and how."""
+
+    kind: str = _f("ollama", "Model server dialect: `ollama` (native API) or `openai` (any OpenAI-compatible server).",
+                   validator=_in(("ollama", "openai")))
+    endpoint: str = _f("http://127.0.0.1:11434", "Base URL of the model server (env alias AI_MODEL_ENDPOINT).",
+                       validator=attrs.validators.matches_re(r"https?://[^\s/]+.*"))
+    api_key: str = _f("", "API key sent as a Bearer token (env alias AI_MODEL_API_KEY). Never logged or stored.",
+                      secret=True)
+    completion_model: str = _f("qwen2.5-coder:1.5b-base", "Model used for inline (fill-in-the-middle) completions.")
+    chat_model: str = _f("qwen2.5-coder:7b-instruct", "Model used for instructions and code generation.")
+    fim_template: str = _f("auto", "FIM prompt family: auto (from the model name), qwen, starcoder, codellama, "
+                           "deepseek, codestral, codegemma, or chat (hole-filling chat prompt).",
+                           validator=_in(("auto", "qwen", "starcoder", "codellama", "deepseek", "codestral",
+                                          "codegemma", "chat")))
+    fim_mode: str = _f("auto", "How FIM is sent: `template` (raw prompt with FIM tokens), `native` (prompt + suffix "
+                       "fields), or auto (native for Ollama and Codestral, template otherwise).",
+                       validator=_in(("auto", "template", "native")))
+    request_timeout: float = _f(30.0, "Seconds to wait for a model answer (env alias REQUEST_TIMEOUT).",
+                                validator=_and(_ge(0.1), _le(600.0)))
+    connect_timeout: float = _f(2.0, "Seconds to wait for a connection to the model server.",
+                                validator=_and(_ge(0.05), _le(60.0)))
+    inline_timeout: float = _f(8.0, "Seconds an inline completion may take before it is given up.",
+                               validator=_and(_ge(0.1), _le(120.0)))
+    max_tokens: int = _f(128, "Maximum tokens generated for an inline completion.", validator=_and(_ge(1), _le(4096)))
+    chat_max_tokens: int = _f(1024, "Maximum tokens generated for instructions and code generation.",
+                              validator=_and(_ge(1), _le(32768)))
+    temperature: float = _f(0.2, "Sampling temperature for completions.", validator=_and(_ge(0.0), _le(2.0)))
+    max_connections: int = _f(8, "Pooled keep-alive connections to the model server.",
+                              validator=_and(_ge(1), _le(64)))
+
+
+@attrs.frozen
+class CompletionSettings:
+    """When and how suggestions are offered while typing."""
+
+    enabled: bool = _f(True, "Offer AI suggestions at all.")
+    inline: bool = _f(True, "Answer textDocument/inlineCompletion (ghost text).")
+    in_completion_list: bool = _f(True, "Add the AI suggestion as an item of textDocument/completion lists.")
+    jedi: bool = _f(True, "Add jedi's local completions to completion lists of Python files.")
+    debounce_ms: int = _f(40, "Shortest wait after a keystroke before the model is called.",
+                          validator=_and(_ge(0), _le(2000)))
+    max_debounce_ms: int = _f(250, "Longest adaptive wait: the wait follows the typing rhythm between the two bounds.",
+                              validator=_and(_ge(0), _le(5000)))
+    list_wait_ms: int = _f(200, "How long a completion list waits for the AI item once jedi's items are ready; "
+                           "after that the list is returned marked incomplete.", validator=_and(_ge(0), _le(10000)))
+    jedi_timeout_ms: int = _f(800, "Time box for jedi's completions.", validator=_and(_ge(10), _le(10000)))
+    max_lines: int = _f(16, "Longest multi-line suggestion, in lines.", validator=_and(_ge(1), _le(200)))
+    min_chars: int = _f(2, "Suggestions with fewer non-blank characters are dropped.", validator=_and(_ge(1), _le(100)))
+    languages: list[str] = _f(list, "Language ids to complete; empty means every language.", factory=True)
+
+
+@attrs.frozen
+class ContextSettings:
+    """What goes into a prompt."""
+
+    max_prompt_tokens: int = _f(2048, "Token budget of an inline completion prompt.",
+                                validator=_and(_ge(64), _le(131072)))
+    prefix_ratio: float = _f(0.75, "Share of the budget given to the text before the cursor.",
+                             validator=_and(_ge(0.05), _le(0.95)))
+    chars_per_token: float = _f(3.4, "Characters per token used to estimate prompt sizes.",
+                                validator=_and(_ge(1.0), _le(10.0)))
+    jedi_max_bytes: int = _f(1_000_000, "Documents larger than this get no jedi analysis (AI still works).",
+                             validator=_ge(0))
+    exclude_globs: list[str] = _f(lambda: [".env*", "**/.env*", "*.pem", "*.key", "**/secrets/**", "id_rsa*",
+                                           "**/id_rsa*"],
+                                  "Files matching these globs are never read for context nor completed.",
+                                  factory=True)
+
+
+@attrs.frozen
+class CacheSettings:
+    """The in-process suggestion cache."""
+
+    enabled: bool = _f(True, "Cache model answers.")
+    ttl_seconds: float = _f(1800.0, "Seconds an entry lives (env alias CACHE_TTL).", validator=_ge(0.0))
+    max_size: int = _f(1000, "Entries kept, least recently used evicted first (env alias MAX_CACHE_SIZE).",
+                       validator=_ge(1))
+
+
+@attrs.frozen
+class LoggingSettings:
+    """Structured logs; never to stdout, which carries the protocol."""
+
+    level: str = _f("INFO", "DEBUG, INFO, WARNING or ERROR (env alias LOG_LEVEL).",
+                    validator=_in(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")))
+    file: str = _f("", "Log to this file (rotated) instead of stderr.")
+    format: str = _f("console", "`console` (readable) or `json` (one JSON object per line).",
+                     validator=_in(("console", "json")))
+    max_bytes: int = _f(50 * 1024 * 1024, "Rotate the log file at this size (LOG_MAX_SIZE).", validator=_ge(1024))
+    backups: int = _f(3, "Rotated log files kept.", validator=_and(_ge(0), _le(100)))
+
+
+@attrs.frozen
+class Settings:
+    """The whole settings tree, section ``hapa``."""
+
+    backend: BackendSettings = attrs.field(factory=BackendSettings)
+    completion: CompletionSettings = attrs.field(factory=CompletionSettings)
+    context: ContextSettings = attrs.field(factory=ContextSettings)
+    cache: CacheSettings = attrs.field(factory=CacheSettings)
+    logging: LoggingSettings = attrs.field(factory=LoggingSettings)
+
+
+# Environment names of the original backend that keep working.
+ENV_ALIASES: dict[str, tuple[str, str]] = {
+    "AI_MODEL_ENDPOINT": ("backend", "endpoint"),
+    "AI_MODEL_API_KEY": ("backend", "api_key"),
+    "REQUEST_TIMEOUT": ("backend", "request_timeout"),
+    "CACHE_TTL": ("cache", "ttl_seconds"),
+    "MAX_CACHE_SIZE": ("cache", "max_size"),
+    "LOG_LEVEL": ("logging", "level"),
+    "LOG_MAX_SIZE": ("logging", "max_bytes"),
+}
+
+
+UNKNOWN = "is not a known setting"
+
+
+@attrs.frozen
+class ConfigProblem:
+    """A setting that could not be used: its dotted path, the bad value's source and why."""
+
+    path: str
+    reason: str
+    source: str
+
+    @property
+    def message(self) -> str:
+        """One line for the user: code, field, reason and the fix."""
+        tail = "it is ignored" if self.reason == UNKNOWN else "using the default until it is fixed"
+        return f"E4009 Configuration invalid: {self.path} ({self.source}) {self.reason}; {tail}."
+
+
+
+def camel(name: str) -> str:
+    """snake_case -> camelCase, the spelling settings have in editors."""
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _is_settings_class(tp: Any) -> bool:
+    return isinstance(tp, type) and attrs.has(tp)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter()
+
+    def s_bool(v: Any, _: Any) -> bool:
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in _TRUE | _FALSE:
+            return v.strip().lower() in _TRUE
+        raise ValueError(f"expected true or false, got {v!r}")
+
+    def s_int(v: Any, _: Any) -> int:
+        if isinstance(v, bool):
+            raise ValueError(f"expected a whole number, got {v!r}")
+        if isinstance(v, int):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v):
+            return int(v)
+        raise ValueError(f"expected a whole number, got {v!r}")
+
+    def s_float(v: Any, _: Any) -> float:
+        if isinstance(v, bool):
+            raise ValueError(f"expected a number, got {v!r}")
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                pass
+        raise ValueError(f"expected a number, got {v!r}")
+
+    def s_str(v: Any, _: Any) -> str:
+        if isinstance(v, str):
+            return v
+        raise ValueError(f"expected a string, got {type(v).__name__}")
+
+    def s_list_str(v: Any, _: Any) -> list[str]:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                v = json.loads(v)
+            else:
+                return [p.strip() for p in v.split(",") if p.strip()]
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return list(v)
+        raise ValueError("expected a list of strings")
+
+    conv.register_structure_hook(bool, s_bool)
+    conv.register_structure_hook(int, s_int)
+    conv.register_structure_hook(float, s_float)
+    conv.register_structure_hook(str, s_str)
+    conv.register_structure_hook_func(lambda t: t == list[str], s_list_str)
+    return conv
+
+
+converter = _make_converter()
+
+
+def _build(cls: type, raw: Mapping[str, Any], sources: Mapping[str, str], path: str,
+           problems: list[ConfigProblem]) -> Any:
+    """Structure one settings class field by field, keeping defaults where values are bad."""
+    kwargs: dict[str, Any] = {}
+    known = {camel(f.name): f for f in attrs.fields(cls)}
+    for key, value in raw.items():
+        f = known.get(key) or known.get(camel(_snake(key)))
+        here = f"{path}.{key}"
+        if f is None:
+            problems.append(ConfigProblem(here, UNKNOWN, sources.get(here, "settings")))
+            continue
+        dotted = f"{path}.{camel(f.name)}"
+        src = sources.get(dotted, "settings")
+        if _is_settings_class(f.type):
+            if not isinstance(value, Mapping):
+                problems.append(ConfigProblem(dotted, "must be an object", src))
+                continue
+            kwargs[f.name] = _build(f.type, value, sources, dotted, problems)
+            continue
+        try:
+            v = converter.structure(value, f.type)
+            if f.validator is not None:
+                f.validator(None, f, v)
+        except Exception as exc:  # noqa: BLE001 - any bad value is reported and defaulted
+            reason = str(exc).split("\n")[0]
+            if isinstance(exc, ValueError) and "must be in" in reason:
+                reason = f"must be one of {', '.join(map(str, f.validator.options))}, got {value!r}"
+            elif isinstance(exc, ValueError) and ("must be >=" in reason or "must be <=" in reason):
+                reason = f"{reason.split(':')[0].replace(chr(39), '')} (got {value!r})"
+            problems.append(ConfigProblem(dotted, reason, src))
+            continue
+        kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any], sources: dict[str, str], source: str,
+                prefix: str) -> None:
+    for key, value in over.items():
+        dotted = f"{prefix}.{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value, sources, source, dotted)
+        elif isinstance(value, Mapping):
+            base[key] = {}
+            _deep_merge(base[key], value, sources, source, dotted)
+        else:
+            base[key] = value
+            sources[dotted] = source
+
+
+def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings from the environment: HAPA_<SECTION>_<FIELD> and the original backend's aliases."""
+    environ = os.environ if environ is None else environ
+    out: dict[str, dict[str, Any]] = {}
+    for alias, (section, name) in ENV_ALIASES.items():
+        if alias in environ:
+            out.setdefault(section, {})[camel(name)] = environ[alias]
+    for sec in attrs.fields(Settings):
+        for f in attrs.fields(sec.type):
+            var = f"HAPA_{sec.name.upper()}_{f.name.upper()}"
+            if var in environ:
+                out.setdefault(sec.name, {})[camel(f.name)] = environ[var]
+    return out
+
+
+def _unwrap_section(layer: Any) -> Mapping[str, Any]:
+    """Accept both ``{"hapa": {...}}`` and ``{...}``, as clients send either."""
+    if not isinstance(layer, Mapping):
+        return {}
+    inner = layer.get(SECTION)
+    if isinstance(inner, Mapping):
+        return inner
+    return layer
+
+
+def load(*, environ: Mapping[str, str] | None = None, init_options: Any = None,
+         workspace: Any = None) -> tuple[Settings, list[ConfigProblem]]:
+    """Merge the layers and validate once; returns the settings and what was wrong with them."""
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    problems: list[ConfigProblem] = []
+    for source, layer in (("environment", env_layer(environ)),
+                          ("initializationOptions", init_options),
+                          ("workspace/configuration", workspace)):
+        if layer is None:
+            continue
+        if not isinstance(layer, Mapping):
+            problems.append(ConfigProblem(SECTION, "must be an object", source))
+            continue
+        _deep_merge(merged, _unwrap_section(layer), sources, source, SECTION)
+    settings = _build(Settings, merged, sources, SECTION, problems)
+    return settings, problems
+
+
+def to_dict(settings: Any, *, mask_secrets: bool = True) -> dict[str, Any]:
+    """The settings as a camelCase dict, secrets masked (for doctor and logs)."""
+    out: dict[str, Any] = {}
+    for f in attrs.fields(type(settings)):
+        v = getattr(settings, f.name)
+        if attrs.has(type(v)):
+            out[camel(f.name)] = to_dict(v, mask_secrets=mask_secrets)
+        elif mask_secrets and f.metadata.get("secret") and v:
+            out[camel(f.name)] = mask(v)
+        else:
+            out[camel(f.name)] = list(v) if isinstance(v, list) else v
+    return out
+
+
+def mask(secret: str) -> str:
+    """Show that a secret is set without showing it."""
+    return "****" + (secret[-2:] if len(secret) >= 12 else "")
+
+
+def schema() -> list[dict[str, Any]]:
+    """Every setting with its dotted name, type, default and doc (for editor extension generators)."""
+    rows: list[dict[str, Any]] = []
+    defaults = Settings()
+    for sec in attrs.fields(Settings):
+        for f in attrs.fields(sec.type):
+            default = getattr(getattr(defaults, sec.name), f.name)
+            tp = f.type
+            kind = {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, "array")
+            row: dict[str, Any] = {
+                "key": f"{SECTION}.{sec.name}.{camel(f.name)}",
+                "type": kind,
+                "default": list(default) if isinstance(default, list) else default,
+                "description": f.metadata.get("doc", ""),
+                "secret": bool(f.metadata.get("secret")),
+            }
+            options = getattr(f.validator, "options", None)
+            if options:
+                row["enum"] = list(options)
+            rows.append(row)
+    return rows

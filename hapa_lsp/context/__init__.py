@@ -1,0 +1,139 @@
+"""Context for prompts: the cursor's place in a document and the budgeted prefix / suffix windows."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@dataclass(frozen=True, slots=True)
+class CursorText:
+    """A document split at the cursor (position clamped into the document)."""
+
+    text: str
+    offset: int
+    line: int  # 0-based line of the cursor, after clamping
+    character: int  # code points into the line, after clamping
+    line_prefix: str
+    line_suffix: str
+
+    @property
+    def prefix(self) -> str:
+        """Everything before the cursor."""
+        return self.text[: self.offset]
+
+    @property
+    def suffix(self) -> str:
+        """Everything after the cursor."""
+        return self.text[self.offset:]
+
+
+def _unit_len(ch: str, encoding: str) -> int:
+    if encoding == "utf-8":
+        return len(ch.encode("utf-8", "surrogatepass"))
+    if encoding == "utf-32":
+        return 1
+    return 2 if ord(ch) > 0xFFFF else 1
+
+
+def units_len(text: str, encoding: str = "utf-16") -> int:
+    """Length of ``text`` in the negotiated position units (UTF-16 unless the client chose otherwise)."""
+    if text.isascii() or encoding == "utf-32":
+        return len(text)
+    return sum(_unit_len(c, encoding) for c in text)
+
+
+def _units_to_index(line: str, units: int, encoding: str) -> int:
+    """Code-point index of a column given in position units."""
+    if line.isascii() or encoding == "utf-32":
+        return min(units, len(line))
+    count = 0
+    for i, ch in enumerate(line):
+        if count >= units:
+            return i
+        count += _unit_len(ch, encoding)
+    return len(line)
+
+
+def split_at(text: str, line: int, character: int, encoding: str = "utf-16") -> CursorText:
+    """Split ``text`` at an LSP position; positions past the end are clamped, never an error."""
+    line = max(0, line)
+    character = max(0, character)
+    # Walk line starts with str.find: no list of lines is built on the typing path.
+    start = 0
+    row = 0
+    while row < line:
+        nl = text.find("\n", start)
+        if nl == -1:
+            break
+        start = nl + 1
+        row += 1
+    end = text.find("\n", start)
+    if end == -1:
+        end = len(text)
+    line_text = text[start:end]
+    if line_text.endswith("\r"):
+        line_text = line_text[:-1]
+    if row < line:  # past the last line: end of document
+        col = len(line_text)
+    else:
+        col = _units_to_index(line_text, character, encoding)
+    offset = start + col
+    return CursorText(text, offset, row, col, line_text[:col], line_text[col:])
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The prefix and suffix that fit the prompt budget, cut at line boundaries."""
+
+    prefix: str
+    suffix: str
+    prefix_truncated: bool
+    suffix_truncated: bool
+
+
+def budget_window(cur: CursorText, *, max_tokens: int, prefix_ratio: float, chars_per_token: float,
+                  reserve_tokens: int = 0) -> Window:
+    """Take whole lines around the cursor until the character budget for each side is spent."""
+    budget = max(64, int((max_tokens - reserve_tokens) * chars_per_token))
+    pre_budget = int(budget * prefix_ratio)
+    suf_budget = budget - pre_budget
+    text, off = cur.text, cur.offset
+    # Give unused suffix budget to the prefix and vice versa (a cursor near either end).
+    suf_avail = len(text) - off
+    if suf_avail < suf_budget:
+        pre_budget += suf_budget - suf_avail
+        suf_budget = suf_avail
+    if off < pre_budget:
+        suf_budget += pre_budget - off
+        pre_budget = off
+    pstart = max(0, off - pre_budget)
+    p_trunc = pstart > 0
+    if p_trunc:
+        nl = text.find("\n", pstart, off)
+        # Keep at least the cursor's own line even if it alone is over budget.
+        pstart = nl + 1 if nl != -1 else max(pstart, off - pre_budget)
+    send = min(len(text), off + suf_budget)
+    s_trunc = send < len(text)
+    if s_trunc:
+        nl = text.rfind("\n", off, send)
+        send = nl + 1 if nl != -1 else send
+    return Window(text[pstart:off], text[off:send], p_trunc, s_trunc)
+
+
+@lru_cache(maxsize=256)
+def _compiled(globs: tuple[str, ...]):
+    import re
+
+    return re.compile("|".join(fnmatch.translate(g) for g in globs)) if globs else None
+
+
+def is_excluded(path: str, globs: tuple[str, ...] | list[str]) -> bool:
+    """True when ``path`` (or its file name) matches one of the exclude globs."""
+    rx = _compiled(tuple(globs))
+    if rx is None or not path:
+        return False
+    p = path.replace("\\", "/")
+    name = p.rsplit("/", 1)[-1]
+    return bool(rx.match(name) or rx.match(p))

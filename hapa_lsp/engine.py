@@ -1,0 +1,334 @@
+"""The suggestion core: supersede, debounce, cache and type-through, context, model call, post-processing.
+
+One ``Engine`` per server. The LSP handlers stay thin and call ``inline()`` / ``ai_for_list()``;
+commands and code actions use the same backend and cache through ``backend`` and ``cache``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from hapa_lsp import errors
+from hapa_lsp.context import CursorText, budget_window, is_excluded, split_at, units_len
+
+if TYPE_CHECKING:
+    import httpx
+
+    from hapa_lsp.backends import Backend
+    from hapa_lsp.cache import ResponseCache
+    from hapa_lsp.config import Settings
+
+
+@dataclass(slots=True)
+class Suggestion:
+    """A post-processed suggestion and where it came from."""
+
+    text: str
+    source: str  # "model", "cache" or "typed-through"
+    model: str
+    request_id: str
+    cache_key: str = ""
+    at: tuple[int, int] = (0, 0)  # (line, UTF-16 column) of the cursor, clamped into the document
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Shown:
+    """The last suggestion shown in a document, for serving its rest while the user types it."""
+
+    prefix: str
+    suffix_head: str
+    text: str
+    model: str
+
+
+@dataclass(slots=True)
+class _DocState:
+    tasks: dict[str, asyncio.Task] = field(default_factory=dict)
+    last_change: float = 0.0
+    intervals: deque = field(default_factory=lambda: deque(maxlen=12))
+    shown: _Shown | None = None
+    generation: int = 0
+
+
+_SUFFIX_HEAD = 256
+
+
+class Engine:
+    """Turns (document text, position) into a suggestion, spending as few model calls as possible."""
+
+    def __init__(self, settings: Settings, *, notify_failure: Callable[[errors.HapaError, str], None] | None = None,
+                 notify_success: Callable[[], None] | None = None):
+        self.settings = settings
+        self._client: httpx.AsyncClient | None = None
+        self._backend: Backend | None = None
+        self._cache: ResponseCache | None = None
+        self._docs: dict[str, _DocState] = {}
+        self._notify_failure = notify_failure or (lambda e, m: None)
+        self._notify_success = notify_success or (lambda: None)
+        self._seq = 0
+        self.counters: dict[str, int] = {"requests": 0, "upstream_calls": 0, "upstream_aborted": 0,
+                                         "cache_hits": 0, "typed_through": 0, "superseded": 0, "errors": 0,
+                                         "empty": 0, "tokens": 0}
+
+    # ---- plumbing -------------------------------------------------------------------------------------------
+    @property
+    def cache(self) -> ResponseCache:
+        """The response cache (created on first use)."""
+        if self._cache is None:
+            from hapa_lsp.cache import ResponseCache
+
+            c = self.settings.cache
+            self._cache = ResponseCache(ttl=c.ttl_seconds if c.enabled else 0, maxsize=c.max_size)
+        return self._cache
+
+    @property
+    def backend(self) -> Backend:
+        """The model backend over the shared pooled client (created on first use)."""
+        if self._backend is None:
+            from hapa_lsp.backends import create_backend, make_client
+
+            if self._client is None:
+                self._client = make_client(self.settings.backend)
+            self._backend = create_backend(self.settings.backend, self._client)
+        return self._backend
+
+    def update_settings(self, settings: Settings) -> None:
+        """Apply new settings; the client and cache are rebuilt only when what they depend on changed."""
+        old = self.settings
+        self.settings = settings
+        if old.backend != settings.backend:
+            self._backend = None
+            b_old, b_new = old.backend, settings.backend
+            if (b_old.request_timeout, b_old.connect_timeout, b_old.max_connections) != (
+                    b_new.request_timeout, b_new.connect_timeout, b_new.max_connections) and self._client:
+                client, self._client = self._client, None
+                asyncio.ensure_future(client.aclose())
+        if old.cache != settings.cache and self._cache is not None:
+            self._cache = None
+
+    async def aclose(self) -> None:
+        """Close the pooled HTTP client."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _state(self, uri: str) -> _DocState:
+        st = self._docs.get(uri)
+        if st is None:
+            st = self._docs[uri] = _DocState()
+        return st
+
+    def next_request_id(self) -> str:
+        """A short id bound to every log line of one request."""
+        self._seq += 1
+        return f"r{self._seq}"
+
+    # ---- events ---------------------------------------------------------------------------------------------
+    def did_change(self, uri: str) -> None:
+        """A keystroke: learn the typing rhythm and abort work for the previous text."""
+        st = self._state(uri)
+        now = time.monotonic()
+        if st.last_change:
+            gap = now - st.last_change
+            if gap < 1.5:  # pauses longer than this are thinking, not typing rhythm
+                st.intervals.append(gap)
+        st.last_change = now
+        st.generation += 1
+        for kind, task in list(st.tasks.items()):
+            if not task.done():
+                task.cancel()
+
+    def did_close(self, uri: str) -> None:
+        """Forget a closed document and abort its work."""
+        st = self._docs.pop(uri, None)
+        if st:
+            for task in st.tasks.values():
+                task.cancel()
+
+    def generation(self, uri: str) -> int:
+        """Changes seen for ``uri``; a request remembers it to know when it went stale."""
+        return self._state(uri).generation
+
+    def debounce_seconds(self, uri: str) -> float:
+        """Wait adapted to the typing rhythm: 1.5x the median recent gap, within the configured bounds."""
+        c = self.settings.completion
+        lo, hi = c.debounce_ms / 1000, max(c.debounce_ms, c.max_debounce_ms) / 1000
+        iv = self._state(uri).intervals
+        if len(iv) < 3:
+            return lo
+        med = sorted(iv)[len(iv) // 2]
+        return min(hi, max(lo, 1.5 * med))
+
+    # ---- the suggestion path ---------------------------------------------------------------------------------
+    def applies_to(self, path: str, language: str) -> errors.HapaError | None:
+        """Why this document gets no AI suggestions, or None when it does."""
+        s = self.settings
+        if not s.completion.enabled:
+            return errors.InputError("AI completion is turned off (hapa.completion.enabled)", code="E4005")
+        if is_excluded(path, s.context.exclude_globs):
+            return errors.InputError(f"{path.rsplit('/', 1)[-1]} is excluded from AI", code="E4007")
+        if s.completion.languages and language not in s.completion.languages:
+            return errors.InputError(f"language '{language}' is not in hapa.completion.languages", code="E4010")
+        return None
+
+    async def suggest(self, *, uri: str, path: str, language: str, text: str, line: int, character: int,
+                      invoked: bool, slot: str = "inline", request_id: str | None = None,
+                      encoding: str = "utf-16") -> Suggestion | None:
+        """Supersede this document's previous request in ``slot``, then compute a suggestion (or None).
+
+        A request superseded by a newer one (or by a keystroke) returns None; a request cancelled by
+        the client raises CancelledError. Either way the upstream HTTP request is closed at once.
+        """
+        st = self._state(uri)
+        prev = st.tasks.get(slot)
+        if prev is not None and not prev.done():
+            prev.cancel()
+            self.counters["superseded"] += 1
+        rid = request_id or self.next_request_id()
+        task = asyncio.ensure_future(self._suggest(uri, path, language, text, line, character, invoked, rid,
+                                                 encoding))
+        st.tasks[slot] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            cur = asyncio.current_task()
+            if cur is not None and cur.cancelling():
+                raise  # the client cancelled this request: propagate, the inner task is cancelled with us
+            return None  # superseded by a newer keystroke or request
+        finally:
+            if st.tasks.get(slot) is task:
+                del st.tasks[slot]
+
+    async def _suggest(self, uri: str, path: str, language: str, text: str, line: int, character: int,
+                       invoked: bool, rid: str, encoding: str = "utf-16") -> Suggestion | None:
+        t0 = time.perf_counter()
+        self.counters["requests"] += 1
+        s = self.settings
+        cur = split_at(text, line, character, encoding)
+        at = (cur.line, units_len(cur.line_prefix, encoding))
+        st = self._state(uri)
+
+        # Type-through: the user typed the start of the suggestion shown last; serve the rest.
+        shown = st.shown
+        if shown is not None:
+            rest = self._typed_through(shown, cur)
+            if rest is not None:
+                self.counters["typed_through"] += 1
+                return Suggestion(rest, "typed-through", shown.model, rid, at=at,
+                                  timings={"total_ms": (time.perf_counter() - t0) * 1000})
+
+        from hapa_lsp.prompts import build_fim_prompt
+
+        win = budget_window(cur, max_tokens=s.context.max_prompt_tokens, prefix_ratio=s.context.prefix_ratio,
+                            chars_per_token=s.context.chars_per_token, reserve_tokens=s.backend.max_tokens // 4)
+        single = bool(cur.line_suffix.strip())
+        prompt = build_fim_prompt(model=s.backend.completion_model, family_override=s.backend.fim_template,
+                                  prefix=win.prefix, suffix=win.suffix, language=language, path=path,
+                                  max_tokens=s.backend.max_tokens, temperature=s.backend.temperature,
+                                  single_line=single)
+        from hapa_lsp.cache import digest
+
+        key = digest(s.backend.kind, s.backend.endpoint, prompt.model, prompt.family, s.backend.fim_mode,
+                     prompt.max_tokens, prompt.temperature, win.prefix, win.suffix)
+        cached = self.cache.get("completions", key)
+        if cached is not None:
+            self.counters["cache_hits"] += 1
+            self._remember(st, cur, cached, prompt.model)
+            return Suggestion(cached, "cache", prompt.model, rid, key, at=at,
+                              timings={"total_ms": (time.perf_counter() - t0) * 1000})
+
+        debounce = 0.0
+        if not invoked:
+            debounce = self.debounce_seconds(uri)
+            if debounce > 0:
+                await asyncio.sleep(debounce)
+
+        t_model = time.perf_counter()
+        raw = await self._call_model(prompt, single, rid)
+        model_ms = (time.perf_counter() - t_model) * 1000
+
+        from hapa_lsp.postprocess import Cursor, clean
+
+        text_out = clean(raw, Cursor(cur.line_prefix, cur.line_suffix, win.suffix), stop=prompt.stop,
+                         max_lines=s.completion.max_lines, min_chars=s.completion.min_chars,
+                         prefix_tail=win.prefix[-200:])
+        total_ms = (time.perf_counter() - t0) * 1000
+        timings = {"total_ms": total_ms, "model_ms": model_ms, "debounce_ms": debounce * 1000,
+                   "overhead_ms": total_ms - model_ms - debounce * 1000}
+        if text_out is None:
+            self.counters["empty"] += 1
+            # An empty answer is an answer: cache it so the same context does not call again.
+            self.cache.put("completions", key, "")
+            return None
+        self.cache.put("completions", key, text_out)
+        self._remember(st, cur, text_out, prompt.model)
+        return Suggestion(text_out, "model", prompt.model, rid, key, at=at, timings=timings)
+
+    def _remember(self, st: _DocState, cur: CursorText, text: str, model: str) -> None:
+        if text:
+            st.shown = _Shown(cur.prefix, cur.suffix[:_SUFFIX_HEAD], text, model)
+
+    @staticmethod
+    def _typed_through(shown: _Shown, cur: CursorText) -> str | None:
+        off = cur.offset
+        n = len(shown.prefix)
+        if off <= n or off - n >= len(shown.text):
+            return None
+        typed = cur.text[n:off]
+        if not shown.text.startswith(typed):
+            return None
+        if cur.text[off:off + _SUFFIX_HEAD] != shown.suffix_head:
+            return None
+        if cur.text[:n] != shown.prefix:
+            return None
+        rest = shown.text[len(typed):]
+        return rest if rest.strip() else None
+
+    async def _call_model(self, prompt: Any, single_line: bool, rid: str) -> str:
+        """Stream the model's answer, stopping early once the post-processor would cut it anyway."""
+        from hapa_lsp.backends import Usage
+
+        backend = self.backend
+        usage = Usage()
+        parts: list[str] = []
+        max_lines = self.settings.completion.max_lines
+        self.counters["upstream_calls"] += 1
+        completed = False
+        try:
+            async with aclosing(backend.stream_fim(prompt, usage, timeout=self.settings.backend.inline_timeout)) \
+                    as stream:
+                newlines = 0
+                async for delta in stream:
+                    parts.append(delta)
+                    if single_line and "\n" in delta:
+                        break
+                    newlines += delta.count("\n")
+                    if newlines > max_lines + 1:
+                        break  # the rest would be cut; closing the stream frees the model server too
+            completed = True
+        except asyncio.CancelledError:
+            self.counters["upstream_aborted"] += 1
+            raise
+        except errors.HapaError as exc:
+            self.counters["errors"] += 1
+            self._notify_failure(exc, rid)
+            raise
+        finally:
+            self.counters["tokens"] += usage.total or usage.chunks
+        if completed:
+            self._notify_success()
+        return "".join(parts)
+
+    # ---- status -----------------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters for the benchmark, doctor and health."""
+        out: dict[str, Any] = dict(self.counters)
+        if self._cache is not None:
+            out["cache"] = self._cache.stats()
+        return out

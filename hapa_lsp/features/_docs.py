@@ -1,0 +1,39 @@
+"""Shared helpers for handlers: finding open documents and converting positions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hapa_lsp import errors
+
+if TYPE_CHECKING:
+    from pygls.workspace import TextDocument
+
+    from hapa_lsp.server import HapaServer
+
+
+def open_document(ls: HapaServer, uri: str) -> TextDocument:
+    """The editor's copy of an open document; E4006 when the editor never opened it (disk is not read)."""
+    doc = ls.workspace.text_documents.get(uri)
+    if doc is None:
+        raise errors.InputError(f"{uri} is not open in the editor", code="E4006")
+    return doc
+
+
+def position_encoding(ls: HapaServer) -> str:
+    """The position encoding negotiated at initialize ("utf-16", "utf-8" or "utf-32")."""
+    enc = ls.workspace.position_encoding
+    return str(getattr(enc, "value", enc) or "utf-16")
+
+
+def language_of(doc: TextDocument) -> str:
+    """The document's language id, guessed from the file name when the editor sent none."""
+    if doc.language_id:
+        return doc.language_id
+    name = (doc.filename or "").lower()
+    for ext, lang in ((".py", "python"), (".pyi", "python"), (".js", "javascript"), (".ts", "typescript"),
+                      (".rs", "rust"), (".go", "go"), (".java", "java"), (".c", "c"), (".cpp", "cpp"),
+                      (".rb", "ruby"), (".lua", "lua"), (".sh", "shellscript")):
+        if name.endswith(ext):
+            return lang
+    return "plaintext"

@@ -1,0 +1,46 @@
+"""workspace/executeCommand: the commands of the core (acceptance feedback, stats, status)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hapa_lsp import errors
+
+if TYPE_CHECKING:
+    from hapa_lsp.server import HapaServer
+
+
+def first_object(args: tuple[Any, ...], command: str) -> dict[str, Any]:
+    """The command's single JSON object argument (``{}`` when none); E4001 for anything else."""
+    if not args:
+        return {}
+    if len(args) == 1 and isinstance(args[0], dict):
+        return args[0]
+    raise errors.InputError(f"{command} takes one JSON object argument", code="E4001", field="arguments")
+
+
+def register(server: HapaServer) -> None:
+    """Register the core commands."""
+    from hapa_lsp.features.inline import ACCEPT_COMMAND
+    from hapa_lsp.server import rpc_error
+
+    @server.command(ACCEPT_COMMAND)
+    def did_accept(ls: HapaServer, *args: Any) -> dict[str, Any]:
+        try:
+            info = first_object(args, ACCEPT_COMMAND)
+        except errors.HapaError as exc:
+            raise rpc_error(exc) from exc
+        ls.engine.counters["accepted"] = ls.engine.counters.get("accepted", 0) + 1
+        from hapa_lsp.log import get_logger
+
+        get_logger().info("suggestion accepted", request_id=info.get("request_id"), model=info.get("model"),
+                          language=info.get("language"))
+        return {"recorded": True}
+
+    @server.command("hapa.stats")
+    def stats(ls: HapaServer, *args: Any) -> dict[str, Any]:
+        out = ls.engine.stats()
+        if ls._jedi is not None:
+            out["jedi_skipped"] = ls._jedi.skipped
+        out["status"] = ls.status_state
+        return out

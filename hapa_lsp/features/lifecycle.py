@@ -1,0 +1,107 @@
+"""Lifecycle: initialize (settings from initializationOptions), configuration pulls, document events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+
+from hapa_lsp.config import SECTION
+
+if TYPE_CHECKING:
+    from hapa_lsp.server import HapaServer
+
+
+def _supports_configuration(ls: HapaServer) -> bool:
+    ws = ls.client_capabilities.workspace
+    return bool(ws and ws.configuration)
+
+
+async def pull_configuration(ls: HapaServer) -> None:
+    """Read section ``hapa`` with workspace/configuration and apply it."""
+    try:
+        result = await asyncio.wait_for(ls.workspace_configuration_async(
+            types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])), 5.0)
+    except Exception as exc:  # noqa: BLE001 - a client that fails this request keeps the other layers
+        from hapa_lsp.log import get_logger
+
+        get_logger().warning("workspace/configuration failed", error=type(exc).__name__)
+        return
+    value = result[0] if result else None
+    ls.apply_settings(workspace=value if value is not None else {})
+
+
+def register(server: HapaServer) -> None:
+    """Register lifecycle and document-event handlers."""
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: HapaServer, params: types.InitializeParams) -> None:
+        folders = params.workspace_folders or []
+        if folders:
+            from pygls.uris import to_fs_path
+
+            ls.root_path = to_fs_path(folders[0].uri)
+        elif params.root_uri:
+            from pygls.uris import to_fs_path
+
+            ls.root_path = to_fs_path(params.root_uri)
+        ls.apply_settings(init_options=params.initialization_options)
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls: HapaServer, params: types.InitializedParams) -> None:
+        # Warm up what the first keystroke needs, off the event loop, now that the editor is not waiting.
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, _warm_imports)
+        if ls.settings.completion.jedi:
+            ls.jedi.warm_up()
+        dyn = ls.client_capabilities.workspace
+        if dyn and dyn.did_change_configuration and dyn.did_change_configuration.dynamic_registration:
+            try:
+                await ls.client_register_capability_async(types.RegistrationParams(registrations=[
+                    types.Registration(id="hapa-config", method=types.WORKSPACE_DID_CHANGE_CONFIGURATION,
+                                       register_options={"section": SECTION})]))
+            except Exception:  # noqa: BLE001 - registration is a convenience, not a requirement
+                pass
+        if _supports_configuration(ls):
+            await pull_configuration(ls)
+        ls.set_status("ok", f"hapa-lsp {ls.version} ready ({ls.settings.backend.kind} "
+                      f"{ls.settings.backend.completion_model})", force=True)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(ls: HapaServer, params: types.DidChangeConfigurationParams) -> None:
+        if _supports_configuration(ls):
+            await pull_configuration(ls)
+        else:
+            settings: Any = params.settings
+            if isinstance(settings, dict):
+                ls.apply_settings(workspace=settings.get(SECTION, settings))
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: HapaServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.engine.did_change(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: HapaServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.engine.did_close(params.text_document.uri)
+
+    @server.feature(types.SHUTDOWN)
+    async def shutdown(ls: HapaServer, *args: Any) -> None:
+        if ls._engine is not None:
+            await ls._engine.aclose()
+        if ls._jedi is not None:
+            ls._jedi.shutdown()
+
+
+def _warm_imports() -> None:
+    try:
+        import httpx  # noqa: F401
+        import structlog  # noqa: F401
+
+        import hapa_lsp.backends.ollama  # noqa: F401
+        import hapa_lsp.backends.openai  # noqa: F401
+        import hapa_lsp.cache  # noqa: F401
+        import hapa_lsp.postprocess  # noqa: F401
+        import hapa_lsp.prompts  # noqa: F401
+    except Exception:  # noqa: BLE001 - e.g. the editor quit while we were importing; first use imports again
+        pass

@@ -1,0 +1,152 @@
+"""Structured logging with structlog: JSON or console lines to stderr or a rotating file, secrets redacted.
+
+stdout carries the protocol, so no handler here ever writes to it. structlog itself is imported on
+first use, not at start, because the time to the initialize response is part of the user's wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+from typing import Any
+
+_SECRET_KEYS = {"api_key", "apikey", "authorization", "x-api-key", "x_api_key", "password", "token", "secret",
+                "bearer"}
+_PATTERNS = (
+    (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), r"\1****"),
+    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',]+"), r"\1****"),
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-****"),
+)
+_known_secrets: set[str] = set()
+_state: dict[str, Any] = {"configured": False, "json": False, "level": logging.INFO}
+
+
+def register_secret(value: str) -> None:
+    """Make sure ``value`` (an API key) is masked wherever it would appear in a log line."""
+    if value and len(value) >= 4:
+        _known_secrets.add(value)
+
+
+def redact_text(text: str) -> str:
+    """Mask known secrets and anything shaped like a credential."""
+    for s in _known_secrets:
+        if s in text:
+            text = text.replace(s, "****")
+    for rx, repl in _PATTERNS:
+        text = rx.sub(repl, text)
+    return text
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if key.lower() in _SECRET_KEYS:
+        return "****" if value else value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact_value("", v) for v in value)
+    return value
+
+
+def redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: no API key or Authorization header survives into a rendered line."""
+    return {k: _redact_value(k, v) for k, v in event_dict.items()}
+
+
+class _RedactingFilter(logging.Filter):
+    """For records from other libraries (pygls, httpx) that bypass structlog's processors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed foreign record must not break logging
+            return True
+        red = redact_text(msg)
+        if red != msg:
+            record.msg, record.args = red, None
+        return True
+
+
+def configure(level: str = "INFO", file: str = "", fmt: str = "console", max_bytes: int = 50 * 1024 * 1024,
+              backups: int = 3) -> None:
+    """Route all logging (ours, pygls', httpx') to stderr or a rotating file; never stdout."""
+    lvl = getattr(logging, level.upper(), logging.INFO)
+    handler: logging.Handler
+    if file:
+        handler = logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups,
+                                                       encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RedactingFilter())
+    handler.setFormatter(_LazyFormatter(fmt))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(lvl)
+    # pygls logs every message body at INFO; keep that out unless debugging.
+    noisy = logging.DEBUG if lvl <= logging.DEBUG else logging.WARNING
+    for name in ("pygls", "httpx", "httpcore", "asyncio", "parso", "jedi"):
+        logging.getLogger(name).setLevel(max(noisy, lvl) if name in ("parso", "jedi", "httpcore") else noisy)
+    _state.update(configured=True, json=(fmt == "json"), level=lvl)
+    if "structlog" in sys.modules:
+        _configure_structlog()
+
+
+class _LazyFormatter(logging.Formatter):
+    """Renders with structlog's ProcessorFormatter once structlog is loaded; plain text before."""
+
+    def __init__(self, fmt: str):
+        super().__init__("%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+        self._kind = fmt
+        self._inner: logging.Formatter | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self._inner is None and "structlog" in sys.modules:
+            self._inner = _processor_formatter(self._kind)
+        if self._inner is not None:
+            return self._inner.format(record)
+        return super().format(record)
+
+
+def _processor_formatter(kind: str) -> logging.Formatter:
+    import structlog
+
+    renderer = (structlog.processors.JSONRenderer() if kind == "json"
+                else structlog.dev.ConsoleRenderer(colors=False))
+    return structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_processor, renderer],
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+    )
+
+
+def _configure_structlog() -> None:
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(_state["level"]),
+        cache_logger_on_first_use=False,
+    )
+    _state["structlog"] = True
+
+
+def get_logger(name: str = "hapa_lsp") -> Any:
+    """A structlog logger (structlog is imported and configured on the first call)."""
+    import structlog
+
+    if not _state.get("structlog"):
+        _configure_structlog()
+    return structlog.get_logger(name)

@@ -1,0 +1,154 @@
+"""Cleaning model output into a suggestion: stop tokens, suffix overlap, block end, loops, junk."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_FENCE = re.compile(r"^\s*```[\w+-]*\s*\n?|\n?\s*```\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """What the post-processor needs to know about the cursor's surroundings."""
+
+    line_prefix: str  # text of the cursor's line before the cursor
+    line_suffix: str  # text of the cursor's line after the cursor
+    suffix: str  # everything after the cursor (the window sent to the model)
+
+    @property
+    def mid_line(self) -> bool:
+        """True when there is code after the cursor on its line: only a single-line answer fits."""
+        return bool(self.line_suffix.strip())
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def strip_stop_tokens(text: str, stop: tuple[str, ...]) -> str:
+    """Cut at the first stop token, for servers that do not apply ``stop`` themselves."""
+    cut = len(text)
+    for s in stop:
+        if s and s != "\n":
+            i = text.find(s)
+            if i != -1:
+                cut = min(cut, i)
+    return text[:cut]
+
+
+def trim_suffix_overlap(text: str, cursor: Cursor) -> str:
+    """Drop the end of ``text`` that repeats what already follows the cursor."""
+    if not text:
+        return text
+    # Whole lines that the suffix already has (the model re-wrote the code after the hole).
+    suffix_lines = [ln for ln in cursor.suffix.split("\n") if ln.strip()]
+    if suffix_lines:
+        lines = text.split("\n")
+        first_after = suffix_lines[0].strip()
+        for i, ln in enumerate(lines):
+            if i > 0 and ln.strip() and ln.strip() == first_after:
+                # Keep only if the suffix line is a trivial closer that may legitimately repeat.
+                if len(first_after) > 2:
+                    text = "\n".join(lines[:i]).rstrip() + ("\n" if i < len(lines) else "")
+                    text = text.rstrip("\n") if not cursor.line_suffix.strip() else text
+                    break
+    # Characters the rest of the line already has, e.g. the closing ``)`` the editor auto-inserted.
+    rest = cursor.line_suffix.rstrip()
+    if rest:
+        first_line, nl, tail = text.partition("\n")
+        for k in range(min(len(rest), len(first_line)), 0, -1):
+            if first_line.endswith(rest[:k]):
+                first_line = first_line[:-k]
+                break
+        text = first_line + nl + tail
+    return text
+
+
+def cut_at_block_end(text: str, cursor: Cursor) -> str:
+    """Stop where the code leaves the block the cursor is in (a line dedented to or below it)."""
+    lines = text.split("\n")
+    if len(lines) == 1:
+        return text
+    first = cursor.line_prefix + lines[0]
+    base = _indent(first) if first.strip() else len(cursor.line_prefix)
+    opens = first.rstrip().endswith((":", "{", "(", "["))
+    kept = [lines[0]]
+    next_code = next((ln.strip() for ln in cursor.suffix.split("\n") if ln.strip()), "")
+    for ln in lines[1:]:
+        if ln.strip():
+            ind = _indent(ln)
+            if ind < base:
+                closer = ln.strip()
+                if closer[0] in ")]}" and not next_code.startswith(closer[0]):
+                    kept.append(ln)  # closes the block the cursor is in, which the code after does not
+                break
+            if ind == base and (opens or _is_new_toplevel(ln)):
+                if opens and ln.lstrip()[0] in ")]}":
+                    kept.append(ln)  # the line that closes the bracket the cursor's line opened
+                break
+        kept.append(ln)
+    return "\n".join(kept).rstrip()
+
+
+def _is_new_toplevel(line: str) -> bool:
+    """A new top-level definition after the completed one ends the suggestion."""
+    return bool(re.match(r"(def |class |async def |@|if __name__)", line))
+
+
+def cut_repetition(text: str) -> str:
+    """Stop a loop: the same non-trivial line three times in a row, or a block repeating itself."""
+    lines = text.split("\n")
+    out: list[str] = []
+    for ln in lines:
+        if len(out) >= 2 and ln.strip() and len(ln.strip()) > 3 and ln == out[-1] == out[-2]:
+            # Keep a single copy: the rest is the loop.
+            out = out[:-1]
+            break
+        out.append(ln)
+    text = "\n".join(out)
+    # A chunk of >= 2 lines repeated back to back.
+    lines = text.split("\n")
+    n = len(lines)
+    for size in range(2, n // 2 + 1):
+        for start in range(0, n - 2 * size + 1):
+            a = lines[start:start + size]
+            if any(x.strip() for x in a) and a == lines[start + size:start + 2 * size]:
+                return "\n".join(lines[:start + size]).rstrip()
+    return text
+
+
+def strip_fences(text: str) -> str:
+    """Remove markdown code fences that chat models wrap answers in."""
+    if "```" not in text:
+        return text
+    return _FENCE.sub("", text)
+
+
+def clean(raw: str, cursor: Cursor, *, stop: tuple[str, ...] = (), max_lines: int = 16, min_chars: int = 2,
+          prefix_tail: str = "") -> str | None:
+    """The suggestion to show for ``raw`` model output, or None when nothing worth showing remains."""
+    text = strip_stop_tokens(raw, stop)
+    text = strip_fences(text).replace("\r\n", "\n")
+    if not text.strip():
+        return None
+    # A model that starts by repeating the line's beginning (chat models do) is re-aligned to the cursor.
+    lp = cursor.line_prefix
+    if lp.strip() and text.startswith(lp) and len(text) > len(lp):
+        text = text[len(lp):]
+    if cursor.mid_line:
+        text = text.split("\n", 1)[0]
+    else:
+        text = cut_at_block_end(text, cursor)
+        text = cut_repetition(text)
+        lines = text.split("\n")
+        if len(lines) > max_lines:
+            text = "\n".join(lines[:max_lines])
+    text = trim_suffix_overlap(text, cursor)
+    text = text.rstrip() if "\n" in text else text.rstrip("\n")
+    if prefix_tail and text.strip() and prefix_tail.rstrip().endswith(text.strip()) and len(text.strip()) > 8:
+        # The model repeated the line before the cursor.
+        return None
+    if len(re.sub(r"\s", "", text)) < min_chars:
+        return None
+    return text

@@ -1,0 +1,192 @@
+"""HapaServer: the pygls LanguageServer, its settings, status reporting, and the feature registrations.
+
+Handlers live in ``hapa_lsp.features``; they stay thin and call the engine. Everything that is slow
+to import (httpx, jedi, structlog, prometheus) is imported on first use, after the initialize response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+
+from hapa_lsp import __version__, errors
+from hapa_lsp.config import ConfigProblem, Settings
+
+STATUS = "hapa/status"
+
+
+class _BadRequest:
+    """A request whose params could not be read: answered with E4001 instead of being dropped."""
+
+    def __init__(self, msg_id: Any, method: str):
+        self.id = msg_id
+        self.method = method
+
+
+class HapaProtocol(LanguageServerProtocol):
+    """pygls' protocol, plus an answer for requests with malformed params (the client would wait forever)."""
+
+    def structure_message(self, data: dict[str, Any]):
+        """Deserialize a message; a request that does not fit its type becomes a _BadRequest."""
+        try:
+            return super().structure_message(data)
+        except JsonRpcException:
+            if isinstance(data, dict) and "id" in data and isinstance(data.get("method"), str):
+                return _BadRequest(data["id"], data["method"])
+            raise
+
+    def handle_message(self, message: Any):
+        """Answer _BadRequest with E4001; everything else as pygls does."""
+        if isinstance(message, _BadRequest):
+            err = errors.InputError(f"the parameters of {message.method} do not match the LSP specification",
+                                    code="E4001")
+            self._send_response(message.id, error=types.ResponseError(
+                code=types.ErrorCodes.InvalidParams, message=err.message, data=err.to_data()))
+            return
+        super().handle_message(message)
+
+
+def rpc_error(err: errors.HapaError) -> JsonRpcException:
+    """A HapaError as the JSON-RPC error a request answers with (catalog data attached)."""
+    code = types.ErrorCodes.InvalidParams if err.code in ("E4001", "E4002") else -32001
+    if err.code == "E4008":
+        code = types.LSPErrorCodes.RequestCancelled
+    return JsonRpcException(code=int(code), message=err.message, data=err.to_data())
+
+
+class HapaServer(LanguageServer):
+    """The hapa-lsp language server."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__("hapa-lsp", __version__, protocol_cls=HapaProtocol, **kwargs)
+        self.settings = Settings()
+        self._env_layer: dict[str, Any] | None = None
+        self.init_options: Any = None
+        self.workspace_settings: Any = None
+        self._engine = None
+        self._jedi = None
+        self.status_state = "ok"
+        self._status_code: str | None = None
+        self._reported_codes: set[str] = set()
+        self.incidents: deque[dict[str, Any]] = deque(maxlen=500)
+        self._last_oob_message = 0.0
+        self.started = time.time()
+        self.root_path: str | None = None
+
+    # ---- components, created on first use -----------------------------------------------------------------
+    @property
+    def engine(self):
+        """The suggestion engine."""
+        if self._engine is None:
+            from hapa_lsp.engine import Engine
+
+            self._engine = Engine(self.settings, notify_failure=self.background_failure,
+                                  notify_success=self.background_success)
+        return self._engine
+
+    @property
+    def jedi(self):
+        """The jedi worker."""
+        if self._jedi is None:
+            from hapa_lsp.jedi_utils import JediRunner
+
+            self._jedi = JediRunner()
+        return self._jedi
+
+    # ---- settings -------------------------------------------------------------------------------------------
+    def apply_settings(self, *, init_options: Any = None, workspace: Any = None, environ: Any = None) -> list[
+            ConfigProblem]:
+        """Re-merge every layer, apply the result, and report what was wrong (once per change)."""
+        from hapa_lsp import config, log
+
+        if init_options is not None:
+            self.init_options = init_options
+        if workspace is not None:
+            self.workspace_settings = workspace
+        settings, problems = config.load(environ=environ, init_options=self.init_options,
+                                         workspace=self.workspace_settings)
+        old = self.settings
+        self.settings = settings
+        log.register_secret(settings.backend.api_key)
+        if old.logging != settings.logging:
+            lg = settings.logging
+            log.configure(lg.level, lg.file, lg.format, lg.max_bytes, lg.backups)
+        if self._engine is not None:
+            self._engine.update_settings(settings)
+        for p in problems:
+            self._config_problem(p)
+        return problems
+
+    def _config_problem(self, problem: ConfigProblem) -> None:
+        err = errors.InputError(f"{problem.path} ({problem.source}) {problem.reason}", code="E4009",
+                                field=problem.path)
+        self.record_incident(err, "configuration")
+        msg = f"{problem.message} ({err.incident_id})"
+        self.window_show_message(types.ShowMessageParams(types.MessageType.Warning, f"hapa-lsp: {msg}"))
+        self.window_log_message(types.LogMessageParams(types.MessageType.Warning, msg))
+
+    # ---- failures and status --------------------------------------------------------------------------------
+    def record_incident(self, err: errors.HapaError, method: str) -> None:
+        """Keep the incident (in memory here; the store persists it when present) and log it."""
+        from hapa_lsp.log import get_logger
+
+        rec = {"incident_id": err.incident_id, "error_code": err.code, "method": method, "detail": err.detail,
+               "timestamp": time.time(), "status": "open"}
+        self.incidents.append(rec)
+        get_logger("hapa_lsp.incident").warning("incident", **rec)
+
+    def set_status(self, state: str, message: str, code: str | None = None, incident_id: str | None = None,
+                   *, force: bool = False) -> None:
+        """Send ``hapa/status`` when the state or code changes (never once per keystroke)."""
+        if not force and state == self.status_state and code == self._status_code:
+            return
+        self.status_state, self._status_code = state, code
+        payload: dict[str, Any] = {"state": state, "message": message}
+        if code:
+            payload["code"] = code
+        if incident_id:
+            payload["incident_id"] = incident_id
+        self.protocol.notify(STATUS, payload)
+
+    def background_failure(self, err: errors.HapaError, request_id: str = "", method: str = "inline") -> None:
+        """A failure nobody asked for explicitly: one showMessage per distinct code until things recover."""
+        self.record_incident(err, method)
+        self.set_status("error" if not err.retryable else "warning", err.message, err.code, err.incident_id)
+        if err.code not in self._reported_codes:
+            self._reported_codes.add(err.code)
+            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
+
+    def background_success(self) -> None:
+        """A model call worked: clear the error state so the next outage is reported again."""
+        if self.status_state != "ok" or self._reported_codes:
+            self._reported_codes.clear()
+            self.set_status("ok", "model server reachable")
+
+    def report_server_error(self, error: Exception, source: Any):
+        """Out-of-band errors (unparsable messages, failing notification handlers): coded, and not a flood."""
+        from pygls.exceptions import FeatureRequestError
+
+        if source == FeatureRequestError:
+            return
+        err = errors.HapaError(f"{type(error).__name__} while handling a message", code="E4001"
+                               if isinstance(error, (JsonRpcException, ValueError)) else "E5004")
+        self.record_incident(err, "protocol")
+        now = time.monotonic()
+        if now - self._last_oob_message > 10:
+            self._last_oob_message = now
+            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
+
+
+def create_server() -> HapaServer:
+    """A server with every feature registered."""
+    from hapa_lsp.features import register_all
+
+    server = HapaServer()
+    register_all(server)
+    return server
