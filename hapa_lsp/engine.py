@@ -72,6 +72,8 @@ class Engine:
         self._notify_failure = notify_failure or (lambda e, m: None)
         self._notify_success = notify_success or (lambda: None)
         self._seq = 0
+        # Subscribers to what happens on the typing path (metrics, store); see ``emit``.
+        self.observers: list[Callable[[str, dict[str, Any]], None]] = []
         self.counters: dict[str, int] = {"requests": 0, "upstream_calls": 0, "upstream_aborted": 0,
                                          "cache_hits": 0, "typed_through": 0, "superseded": 0, "errors": 0,
                                          "empty": 0, "tokens": 0}
@@ -123,6 +125,19 @@ class Engine:
         if st is None:
             st = self._docs[uri] = _DocState()
         return st
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Tell observers about an event; an observer that fails never breaks a request.
+
+        Events: ``suggestion`` (source, model, chars, timings), ``cache`` (hit: bool, region),
+        ``upstream`` (model, kind, ms, prompt_tokens, completion_tokens, outcome: ok/aborted/error,
+        code), ``superseded``.
+        """
+        for obs in self.observers:
+            try:
+                obs(event, fields)
+            except Exception:  # noqa: BLE001 - telemetry must not cost the user a suggestion
+                pass
 
     def next_request_id(self) -> str:
         """A short id bound to every log line of one request."""
@@ -190,6 +205,7 @@ class Engine:
         if prev is not None and not prev.done():
             prev.cancel()
             self.counters["superseded"] += 1
+            self.emit("superseded", slot=slot)
         rid = request_id or self.next_request_id()
         task = asyncio.ensure_future(self._suggest(uri, path, language, text, line, character, invoked, rid,
                                                  encoding))
@@ -220,6 +236,7 @@ class Engine:
             rest = self._typed_through(shown, cur)
             if rest is not None:
                 self.counters["typed_through"] += 1
+                self.emit("suggestion", source="typed-through", model=shown.model, chars=len(rest), timings={})
                 return Suggestion(rest, "typed-through", shown.model, rid, at=at,
                                   timings={"total_ms": (time.perf_counter() - t0) * 1000})
 
@@ -237,8 +254,10 @@ class Engine:
         key = digest(s.backend.kind, s.backend.endpoint, prompt.model, prompt.family, s.backend.fim_mode,
                      prompt.max_tokens, prompt.temperature, win.prefix, win.suffix)
         cached = self.cache.get("completions", key)
+        self.emit("cache", hit=cached is not None, region="completions")
         if cached is not None:
             self.counters["cache_hits"] += 1
+            self.emit("suggestion", source="cache", model=prompt.model, chars=len(cached), timings={})
             self._remember(st, cur, cached, prompt.model)
             return Suggestion(cached, "cache", prompt.model, rid, key, at=at,
                               timings={"total_ms": (time.perf_counter() - t0) * 1000})
@@ -268,6 +287,7 @@ class Engine:
             return None
         self.cache.put("completions", key, text_out)
         self._remember(st, cur, text_out, prompt.model)
+        self.emit("suggestion", source="model", model=prompt.model, chars=len(text_out), timings=timings)
         return Suggestion(text_out, "model", prompt.model, rid, key, at=at, timings=timings)
 
     def _remember(self, st: _DocState, cur: CursorText, text: str, model: str) -> None:
@@ -300,6 +320,8 @@ class Engine:
         max_lines = self.settings.completion.max_lines
         self.counters["upstream_calls"] += 1
         completed = False
+        outcome, code = "error", None
+        t0 = time.perf_counter()
         try:
             async with aclosing(backend.stream_fim(prompt, usage, timeout=self.settings.backend.inline_timeout)) \
                     as stream:
@@ -312,15 +334,21 @@ class Engine:
                     if newlines > max_lines + 1:
                         break  # the rest would be cut; closing the stream frees the model server too
             completed = True
+            outcome = "ok"
         except asyncio.CancelledError:
             self.counters["upstream_aborted"] += 1
+            outcome = "aborted"
             raise
         except errors.HapaError as exc:
             self.counters["errors"] += 1
+            code = exc.code
             self._notify_failure(exc, rid)
             raise
         finally:
             self.counters["tokens"] += usage.total or usage.chunks
+            self.emit("upstream", model=prompt.model, kind="completion", ms=(time.perf_counter() - t0) * 1000,
+                      prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens or usage.chunks,
+                      outcome=outcome, code=code)
         if completed:
             self._notify_success()
         return "".join(parts)
