@@ -49,7 +49,8 @@ class _Shown:
 
 @dataclass(slots=True)
 class _DocState:
-    tasks: dict[str, asyncio.Task] = field(default_factory=dict)
+    tasks: dict[tuple, asyncio.Task] = field(default_factory=dict)
+    waiters: dict[tuple, int] = field(default_factory=dict)
     last_change: float = 0.0
     intervals: deque = field(default_factory=lambda: deque(maxlen=12))
     shown: _Shown | None = None
@@ -195,31 +196,52 @@ class Engine:
     async def suggest(self, *, uri: str, path: str, language: str, text: str, line: int, character: int,
                       invoked: bool, slot: str = "inline", request_id: str | None = None,
                       encoding: str = "utf-16") -> Suggestion | None:
-        """Supersede this document's previous request in ``slot``, then compute a suggestion (or None).
+        """Compute a suggestion for one cursor context (or None), sharing work between identical requests.
 
-        A request superseded by a newer one (or by a keystroke) returns None; a request cancelled by
-        the client raises CancelledError. Either way the upstream HTTP request is closed at once.
+        Requests for the same document text and position (an inline request and a completion list
+        request, or a list the editor asks for again) join one computation. A request for another
+        context supersedes the older ones: they return None and their upstream HTTP request is closed
+        at once. A request cancelled by the client raises CancelledError; when it was the last one
+        waiting, the computation and its upstream request are cancelled too. ``slot`` names the
+        caller for logs.
         """
         st = self._state(uri)
-        prev = st.tasks.get(slot)
-        if prev is not None and not prev.done():
-            prev.cancel()
-            self.counters["superseded"] += 1
-            self.emit("superseded", slot=slot)
-        rid = request_id or self.next_request_id()
-        task = asyncio.ensure_future(self._suggest(uri, path, language, text, line, character, invoked, rid,
-                                                 encoding))
-        st.tasks[slot] = task
+        ctx = (st.generation, len(text), line, character, encoding)
+        for other, t in list(st.tasks.items()):
+            if other != ctx and not t.done():
+                t.cancel()
+                self.counters["superseded"] += 1
+                self.emit("superseded", slot=slot)
+        task = st.tasks.get(ctx)
+        if task is None or task.done():
+            rid = request_id or self.next_request_id()
+            task = asyncio.ensure_future(self._suggest(uri, path, language, text, line, character, invoked, rid,
+                                                     encoding))
+            st.tasks[ctx] = task
+            st.waiters[ctx] = 0
+            task.add_done_callback(lambda t, st=st, ctx=ctx: self._forget(st, ctx, t))
+        else:
+            self.counters["joined"] = self.counters.get("joined", 0) + 1
+        st.waiters[ctx] = st.waiters.get(ctx, 0) + 1
         try:
-            return await task
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             cur = asyncio.current_task()
             if cur is not None and cur.cancelling():
-                raise  # the client cancelled this request: propagate, the inner task is cancelled with us
+                # The client cancelled this request; nobody else waiting means nobody needs the answer.
+                if st.waiters.get(ctx, 0) <= 1 and not task.done():
+                    task.cancel()
+                raise
             return None  # superseded by a newer keystroke or request
         finally:
-            if st.tasks.get(slot) is task:
-                del st.tasks[slot]
+            if ctx in st.waiters:
+                st.waiters[ctx] -= 1
+
+    @staticmethod
+    def _forget(st: _DocState, ctx: tuple, task: asyncio.Task) -> None:
+        if st.tasks.get(ctx) is task:
+            del st.tasks[ctx]
+            st.waiters.pop(ctx, None)
 
     async def _suggest(self, uri: str, path: str, language: str, text: str, line: int, character: int,
                        invoked: bool, rid: str, encoding: str = "utf-16") -> Suggestion | None:

@@ -1,0 +1,99 @@
+"""textDocument/completion: jedi's items plus the AI item; jedi items come back even when the model is slow or down."""
+
+from __future__ import annotations
+
+import time
+
+from lsprotocol import types
+
+from tests.e2e.conftest import open_doc, start_client, stop_client
+
+SOURCE = "import os\n\ndef add(a, b):\n    return a + b\n\nos.pa\n"
+
+
+def completion_params(uri: str, line: int, character: int, invoked: bool = False) -> types.CompletionParams:
+    kind = types.CompletionTriggerKind.Invoked if invoked else types.CompletionTriggerKind.TriggerCharacter
+    ctx = types.CompletionContext(trigger_kind=kind, trigger_character=None if invoked else ".")
+    return types.CompletionParams(text_document=types.TextDocumentIdentifier(uri),
+                                  position=types.Position(line, character), context=ctx)
+
+
+async def complete_when_jedi_ready(client, params, deadline_s: float = 10.0):
+    """Ask again while the list is incomplete (jedi still warming up), as an editor does while typing."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        result = await client.text_document_completion_async(params)
+        if not result.is_incomplete or time.monotonic() > deadline:
+            return result
+
+
+def labels(result) -> list[str]:
+    items = result.items if isinstance(result, types.CompletionList) else result
+    return [i.label for i in items]
+
+
+async def test_jedi_items_and_ai_item_with_text_edit(lsp, fake):
+    fake.default_text = "th.join('a', 'b')"
+    open_doc(lsp, "file:///ws/m.py", SOURCE)
+    result = await complete_when_jedi_ready(lsp, completion_params("file:///ws/m.py", 5, 5, invoked=True))
+    assert isinstance(result, types.CompletionList)
+    assert "path" in labels(result) and "pardir" in labels(result)
+    ai = [i for i in result.items if i.detail and i.detail.startswith("hapa AI")]
+    assert len(ai) == 1
+    edit = ai[0].text_edit
+    assert isinstance(edit, types.TextEdit)
+    # Replaces the word being typed ("pa") with the whole suggestion.
+    assert edit.range == types.Range(types.Position(5, 3), types.Position(5, 5))
+    assert edit.new_text == "path.join('a', 'b')"
+    jedi_path = next(i for i in result.items if i.label == "path")
+    assert jedi_path.text_edit.range.start == types.Position(5, 3)
+
+
+async def test_jedi_items_return_while_model_is_down(fake, tmp_path):
+    fake.fault = "refuse"
+    client = await start_client(fake, root=tmp_path)
+    try:
+        open_doc(client, "file:///ws/m.py", SOURCE)
+        result = await complete_when_jedi_ready(client, completion_params("file:///ws/m.py", 5, 5))
+        assert "path" in labels(result)
+        assert not any((i.detail or "").startswith("hapa AI") for i in result.items)
+        # The outage was reported once, with its catalog code and an incident id.
+        errors = [m.message for m in client.messages if "E5005" in m.message]
+        assert len(errors) == 1 and "INC-" in errors[0]
+    finally:
+        await stop_client(client)
+
+
+async def test_slow_model_list_is_incomplete_then_ai_item_arrives(fake, tmp_path):
+    fake.latency = 1.0
+    fake.default_text = "th.exists('x')"
+    client = await start_client(fake, root=tmp_path, env={"HAPA_COMPLETION_DEBOUNCE_MS": "0",
+                                                          "HAPA_COMPLETION_MAX_DEBOUNCE_MS": "0",
+                                                          "HAPA_COMPLETION_LIST_WAIT_MS": "100"})
+    try:
+        open_doc(client, "file:///ws/m.py", SOURCE)
+        # Let jedi warm up so the first list is not late because of jedi's own start.
+        await complete_when_jedi_ready(client, completion_params("file:///ws/m.py", 5, 4))
+        t0 = time.perf_counter()
+        first = await client.text_document_completion_async(completion_params("file:///ws/m.py", 5, 5))
+        elapsed = time.perf_counter() - t0
+        assert "path" in labels(first)
+        assert first.is_incomplete is True
+        assert elapsed < 0.9, "the list must not wait for the slow model"
+        await fake.wait_for_requests(1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            again = await client.text_document_completion_async(completion_params("file:///ws/m.py", 5, 5))
+            if any((i.detail or "").startswith("hapa AI") for i in again.items):
+                break
+        assert any(i.label == "path.exists('x')" for i in again.items)
+        assert "path" in labels(again)
+    finally:
+        await stop_client(client)
+
+
+async def test_non_python_documents_get_only_the_ai_item(lsp, fake):
+    fake.queue("ole.log(x);")
+    open_doc(lsp, "file:///ws/a.js", "const x = 1;\ncons\n", language="javascript")
+    result = await lsp.text_document_completion_async(completion_params("file:///ws/a.js", 1, 4, invoked=True))
+    assert labels(result) == ["console.log(x);"]
