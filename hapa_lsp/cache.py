@@ -22,7 +22,10 @@ def digest(*parts: Any) -> str:
 class ResponseCache:
     """Named TTL+LRU regions (``completions``, ``code_generation``, ...) with hit/miss counts."""
 
-    def __init__(self, ttl: float = 1800.0, maxsize: int = 1000):
+    def __init__(self, ttl: float = 1800.0, maxsize: int = 1000, timer: Any = None):
+        import time
+
+        self._timer = timer or time.monotonic
         self.ttl = ttl
         self.maxsize = maxsize
         self._regions: dict[str, TTLCache] = {}
@@ -35,7 +38,8 @@ class ResponseCache:
         r = self._regions.get(name)
         if r is None:
             with self._lock:
-                r = self._regions.setdefault(name, TTLCache(maxsize=self.maxsize, ttl=self.ttl))
+                r = self._regions.setdefault(name, TTLCache(maxsize=self.maxsize, ttl=self.ttl,
+                                                                  timer=self._timer))
         return r
 
     def get(self, region: str, key: str) -> Any | None:

@@ -60,6 +60,8 @@ class _RedactingFilter(logging.Filter):
     """For records from other libraries (pygls, httpx) that bypass structlog's processors."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, dict):
+            return True  # a structlog event: redact_processor handles it in the formatter
         try:
             msg = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed foreign record must not break logging
@@ -116,7 +118,7 @@ def _processor_formatter(kind: str) -> logging.Formatter:
     import structlog
 
     renderer = (structlog.processors.JSONRenderer() if kind == "json"
-                else structlog.dev.ConsoleRenderer(colors=False))
+                else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback))
     return structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_processor, renderer],
         foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,

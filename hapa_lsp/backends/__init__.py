@@ -105,7 +105,9 @@ class Backend:
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=self.settings.connect_timeout)
         try:
-            async with self.client.stream("POST", url, json=payload, headers=self._headers(), **kwargs) as resp:
+            # ensure_ascii: editor text may hold lone surrogates (from JSON escapes), which UTF-8 cannot encode.
+            body = json.dumps(payload, ensure_ascii=True).encode("ascii")
+            async with self.client.stream("POST", url, content=body, headers=self._headers(), **kwargs) as resp:
                 if resp.status_code >= 400:
                     body = (await resp.aread()).decode("utf-8", "replace")
                     raise self._map_status(resp.status_code, body, resp.headers)
