@@ -7,6 +7,7 @@ commands and code actions use the same backend and cache through ``backend`` and
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from contextlib import aclosing
@@ -58,19 +59,21 @@ class _DocState:
 
 
 _SUFFIX_HEAD = 256
+# Control characters a model may emit as garbage; never worth showing (tabs and newlines are kept).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class Engine:
     """Turns (document text, position) into a suggestion, spending as few model calls as possible."""
 
-    def __init__(self, settings: Settings, *, notify_failure: Callable[[errors.HapaError, str], None] | None = None,
+    def __init__(self, settings: Settings, *, notify_failure: Callable[[errors.HapaError, str, bool], None] | None = None,
                  notify_success: Callable[[], None] | None = None):
         self.settings = settings
         self._client: httpx.AsyncClient | None = None
         self._backend: Backend | None = None
         self._cache: ResponseCache | None = None
         self._docs: dict[str, _DocState] = {}
-        self._notify_failure = notify_failure or (lambda e, m: None)
+        self._notify_failure = notify_failure or (lambda e, rid, explicit: None)
         self._notify_success = notify_success or (lambda: None)
         self._seq = 0
         # Subscribers to what happens on the typing path (metrics, store); see ``emit``.
@@ -78,17 +81,30 @@ class Engine:
         self.counters: dict[str, int] = {"requests": 0, "upstream_calls": 0, "upstream_aborted": 0,
                                          "cache_hits": 0, "typed_through": 0, "superseded": 0, "errors": 0,
                                          "empty": 0, "tokens": 0}
+        # Set by features/lifecycle.py once the session is initialized (the context engine reads them).
+        self.workspace: Any = None  # pygls Workspace: open documents for neighbour snippets
+        self.jedi: Any = None  # hapa_lsp.jedi_utils.JediRunner: the thread facts are resolved on
+        self.root_path: str | None = None
+        self._context: Any = None
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     @property
     def cache(self) -> ResponseCache:
         """The response cache (created on first use)."""
         if self._cache is None:
-            from hapa_lsp.cache import ResponseCache
+            from hapa_lsp.cache_redis import make_cache  # with the optional shared Redis level (issue 4)
 
-            c = self.settings.cache
-            self._cache = ResponseCache(ttl=c.ttl_seconds if c.enabled else 0, maxsize=c.max_size)
+            self._cache = make_cache(self.settings, on_error=lambda e: self.emit("shared_cache", error=e))
         return self._cache
+
+    @property
+    def context(self) -> Any:
+        """The context engine (hapa_lsp.context.builder.ContextEngine, created on first use)."""
+        if self._context is None:
+            from hapa_lsp.context.builder import ContextEngine
+
+            self._context = ContextEngine(self.settings, runner=self.jedi, root=self.root_path)
+        return self._context
 
     @property
     def backend(self) -> Backend:
@@ -98,13 +114,17 @@ class Engine:
 
             if self._client is None:
                 self._client = make_client(self.settings.backend)
-            self._backend = create_backend(self.settings.backend, self._client)
+            from hapa_lsp.resilience import ResilientBackend  # retries and circuit breaker (issue 4)
+
+            self._backend = ResilientBackend.wrap(self, create_backend(self.settings.backend, self._client))
         return self._backend
 
     def update_settings(self, settings: Settings) -> None:
         """Apply new settings; the client and cache are rebuilt only when what they depend on changed."""
         old = self.settings
         self.settings = settings
+        if self._context is not None:
+            self._context.update_settings(settings)
         if old.backend != settings.backend:
             self._backend = None
             b_old, b_new = old.backend, settings.backend
@@ -112,7 +132,7 @@ class Engine:
                     b_new.request_timeout, b_new.connect_timeout, b_new.max_connections) and self._client:
                 client, self._client = self._client, None
                 asyncio.ensure_future(client.aclose())
-        if old.cache != settings.cache and self._cache is not None:
+        if (old.cache != settings.cache or old.redis != settings.redis) and self._cache is not None:
             self._cache = None
 
     async def aclose(self) -> None:
@@ -262,41 +282,42 @@ class Engine:
                 return Suggestion(rest, "typed-through", shown.model, rid, at=at,
                                   timings={"total_ms": (time.perf_counter() - t0) * 1000})
 
-        from hapa_lsp.prompts import build_fim_prompt
-
-        win = budget_window(cur, max_tokens=s.context.max_prompt_tokens, prefix_ratio=s.context.prefix_ratio,
-                            chars_per_token=s.context.chars_per_token, reserve_tokens=s.backend.max_tokens // 4)
-        single = bool(cur.line_suffix.strip())
-        prompt = build_fim_prompt(model=s.backend.completion_model, family_override=s.backend.fim_template,
-                                  prefix=win.prefix, suffix=win.suffix, language=language, path=path,
-                                  max_tokens=s.backend.max_tokens, temperature=s.backend.temperature,
-                                  single_line=single)
+        # Context engine (hapa_lsp.context.builder): window + cached jedi facts + neighbour snippets, in budget.
         from hapa_lsp.cache import digest
+        from hapa_lsp.context.builder import open_documents
 
-        key = digest(s.backend.kind, s.backend.endpoint, prompt.model, prompt.family, s.backend.fim_mode,
-                     prompt.max_tokens, prompt.temperature, win.prefix, win.suffix)
-        cached = self.cache.get("completions", key)
-        self.emit("cache", hit=cached is not None, region="completions")
-        if cached is not None:
-            self.counters["cache_hits"] += 1
-            self.emit("suggestion", source="cache", model=prompt.model, chars=len(cached), timings={})
-            self._remember(st, cur, cached, prompt.model)
-            return Suggestion(cached, "cache", prompt.model, rid, key, at=at,
-                              timings={"total_ms": (time.perf_counter() - t0) * 1000})
-
-        debounce = 0.0
-        if not invoked:
-            debounce = self.debounce_seconds(uri)
-            if debounce > 0:
-                await asyncio.sleep(debounce)
+        ctx = self.context
+        req = ctx.start(uri=uri, path=path, language=language, cur=cur, open_docs=open_documents(self.workspace))
+        built = ctx.assemble(req)
+        for attempt in (0, 1):
+            prompt, win, single = built.prompt, built.window, built.single_line
+            key = digest(s.backend.kind, s.backend.endpoint, prompt.model, prompt.family, s.backend.fim_mode,
+                         prompt.max_tokens, prompt.temperature, prompt.text())
+            cached = await self.cache.aget("completions", key)
+            self.emit("cache", hit=cached is not None, region="completions")
+            if cached is not None:
+                self.counters["cache_hits"] += 1
+                self.emit("suggestion", source="cache", model=prompt.model, chars=len(cached), timings={})
+                self._remember(st, cur, cached, prompt.model)
+                return Suggestion(cached, "cache", prompt.model, rid, key, at=at,
+                                  timings={"total_ms": (time.perf_counter() - t0) * 1000})
+            if attempt:
+                break
+            debounce = self.debounce_seconds(uri) if not invoked else 0.0
+            # Facts not cached yet are resolved on the jedi thread during the debounce, within the time box.
+            waits = [ctx.complete(req)] + ([asyncio.sleep(debounce)] if debounce > 0 else [])
+            if not (await asyncio.gather(*waits))[0]:
+                break
+            built = ctx.assemble(req)
 
         t_model = time.perf_counter()
-        raw = await self._call_model(prompt, single, rid)
+        raw = _CONTROL.sub("", await self._call_model(prompt, single, rid, invoked))
         model_ms = (time.perf_counter() - t_model) * 1000
 
         from hapa_lsp.postprocess import Cursor, clean
 
-        text_out = clean(raw, Cursor(cur.line_prefix, cur.line_suffix, win.suffix), stop=prompt.stop,
+        text_out = clean(raw, Cursor(cur.line_prefix, cur.line_suffix, win.suffix, win.prefix, language, single),
+                         stop=prompt.stop,
                          max_lines=s.completion.max_lines, min_chars=s.completion.min_chars,
                          prefix_tail=win.prefix[-200:])
         total_ms = (time.perf_counter() - t0) * 1000
@@ -332,7 +353,7 @@ class Engine:
         rest = shown.text[len(typed):]
         return rest if rest.strip() else None
 
-    async def _call_model(self, prompt: Any, single_line: bool, rid: str) -> str:
+    async def _call_model(self, prompt: Any, single_line: bool, rid: str, explicit: bool = False) -> str:
         """Stream the model's answer, stopping early once the post-processor would cut it anyway."""
         from hapa_lsp.backends import Usage
 
@@ -364,7 +385,7 @@ class Engine:
         except errors.HapaError as exc:
             self.counters["errors"] += 1
             code = exc.code
-            self._notify_failure(exc, rid)
+            self._notify_failure(exc, rid, explicit)
             raise
         finally:
             self.counters["tokens"] += usage.total or usage.chunks

@@ -42,6 +42,8 @@ def register(server: HapaServer) -> None:
                 if invoked:
                     raise why_not
                 return None
+            if not ls.rate_limiter.check(types.TEXT_DOCUMENT_INLINE_COMPLETION, quiet=not invoked):
+                return None  # over the limit: automatic requests are dropped quietly (and counted)
             pos = params.position
             sug = await ls.engine.suggest(uri=uri, path=doc.path, language=language, text=doc.source,
                                           line=pos.line, character=pos.character, invoked=invoked,
@@ -50,7 +52,7 @@ def register(server: HapaServer) -> None:
             if invoked:
                 from hapa_lsp.server import rpc_error
 
-                if exc.code != "E4006":
+                if exc.code != "E4006" and not getattr(exc, "recorded", False):
                     ls.record_incident(exc, types.TEXT_DOCUMENT_INLINE_COMPLETION)
                 raise rpc_error(exc) from exc
             return None  # automatic requests fail quietly; background_failure already told the user once

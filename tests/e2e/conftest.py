@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -64,6 +65,12 @@ async def start_client(fake: FakeModelServer | None, *, init_options: dict[str, 
         workspace_folders=[types.WorkspaceFolder(uri=root_uri, name="ws")] if root_uri else None,
         initialization_options=init_options,
     ))
+    # The server says "ready" once it has read workspace/configuration; editors may type before that,
+    # but tests that assert on settings must not race it.
+    for _ in range(250):
+        if client.statuses:  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.02)
     return client
 
 

@@ -38,8 +38,12 @@ async def test_malformed_messages_do_not_stop_the_server(lsp, fake):
 
 
 async def test_request_with_wrong_params_gets_an_e4001_answer(lsp, fake):
-    fut = lsp.protocol.send_request("textDocument/inlineCompletion", {"textDocument": {"uri": URI},
-                                                                      "position": {"line": "one"}})
+    import concurrent.futures
+
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+    lsp.protocol._request_futures["bad-params-1"] = fut
+    _raw(lsp, b'{"jsonrpc": "2.0", "id": "bad-params-1", "method": "textDocument/inlineCompletion", '
+              b'"params": {"textDocument": {"uri": "file:///ws/b.py"}, "position": {"line": "one"}}}')
     with pytest.raises(JsonRpcException) as err:
         await asyncio.wait_for(asyncio.wrap_future(fut), 5)
     assert err.value.code == types.ErrorCodes.InvalidParams
