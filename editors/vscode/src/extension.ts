@@ -1,0 +1,393 @@
+// hapa for VS Code: starts hapa-lsp, shows its status, streams generations, and offers the palette commands.
+import * as vscode from 'vscode';
+import {
+  ExecuteCommandRequest,
+  LanguageClient,
+  LanguageClientOptions,
+  ResponseError,
+  ServerOptions,
+  State,
+  TransportKind,
+} from 'vscode-languageclient/node';
+
+const SECTION = 'hapa';
+// Settings that belong to this extension, not to the server: never sent in workspace/configuration.
+const CLIENT_ONLY = ['hapa.client.', 'hapa.trace.'];
+// Secrets kept in VS Code's secret storage, handed to the server through its environment.
+const SECRETS: Record<string, string> = {
+  'hapa.backend.apiKey': 'HAPA_BACKEND_API_KEY',
+  'hapa.sidecar.apiKey': 'HAPA_SIDECAR_API_KEY',
+};
+
+interface Status {
+  state: 'ok' | 'busy' | 'warning' | 'error';
+  message: string;
+  code?: string;
+  incident_id?: string;
+}
+
+interface StreamChunk {
+  request_id: string;
+  text: string;
+}
+
+interface Generation {
+  generated_code?: string;
+  explanation?: string;
+  status?: string;
+  response_time_ms?: number;
+  history_id?: number;
+  request_id?: string;
+  incident_id?: string;
+}
+
+let client: LanguageClient | undefined;
+let statusItem: vscode.StatusBarItem;
+let lastStatus: Status = { state: 'busy', message: 'hapa-lsp is starting' };
+let lastGeneration: Generation | undefined;
+
+/** Live, read-only documents showing a generation's text as it streams in (scheme hapa-generation). */
+class GenerationDocuments implements vscode.TextDocumentContentProvider {
+  static readonly scheme = 'hapa-generation';
+  private readonly changed = new vscode.EventEmitter<vscode.Uri>();
+  private readonly texts = new Map<string, string>();
+  private readonly byRequest = new Map<string, vscode.Uri>();
+  private pending: vscode.Uri | undefined;
+  private counter = 0;
+  readonly onDidChange = this.changed.event;
+
+  provideTextDocumentContent(uri: vscode.Uri): string {
+    return this.texts.get(uri.toString()) ?? '';
+  }
+
+  /** A new view for a generation that is about to start; the first chunk without a known view lands here. */
+  async open(question: string, language: string): Promise<vscode.Uri> {
+    this.counter += 1;
+    const ext = language === 'python' ? 'py' : 'txt';
+    const uri = vscode.Uri.parse(`${GenerationDocuments.scheme}:generation-${this.counter}.${ext}`);
+    this.texts.set(uri.toString(), `# generating: ${question}\n`);
+    this.pending = uri;
+    const doc = await vscode.workspace.openTextDocument(uri);
+    await vscode.window.showTextDocument(doc, { viewColumn: vscode.ViewColumn.Beside, preserveFocus: true, preview: true });
+    return uri;
+  }
+
+  /** hapa/streamChunk carries the text so far: replace the view's content with it. */
+  chunk(params: StreamChunk): void {
+    let uri = this.byRequest.get(params.request_id);
+    if (!uri && this.pending) {
+      uri = this.pending;
+      this.pending = undefined;
+      this.byRequest.set(params.request_id, uri);
+    }
+    if (uri) {
+      this.set(uri, params.text);
+    }
+  }
+
+  set(uri: vscode.Uri, text: string): void {
+    this.texts.set(uri.toString(), text);
+    this.changed.fire(uri);
+  }
+
+  done(uri: vscode.Uri): void {
+    if (this.pending?.toString() === uri.toString()) {
+      this.pending = undefined;
+    }
+  }
+}
+
+const generations = new GenerationDocuments();
+
+function errorText(err: unknown): string {
+  if (err instanceof ResponseError) {
+    const data = err.data as { incident_id?: string } | undefined;
+    return data?.incident_id ? `${err.message} (${data.incident_id})` : err.message;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Run a server command (workspace/executeCommand with one JSON object argument). */
+async function execute<T>(command: string, arg: object = {}, token?: vscode.CancellationToken): Promise<T> {
+  if (!client || client.state !== State.Running) {
+    throw new Error('hapa-lsp is not running');
+  }
+  return (await client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [arg] }, token)) as T;
+}
+
+/** The settings a user actually set (not the defaults), as the nested object the server reads. */
+function userSettings(packageJSON: any, scope?: vscode.Uri): Record<string, any> {
+  const out: Record<string, any> = {};
+  const config = vscode.workspace.getConfiguration(undefined, scope);
+  const groups: any[] = packageJSON?.contributes?.configuration ?? [];
+  for (const group of groups) {
+    for (const key of Object.keys(group.properties ?? {})) {
+      if (CLIENT_ONLY.some((p) => key.startsWith(p))) {
+        continue;
+      }
+      const seen = config.inspect(key);
+      const value = seen?.workspaceFolderValue ?? seen?.workspaceValue ?? seen?.globalValue;
+      if (value === undefined) {
+        continue;
+      }
+      const parts = key.split('.');
+      if (parts.length < 3) {
+        continue;
+      }
+      const section = parts[1];
+      out[section] = out[section] ?? {};
+      out[section][parts.slice(2).join('.')] = value;
+    }
+  }
+  return out;
+}
+
+function renderStatus(): void {
+  const s = lastStatus;
+  const icon = { ok: '$(sparkle)', busy: '$(sync~spin)', warning: '$(warning)', error: '$(error)' }[s.state] ?? '$(sparkle)';
+  statusItem.text = `${icon} hapa${s.code && s.state !== 'ok' ? ' ' + s.code : ''}`;
+  statusItem.tooltip = `hapa-lsp: ${s.message}${s.incident_id ? ` (${s.incident_id})` : ''}\nClick: ${
+    s.state === 'error' || s.state === 'warning' ? 'show the server output' : 'open the dashboard'}`;
+  statusItem.backgroundColor = s.state === 'error'
+    ? new vscode.ThemeColor('statusBarItem.errorBackground')
+    : s.state === 'warning' ? new vscode.ThemeColor('statusBarItem.warningBackground') : undefined;
+  statusItem.command = s.state === 'error' || s.state === 'warning' ? 'hapa.ui.showOutput' : 'hapa.ui.openDashboard';
+  statusItem.show();
+}
+
+async function serverEnv(context: vscode.ExtensionContext): Promise<NodeJS.ProcessEnv> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const [key, variable] of Object.entries(SECRETS)) {
+    const value = await context.secrets.get(key);
+    if (value) {
+      env[variable] = value;
+    }
+  }
+  return env;
+}
+
+async function startClient(context: vscode.ExtensionContext): Promise<void> {
+  const cfg = vscode.workspace.getConfiguration(SECTION);
+  const command = cfg.get<string>('client.serverPath') || 'hapa-lsp';
+  const args = cfg.get<string[]>('client.serverArgs') ?? [];
+  const options = { env: await serverEnv(context) };
+  const serverOptions: ServerOptions = {
+    run: { command, args, options, transport: TransportKind.stdio },
+    debug: { command, args, options, transport: TransportKind.stdio },
+  };
+  const packageJSON = context.extension.packageJSON;
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: [{ scheme: 'file' }, { scheme: 'untitled' }],
+    initializationOptions: { hapa: userSettings(packageJSON) },
+    synchronize: { configurationSection: SECTION },
+    middleware: {
+      workspace: {
+        // Answer the server's pull of section `hapa` with what the user set; other sections as usual.
+        configuration: async (params, token, next) => {
+          const answers = await next(params, token);
+          if (answers instanceof ResponseError) {
+            return answers;
+          }
+          return params.items.map((item, i) => item.section === SECTION
+            ? userSettings(packageJSON, item.scopeUri ? vscode.Uri.parse(item.scopeUri) : undefined)
+            : answers[i]);
+        },
+      },
+    },
+  };
+  client = new LanguageClient('hapa', 'hapa', serverOptions, clientOptions);
+  client.onNotification('hapa/status', (params: Status) => {
+    lastStatus = params;
+    renderStatus();
+  });
+  client.onNotification('hapa/streamChunk', (params: StreamChunk) => generations.chunk(params));
+  try {
+    await client.start();
+  } catch (err) {
+    lastStatus = { state: 'error', message: `could not start ${command}: ${errorText(err)}` };
+    renderStatus();
+    const fix = 'Set the path';
+    const choice = await vscode.window.showErrorMessage(
+      `hapa: could not start the language server '${command}'. Install it (pip install hapa-lsp) or set hapa.client.serverPath.`,
+      fix);
+    if (choice === fix) {
+      await vscode.commands.executeCommand('workbench.action.openSettings', 'hapa.client.serverPath');
+    }
+  }
+}
+
+async function generateCode(): Promise<void> {
+  const editor = vscode.window.activeTextEditor;
+  const question = await vscode.window.showInputBox({
+    title: 'hapa: generate code',
+    prompt: 'Describe the code to generate at the cursor',
+    placeHolder: 'remove duplicates from a list, keep order',
+    ignoreFocusOut: true,
+  });
+  if (!question) {
+    return;
+  }
+  const language = editor?.document.languageId ?? 'python';
+  const view = await generations.open(question, language);
+  const arg: Record<string, unknown> = { user_question: question, language, stream: true };
+  if (editor) {
+    arg.uri = editor.document.uri.toString();
+    arg.position = { line: editor.selection.active.line, character: editor.selection.active.character };
+  }
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: 'hapa: generating', cancellable: true },
+    async (_progress, token) => {
+      try {
+        const result = await execute<Generation>('hapa.generateCode', arg, token);
+        lastGeneration = result;
+        let text = result.generated_code ?? '';
+        if (result.explanation) {
+          text += `\n\n${result.explanation.split('\n').map((l) => `# ${l}`).join('\n')}\n`;
+        }
+        generations.set(view, text);
+        vscode.window.setStatusBarMessage(`hapa: generated in ${result.response_time_ms ?? '?'} ms`, 5000);
+      } catch (err) {
+        if (!token.isCancellationRequested) {
+          generations.set(view, `# failed: ${errorText(err)}\n`);
+          void vscode.window.showErrorMessage(`hapa: ${errorText(err)}`);
+        }
+      } finally {
+        generations.done(view);
+      }
+    });
+}
+
+async function showHistory(): Promise<void> {
+  const page = await execute<{ items?: any[] }>('hapa.history.list', { page: 1, page_size: 50 });
+  const items = (page.items ?? []).map((h) => ({
+    label: String(h.question || h.kind || 'generation'),
+    description: [h.status, h.model, h.created_at].filter(Boolean).join(' · '),
+    detail: String(h.generated_code ?? '').split('\n')[0],
+    entry: h,
+  }));
+  if (items.length === 0) {
+    void vscode.window.showInformationMessage('hapa: no generations yet');
+    return;
+  }
+  const pick = await vscode.window.showQuickPick(items, { title: 'hapa: generation history', matchOnDetail: true });
+  if (pick) {
+    lastGeneration = pick.entry;
+    const doc = await vscode.workspace.openTextDocument({
+      content: String(pick.entry.generated_code ?? ''),
+      language: pick.entry.language || 'python',
+    });
+    await vscode.window.showTextDocument(doc, { preview: true });
+  }
+}
+
+async function sendFeedback(): Promise<void> {
+  if (!lastGeneration?.history_id && !lastGeneration?.request_id) {
+    void vscode.window.showInformationMessage('hapa: generate code first (or pick one in the history), then rate it');
+    return;
+  }
+  const ratings = [
+    { label: '$(thumbsup) Good', rating: 'up' }, { label: '$(thumbsdown) Bad', rating: 'down' },
+    ...[5, 4, 3, 2, 1].map((n) => ({ label: `${'★'.repeat(n)}${'☆'.repeat(5 - n)}`, rating: n })),
+  ];
+  const pick = await vscode.window.showQuickPick(ratings, { title: 'hapa: rate the last generation' });
+  if (!pick) {
+    return;
+  }
+  const comment = await vscode.window.showInputBox({ prompt: 'Comment (optional)', ignoreFocusOut: true }) ?? '';
+  const target = lastGeneration.history_id
+    ? { history_id: lastGeneration.history_id } : { request_id: lastGeneration.request_id };
+  await execute('hapa.feedback', { ...target, rating: pick.rating, comment });
+  vscode.window.setStatusBarMessage('hapa: thanks for the feedback', 4000);
+}
+
+async function clearCache(): Promise<void> {
+  const pick = await vscode.window.showQuickPick(['all', 'completions', 'code_generation', 'user_profiles'],
+    { title: 'hapa: clear which cache?' });
+  if (!pick) {
+    return;
+  }
+  const result = await execute<Record<string, unknown>>('hapa.cache.clear', { cache_type: pick, confirm: true });
+  void vscode.window.showInformationMessage(`hapa: cache '${pick}' cleared ${JSON.stringify(result)}`);
+}
+
+async function openDashboard(): Promise<void> {
+  let url = vscode.workspace.getConfiguration(SECTION).get<string>('client.dashboardUrl') || '';
+  try {
+    const health = await execute<{ sidecar?: string | { url?: string }; dashboard_url?: string }>('hapa.health');
+    const sidecar = typeof health.sidecar === 'string' ? health.sidecar : health.sidecar?.url;
+    url = health.dashboard_url || (sidecar ? `${sidecar.replace(/\/$/, '')}/dashboard` : url);
+  } catch (err) {
+    if (!url) {
+      throw err;
+    }
+  }
+  if (!url) {
+    void vscode.window.showWarningMessage('hapa: the sidecar is off; enable hapa.sidecar.enabled or set hapa.client.dashboardUrl');
+    return;
+  }
+  await vscode.env.openExternal(vscode.Uri.parse(url));
+}
+
+async function setApiKey(context: vscode.ExtensionContext): Promise<void> {
+  const which = await vscode.window.showQuickPick(Object.keys(SECRETS), { title: 'hapa: which key?' });
+  if (!which) {
+    return;
+  }
+  const value = await vscode.window.showInputBox({ prompt: `${which} (empty removes it)`, password: true, ignoreFocusOut: true });
+  if (value === undefined) {
+    return;
+  }
+  if (value) {
+    await context.secrets.store(which, value);
+  } else {
+    await context.secrets.delete(which);
+  }
+  await restart(context);
+}
+
+async function restart(context: vscode.ExtensionContext): Promise<void> {
+  if (client) {
+    await client.stop().catch(() => undefined);
+    client = undefined;
+  }
+  await startClient(context);
+}
+
+function guarded(fn: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    try {
+      await fn();
+    } catch (err) {
+      void vscode.window.showErrorMessage(`hapa: ${errorText(err)}`);
+    }
+  };
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
+  renderStatus();
+  context.subscriptions.push(
+    statusItem,
+    vscode.workspace.registerTextDocumentContentProvider(GenerationDocuments.scheme, generations),
+    vscode.commands.registerCommand('hapa.ui.generateCode', guarded(generateCode)),
+    vscode.commands.registerCommand('hapa.ui.history', guarded(showHistory)),
+    vscode.commands.registerCommand('hapa.ui.feedback', guarded(sendFeedback)),
+    vscode.commands.registerCommand('hapa.ui.clearCache', guarded(clearCache)),
+    vscode.commands.registerCommand('hapa.ui.openDashboard', guarded(openDashboard)),
+    vscode.commands.registerCommand('hapa.ui.setApiKey', guarded(() => setApiKey(context))),
+    vscode.commands.registerCommand('hapa.ui.showOutput', () => client?.outputChannel.show()),
+    vscode.commands.registerCommand('hapa.ui.restart', guarded(() => restart(context))),
+    vscode.workspace.onDidChangeConfiguration(async (e) => {
+      if (e.affectsConfiguration('hapa.client')) {
+        await restart(context);
+      }
+    }),
+  );
+  await startClient(context);
+}
+
+export async function deactivate(): Promise<void> {
+  if (client) {
+    await client.stop();
+  }
+}
