@@ -52,6 +52,10 @@ class ResponseCache:
             self.hits += 1
         return value
 
+    async def aget(self, region: str, key: str) -> Any | None:
+        """``get`` for callers on the event loop; a shared level (hapa_lsp.cache_redis) may await here."""
+        return self.get(region, key)
+
     def put(self, region: str, key: str, value: Any) -> None:
         """Store ``value`` (never None) under ``key``."""
         if value is None or self.ttl <= 0:

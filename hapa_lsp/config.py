@@ -128,6 +128,98 @@ class LoggingSettings:
 
 
 @attrs.frozen
+class StorageSettings:
+    """The local SQLite database for history, feedback and incidents."""
+
+    path: str = _f(lambda: _default_store_path(), "SQLite database file (default: hapa.db in the user's data "
+                   "directory).", factory=True)
+
+
+def _default_store_path() -> str:
+    from hapa_lsp.store import default_path
+
+    return default_path()
+
+
+_RATE_RE = r"\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*"
+
+
+def _rates_valid(_: Any, __: Any, value: dict[str, str]) -> None:
+    bad = [f"{k}: {v!r}" for k, v in value.items() if not re.fullmatch(_RATE_RE, str(v))]
+    if bad:
+        raise ValueError(f"rates must look like 50/minute or 1000 per hour, got {'; '.join(bad)}")
+
+
+def _builtin_rate_rules() -> dict[str, str]:
+    from hapa_lsp.ratelimit import BUILTIN_RULES
+
+    return dict(BUILTIN_RULES)
+
+
+@attrs.frozen
+class SidecarSettings:
+    """The sidecar HTTP endpoint: Prometheus metrics, health and the JSON and HTML dashboards."""
+
+    enabled: bool = _f(True, "Start the sidecar HTTP endpoint.")
+    host: str = _f("127.0.0.1", "Address to bind; anything but loopback is refused unless an API key is set.")
+    port: int = _f(7438, "First port to try; when it is taken the next free one is used (0: any free port).",
+                   validator=_and(_ge(0), _le(65535)))
+    api_key: str = _f("", "Key required in the X-API-Key header by every endpoint except /health and /metrics "
+                      "(HAPA_SIDECAR_API_KEY). Never logged.", secret=True)
+    metrics: bool = _f(True, "Collect Prometheus metrics and request analytics (off: /metrics is empty).")
+
+
+@attrs.frozen
+class RateLimitSettings:
+    """Per-feature rate limits on model calls and commands, in the original backend's syntax."""
+
+    enabled: bool = _f(True, "Apply rate limits (env alias RATE_LIMIT_ENABLED).")
+    default: int = _f(100, "Calls per window allowed to a command without its own rule (DEFAULT_RATE_LIMIT).",
+                      validator=_and(_ge(1), _le(10_000_000)))
+    window_minutes: int = _f(60, "The default rule's window in minutes (RATE_LIMIT_WINDOW_MINUTES).",
+                             validator=_and(_ge(1), _le(525_600)))
+    rules: dict[str, str] = _f(lambda: _builtin_rate_rules(),
+                               "Limits per command or LSP method, e.g. {\"hapa.generateCode\": \"50/minute\"}; "
+                               "merged over the built-in rules.", validator=_rates_valid, factory=True)
+    exempt: list[str] = _f(lambda: ["hapa.did*", "hapa.health", "hapa.stats", "hapa.cache.stats"],
+                           "Commands never rate limited (glob patterns; the bookkeeping an editor sends by itself).",
+                           factory=True)
+
+
+@attrs.frozen
+class IncidentSettings:
+    """Stored incidents (every E4xxx / E5xxx failure)."""
+
+    retention_days: int = _f(30, "Days incidents are kept in the local database (env alias ERROR_RETENTION_DAYS).",
+                             validator=_and(_ge(1), _le(3650)))
+
+
+@attrs.frozen
+class ResilienceSettings:
+    """Retries of transient model failures and the circuit breaker that marks a model down."""
+
+    retries: int = _f(3, "Attempts for a generation whose model call fails transiently (connect error, 5xx, timeout, "
+                      "429); inline completions are never retried.", validator=_and(_ge(1), _le(10)))
+    retry_max_wait: float = _f(10.0, "Longest wait in seconds between attempts; a longer Retry-After is not waited "
+                               "for.", validator=_and(_ge(0.0), _le(300.0)))
+    breaker_failures: int = _f(5, "Consecutive failures after which the model is marked down.",
+                               validator=_and(_ge(1), _le(1000)))
+    breaker_cooldown: float = _f(30.0, "Seconds a model marked down is not called before it is tried again.",
+                                 validator=_and(_ge(0.1), _le(3600.0)))
+
+
+@attrs.frozen
+class RedisSettings:
+    """An optional shared second cache level in Redis, behind the in-process cache."""
+
+    url: str = _f("", "redis://host:port/db of the shared cache (HAPA_REDIS_URL); empty: memory only.", secret=True)
+    namespace: str = _f("hapa", "Key prefix, so that one Redis can serve several teams or tools.",
+                        validator=attrs.validators.matches_re(r"[A-Za-z0-9_.-]{1,64}"))
+    max_value_bytes: int = _f(65536, "Values larger than this stay in memory only.",
+                              validator=_and(_ge(64), _le(16 * 1024 * 1024)))
+
+
+@attrs.frozen
 class Settings:
     """The whole settings tree, section ``hapa``."""
 
@@ -136,6 +228,12 @@ class Settings:
     context: ContextSettings = attrs.field(factory=ContextSettings)
     cache: CacheSettings = attrs.field(factory=CacheSettings)
     logging: LoggingSettings = attrs.field(factory=LoggingSettings)
+    storage: StorageSettings = attrs.field(factory=StorageSettings)
+    sidecar: SidecarSettings = attrs.field(factory=SidecarSettings)
+    rate_limits: RateLimitSettings = attrs.field(factory=RateLimitSettings)
+    incidents: IncidentSettings = attrs.field(factory=IncidentSettings)
+    resilience: ResilienceSettings = attrs.field(factory=ResilienceSettings)
+    redis: RedisSettings = attrs.field(factory=RedisSettings)
 
 
 # Environment names of the original backend that keep working.
@@ -147,6 +245,10 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "MAX_CACHE_SIZE": ("cache", "max_size"),
     "LOG_LEVEL": ("logging", "level"),
     "LOG_MAX_SIZE": ("logging", "max_bytes"),
+    "RATE_LIMIT_ENABLED": ("rate_limits", "enabled"),
+    "DEFAULT_RATE_LIMIT": ("rate_limits", "default"),
+    "RATE_LIMIT_WINDOW_MINUTES": ("rate_limits", "window_minutes"),
+    "ERROR_RETENTION_DAYS": ("incidents", "retention_days"),
 }
 
 
@@ -241,6 +343,18 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, s_float)
     conv.register_structure_hook(str, s_str)
     conv.register_structure_hook_func(lambda t: t == list[str], s_list_str)
+
+    def s_dict_str(v: Any, _: Any) -> dict[str, str]:
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                raise ValueError("expected a JSON object of strings") from None
+        if isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+            return dict(v)
+        raise ValueError("expected an object whose values are strings")
+
+    conv.register_structure_hook_func(lambda t: t == dict[str, str], s_dict_str)
     return conv
 
 
@@ -367,7 +481,8 @@ def schema() -> list[dict[str, Any]]:
         for f in attrs.fields(sec.type):
             default = getattr(getattr(defaults, sec.name), f.name)
             tp = f.type
-            kind = {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, "array")
+            kind = {bool: "boolean", int: "integer", float: "number", str: "string"}.get(
+                tp, "object" if tp == dict[str, str] else "array")
             row: dict[str, Any] = {
                 "key": f"{SECTION}.{sec.name}.{camel(f.name)}",
                 "type": kind,

@@ -51,6 +51,41 @@ class HapaProtocol(LanguageServerProtocol):
             return
         super().handle_message(message)
 
+    # Request accounting for metrics, rate limits and incident resolution (hapa_lsp.features.ops): one place
+    # at the protocol level instead of a wrapper around every handler. Both are no-ops until ops subscribes.
+    def _handle_request(self, msg_id: Any, method_name: str, params: Any):
+        ls = self._server
+        label = method_name
+        command = getattr(params, "command", None)
+        if method_name == types.WORKSPACE_EXECUTE_COMMAND and command in self.fm.commands:
+            label = command  # registered names only: a client cannot inflate metric label sets
+        gate = getattr(ls, "request_gate", None)
+        if gate is not None:
+            err = gate(label, params)
+            if err is not None:
+                self._send_response(msg_id, error=rpc_error(err).to_response_error())
+                _notify_request_observers(ls, label, 0.0, "rejected")
+                return
+        if getattr(ls, "request_observers", None):
+            self.__dict__.setdefault("_request_starts", {})[msg_id] = (label, time.perf_counter())
+        super()._handle_request(msg_id, method_name, params)
+
+    def _send_handler_result(self, future: Any, *, msg_id: Any):
+        starts = self.__dict__.get("_request_starts")
+        started = starts.pop(msg_id, None) if starts else None
+        super()._send_handler_result(future, msg_id=msg_id)
+        if started is not None:
+            status = "cancelled" if future.cancelled() else "error" if future.exception() is not None else "ok"
+            _notify_request_observers(self._server, started[0], time.perf_counter() - started[1], status)
+
+
+def _notify_request_observers(ls: Any, label: str, seconds: float, status: str) -> None:
+    for obs in getattr(ls, "request_observers", ()):
+        try:
+            obs(label, seconds, status)
+        except Exception:  # noqa: BLE001 - accounting must never cost the client its answer
+            pass
+
 
 def rpc_error(err: errors.HapaError) -> JsonRpcException:
     """A HapaError as the JSON-RPC error a request answers with (catalog data attached)."""
@@ -71,6 +106,13 @@ class HapaServer(LanguageServer):
         self.workspace_settings: Any = None
         self._engine = None
         self._jedi = None
+        self._store = None
+        # Operations (hapa_lsp.features.ops): request accounting, the command rate-limit gate, startup hooks.
+        self.request_observers: list[Any] = []
+        self.request_gate: Any = None
+        self.startup_hooks: list[Any] = []
+        self._incident_log: Any = None
+        self._rate_limiter: Any = None
         self.status_state = "ok"
         self._status_code: str | None = None
         self._reported_codes: set[str] = set()
@@ -89,6 +131,18 @@ class HapaServer(LanguageServer):
             self._engine = Engine(self.settings, notify_failure=self.background_failure,
                                   notify_success=self.background_success)
         return self._engine
+
+    @property
+    def store(self):
+        """The SQLite store at ``hapa.storage.path`` (opened on first use, in a worker thread by callers)."""
+        path = self.settings.storage.path
+        if self._store is None or self._store.path != path:
+            from hapa_lsp.store import Store
+
+            if self._store is not None:
+                self._store.close()
+            self._store = Store(path)
+        return self._store
 
     @property
     def jedi(self):
@@ -114,13 +168,19 @@ class HapaServer(LanguageServer):
         old = self.settings
         self.settings = settings
         log.register_secret(settings.backend.api_key)
+        log.register_secret(settings.sidecar.api_key)
+        log.register_secret(settings.redis.url)
         if old.logging != settings.logging:
             lg = settings.logging
             log.configure(lg.level, lg.file, lg.format, lg.max_bytes, lg.backups)
         if self._engine is not None:
             self._engine.update_settings(settings)
+        # Each layer is re-merged on every change; tell the user about a problem once, not on every re-read.
+        seen = getattr(self, "_config_seen", set())
         for p in problems:
-            self._config_problem(p)
+            if (p.path, p.source, p.reason) not in seen:
+                self._config_problem(p)
+        self._config_seen = {(p.path, p.source, p.reason) for p in problems}
         return problems
 
     def _config_problem(self, problem: ConfigProblem) -> None:
@@ -133,13 +193,42 @@ class HapaServer(LanguageServer):
 
     # ---- failures and status --------------------------------------------------------------------------------
     def record_incident(self, err: errors.HapaError, method: str) -> None:
-        """Keep the incident (in memory here; the store persists it when present) and log it."""
+        """Keep the incident in memory, persist it in the store (in a worker thread) and log it."""
         from hapa_lsp.log import get_logger
 
         rec = {"incident_id": err.incident_id, "error_code": err.code, "method": method, "detail": err.detail,
                "timestamp": time.time(), "status": "open"}
         self.incidents.append(rec)
         get_logger("hapa_lsp.incident").warning("incident", **rec)
+        self.incident_log.record(err, method)
+
+    @property
+    def incident_log(self):
+        """The persistent incident log (hapa_lsp.incidents) over ``store``."""
+        if self._incident_log is None:
+            from hapa_lsp.incidents import IncidentLog
+
+            self._incident_log = IncidentLog(lambda: self.store, lambda: self.settings.incidents.retention_days)
+        return self._incident_log
+
+    @property
+    def rate_limiter(self):
+        """Per-feature rate limits (hapa_lsp.ratelimit), following ``hapa.rateLimits``."""
+        if self._rate_limiter is None:
+            from hapa_lsp.ratelimit import RateLimiter
+
+            self._rate_limiter = RateLimiter(lambda: self.settings.rate_limits)
+        return self._rate_limiter
+
+    async def run_startup_hooks(self) -> None:
+        """Run what features registered for after ``initialized`` (the sidecar, incident pruning)."""
+        from hapa_lsp.log import get_logger
+
+        for hook in self.startup_hooks:
+            try:
+                await hook(self)
+            except Exception:  # noqa: BLE001 - an optional service failing to start must not stop LSP
+                get_logger().exception("startup hook failed", hook=getattr(hook, "__name__", repr(hook)))
 
     def set_status(self, state: str, message: str, code: str | None = None, incident_id: str | None = None,
                    *, force: bool = False) -> None:
@@ -154,11 +243,14 @@ class HapaServer(LanguageServer):
             payload["incident_id"] = incident_id
         self.protocol.notify(STATUS, payload)
 
-    def background_failure(self, err: errors.HapaError, request_id: str = "", method: str = "inline") -> None:
-        """A failure nobody asked for explicitly: one showMessage per distinct code until things recover."""
+    def background_failure(self, err: errors.HapaError, request_id: str = "", explicit: bool = False,
+                           method: str = "textDocument/inlineCompletion") -> None:
+        """A model failure: recorded once, shown in the status; a popup only when nobody asked explicitly
+        (an explicit request gets the error as its answer) and once per distinct code until recovery."""
+        err.recorded = True  # type: ignore[attr-defined]
         self.record_incident(err, method)
         self.set_status("error" if not err.retryable else "warning", err.message, err.code, err.incident_id)
-        if err.code not in self._reported_codes:
+        if not explicit and err.code not in self._reported_codes:
             self._reported_codes.add(err.code)
             self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
 

@@ -16,3 +16,7 @@ def register_all(server: HapaServer) -> None:
     inline.register(server)
     completion.register(server)
     commands.register(server)
+
+    from hapa_lsp.features import ops  # sidecar, metrics, incidents, rate limits, cache commands (issue 4)
+
+    ops.register(server)

@@ -67,6 +67,7 @@ def register(server: HapaServer) -> None:
             await pull_configuration(ls)
         ls.set_status("ok", f"hapa-lsp {ls.version} ready ({ls.settings.backend.kind} "
                       f"{ls.settings.backend.completion_model})", force=True)
+        await ls.run_startup_hooks()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: HapaServer, params: types.DidChangeConfigurationParams) -> None:

@@ -1,0 +1,199 @@
+"""The sidecar HTTP endpoint (aiohttp, in the server's own event loop): metrics, health, JSON and HTML dashboards.
+
+Loopback by default. When ``hapa.sidecar.apiKey`` (HAPA_SIDECAR_API_KEY) is set, every endpoint
+except /health and /metrics wants it in ``X-API-Key`` (compared in constant time); binding anything
+but loopback without a key is refused. The /dashboard page itself carries no data: it is served to
+anyone and sends the key (taken from ``#key=...`` in its URL, which browsers never send to a server,
+or asked for) with each data request. A port in use is skipped for the next one, so several editor
+windows can each run a server.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from typing import TYPE_CHECKING, Any
+
+from hapa_lsp import errors
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from hapa_lsp.features.ops import Ops
+
+PORT_ATTEMPTS = 20
+OPEN_PATHS = frozenset({"/health", "/metrics", "/dashboard", "/"})
+_LIMITED = {"/errors/dashboard": "hapa.errors.dashboard", "/errors/patterns": "hapa.errors.patterns",
+            "/analytics/performance": "hapa.analytics.performance"}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    from aiohttp import web
+
+    return web.Response(text=json.dumps(data, separators=(",", ":")), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def error_response(err: errors.HapaError) -> web.Response:
+    """A catalog error as the sidecar's JSON answer, with a fitting HTTP status."""
+    status = {"E4003": 401, "E4004": 429, "E4005": 403}.get(err.code, 400 if err.code.startswith("E4") else 503)
+    if err.code == "E5004":
+        status = 500
+    headers = {"Retry-After": str(max(1, round(err.retry_after)))} if err.retry_after else None
+    return _json({"error": err.to_data()}, status, headers)
+
+
+class Sidecar:
+    """One aiohttp site bound to the first free port from the configured one."""
+
+    def __init__(self, ops: Ops):
+        self.ops = ops
+        self._runner: Any = None
+        self.url: str | None = None
+        self.port: int | None = None
+        self.refused: str | None = None
+        self._page: bytes | None = None
+
+    async def start(self) -> str | None:
+        """Bind and serve; returns the URL, or None when the settings forbid starting (logged and shown)."""
+        from aiohttp import web
+
+        from hapa_lsp.log import get_logger
+
+        log = get_logger("hapa_lsp.sidecar")
+        s = self.ops.ls.settings.sidecar
+        if not is_loopback(s.host) and not s.api_key:
+            self.refused = (f"the sidecar is not started: binding {s.host} (not loopback) requires "
+                            f"HAPA_SIDECAR_API_KEY (hapa.sidecar.apiKey)")
+            log.error("sidecar refused", host=s.host, reason="non-loopback bind without an API key")
+            return None
+        @web.middleware
+        async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+            return await self._guard_impl(request, handler)
+
+        app = web.Application(middlewares=[guard])
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/errors/dashboard", self.errors_dashboard)
+        app.router.add_get("/errors/patterns", self.errors_patterns)
+        app.router.add_get("/errors/{incident_id}", self.errors_get)
+        app.router.add_get("/analytics/performance", self.performance)
+        app.router.add_get("/dashboard", self.dashboard)
+        app.router.add_get("/", self.index)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        ports = [0] if s.port == 0 else [p for p in range(s.port, s.port + PORT_ATTEMPTS) if p <= 65535]
+        last: OSError | None = None
+        for port in ports:
+            site = web.TCPSite(runner, s.host, port, reuse_address=False)
+            try:
+                await site.start()
+            except OSError as exc:
+                last = exc
+                await site.stop()  # unregister the failed site from the runner
+                log.warning("sidecar port in use, trying the next one", host=s.host, port=port,
+                            error=type(exc).__name__)
+                continue
+            self.port = int(runner.addresses[0][1])  # the real port, also when 0 asked for any
+            host = f"[{s.host}]" if ":" in s.host else s.host
+            self.url = f"http://{host}:{self.port}"
+            self._runner = runner
+            log.info("sidecar listening", url=self.url, auth="api key" if s.api_key else "none")
+            return self.url
+        await runner.cleanup()
+        self.refused = f"the sidecar found no free port in {ports[0]}..{ports[-1]} ({type(last).__name__})"
+        log.error("sidecar not started", reason=self.refused)
+        return None
+
+    async def stop(self) -> None:
+        """Close the site."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ---- middleware -----------------------------------------------------------------------------------------
+    async def _guard_impl(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        key = self.ops.ls.settings.sidecar.api_key
+        if key and request.path not in OPEN_PATHS:
+            given = request.headers.get("X-API-Key", "")
+            # compare_digest on bytes of equal meaning: constant time whatever the length or content.
+            if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
+                err = errors.InputError("missing X-API-Key header" if not given else "the X-API-Key does not match",
+                                        code="E4003", field="X-API-Key")
+                self.ops.ls.record_incident(err, f"sidecar {request.path}")
+                return error_response(err)
+        feature = _LIMITED.get(request.path)
+        try:
+            if feature is not None:
+                self.ops.ls.rate_limiter.check(feature)
+            return await handler(request)
+        except errors.HapaError as err:
+            self.ops.ls.record_incident(err, f"sidecar {request.path}")
+            return error_response(err)
+        except Exception as exc:  # noqa: BLE001 - a bug answers E5004, the sidecar keeps serving
+            err = errors.as_hapa_error(exc)
+            from hapa_lsp.log import get_logger
+
+            get_logger("hapa_lsp.sidecar").exception("sidecar handler failed", incident_id=err.incident_id)
+            self.ops.ls.record_incident(err, f"sidecar {request.path}")
+            return error_response(err)
+
+
+    # ---- endpoints ------------------------------------------------------------------------------------------
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition."""
+        from aiohttp import web
+
+        body = self.ops.metrics_text()
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def health(self, request: web.Request) -> web.Response:
+        """status, version, uptime, services{database, redis, ai_model}, last_cleanup."""
+        return _json(await self.ops.health())
+
+    async def errors_dashboard(self, request: web.Request) -> web.Response:
+        """The error dashboard JSON."""
+        return _json(await self.ops.errors_dashboard())
+
+    async def errors_patterns(self, request: web.Request) -> web.Response:
+        """Error patterns over ``?period=`` 1h / 24h / 7d (default) / 30d."""
+        return _json(await self.ops.errors_patterns(request.query.get("period", "7d")))
+
+    async def errors_get(self, request: web.Request) -> web.Response:
+        """One incident."""
+        return _json(await self.ops.incident(request.match_info["incident_id"]))
+
+    async def performance(self, request: web.Request) -> web.Response:
+        """Performance analytics JSON."""
+        return _json(self.ops.performance())
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        """The self-contained HTML dashboard."""
+        from aiohttp import web
+
+        if self._page is None:
+            from importlib.resources import files
+
+            self._page = files("hapa_lsp").joinpath("dashboard.html").read_bytes()
+        return web.Response(body=self._page, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store",
+                                     "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                                                                "style-src 'unsafe-inline'; img-src data:"})
+
+    async def index(self, request: web.Request) -> web.Response:
+        """The list of endpoints."""
+        return _json({"service": "hapa-lsp sidecar", "endpoints": ["/health", "/metrics", "/errors/dashboard",
+                                                                   "/errors/patterns?period=7d",
+                                                                   "/errors/{incident_id}",
+                                                                   "/analytics/performance", "/dashboard"]})

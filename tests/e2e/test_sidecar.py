@@ -1,0 +1,244 @@
+"""The sidecar HTTP endpoint: metrics moving after real requests, dashboards from real failures, API key, ports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from lsprotocol import types
+from prometheus_client.parser import text_string_to_metric_families
+from pygls.exceptions import JsonRpcException
+
+from tests.e2e.conftest import inline_params, open_doc, start_client, stop_client
+from tests.fakes.model_server import FakeModelServer
+
+MODEL = "qwen2.5-coder:1.5b-base"
+INLINE = "textDocument/inlineCompletion"
+
+
+def ops_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A private database, any free sidecar port, no debounce."""
+    env = {"HAPA_STORAGE_PATH": str(tmp_path / "hapa.db"), "HAPA_SIDECAR_PORT": "0",
+           "HAPA_COMPLETION_DEBOUNCE_MS": "0", "HAPA_COMPLETION_MAX_DEBOUNCE_MS": "0"}
+    env.update(extra)
+    return env
+
+
+async def command(client: Any, name: str, *args: Any) -> Any:
+    """workspace/executeCommand."""
+    return await client.workspace_execute_command_async(types.ExecuteCommandParams(name, list(args) or None))
+
+
+async def sidecar_url(client: Any, timeout: float = 10.0) -> str | None:
+    """The sidecar's URL from hapa.health, once the server has started it (None if it never does)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        health = await command(client, "hapa.health")
+        if health.get("sidecar") or asyncio.get_running_loop().time() > deadline:
+            return health.get("sidecar")
+        await asyncio.sleep(0.05)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text -> {(sample name, sorted labels): value}."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(smp: dict, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent)."""
+    return smp.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def inline(client: Any, uri: str, line: int, col: int, invoked: bool = False) -> Any:
+    """An inline completion request."""
+    return await client.text_document_inline_completion_async(inline_params(uri, line, col, invoked=invoked))
+
+
+async def failing_inline(client: Any, uri: str, line: int, col: int) -> dict[str, Any]:
+    """An invoked inline request that must fail; the error's catalog data."""
+    with pytest.raises(JsonRpcException) as info:
+        await inline(client, uri, line, col, invoked=True)
+    return info.value.data
+
+
+async def test_metrics_names_labels_and_movement(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path))
+    try:
+        url = await sidecar_url(client)
+        assert url and url.startswith("http://127.0.0.1:")
+        async with httpx.AsyncClient(trust_env=False) as http:
+            before = samples((await http.get(f"{url}/metrics")).text)
+            fake.queue("return a + b\n")
+            open_doc(client, "file:///ws/calc.py", "def add(a, b):\n    \n")
+            first = await inline(client, "file:///ws/calc.py", 1, 4)
+            again = await inline(client, "file:///ws/calc.py", 1, 4)  # same context: served from the cache
+            assert first.items[0].insert_text == again.items[0].insert_text == "return a + b"
+            await command(client, "hapa.didAcceptCompletion", first.items[0].command.arguments[0])
+            fake.fail_next("500")
+            open_doc(client, "file:///ws/sub.py", "def sub(a, b):\n    \n")
+            data = await failing_inline(client, "file:///ws/sub.py", 1, 4)
+            assert data["code"] == "E5009"
+            resp = await http.get(f"{url}/metrics")
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+        after = samples(resp.text)
+    finally:
+        await stop_client(client)
+    assert value(before, "hapa_requests_total", method=INLINE, status="ok") == 0
+    assert value(after, "hapa_requests_total", method=INLINE, status="ok") == 2
+    assert value(after, "hapa_requests_total", method=INLINE, status="error") == 1
+    assert value(after, "hapa_requests_total", method="hapa.didAcceptCompletion", status="ok") == 1
+    assert value(after, "hapa_request_duration_seconds_count", method=INLINE) == 3
+    assert value(after, "hapa_request_duration_seconds_sum", method=INLINE) > 0
+    assert value(after, "hapa_errors_total", code="E5009") == 1
+    assert value(after, "hapa_cache_hits_total", region="completions") == 1
+    assert value(after, "hapa_cache_misses_total", region="completions") == 2
+    assert value(after, "hapa_ai_tokens_used_total", model=MODEL, kind="completion") > 0
+    assert value(after, "hapa_ai_tokens_used_total", model=MODEL, kind="prompt") > 0
+    assert value(after, "hapa_upstream_request_duration_seconds_count", model=MODEL, kind="completion",
+                 outcome="ok") == 1
+    assert value(after, "hapa_upstream_request_duration_seconds_count", model=MODEL, kind="completion",
+                 outcome="error") == 1
+    assert value(after, "hapa_suggestions_shown_total", source="model") == 1
+    assert value(after, "hapa_suggestions_shown_total", source="cache") == 1
+    assert value(after, "hapa_suggestions_accepted_total") == 1
+
+
+async def test_dashboard_patterns_and_incidents_from_real_failures(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path))
+    try:
+        url = await sidecar_url(client)
+        open_doc(client, "file:///ws/a.py", "def add(a, b):\n    \n")
+        fake.fail_next("500")
+        e500 = await failing_inline(client, "file:///ws/a.py", 1, 4)
+        fake.fail_next("404")
+        e404 = await failing_inline(client, "file:///ws/a.py", 1, 4)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            dash = (await http.get(f"{url}/errors/dashboard")).json()
+            by_cmd = await command(client, "hapa.errors.dashboard")
+            ids = {i["incident_id"]: i for i in dash["recent_incidents"]}
+            assert dash["total_errors"] == 2 and dash["errors_last_24h"] == 2
+            assert {e500["incident_id"], e404["incident_id"]} <= set(ids)
+            assert ids[e500["incident_id"]]["error_code"] == "E5009"
+            assert ids[e500["incident_id"]]["status"] == "open"
+            assert ids[e500["incident_id"]]["timestamp"].endswith("Z")
+            codes = {c["code"]: c for c in dash["top_error_codes"]}
+            assert codes["E5009"] == {"code": "E5009", "count": 1, "description": "Model server error"}
+            assert codes["E5010"] == {"code": "E5010", "count": 1, "description": "Model not found"}
+            assert 0 < dash["error_rate"] <= 1
+            assert by_cmd["recent_incidents"] == dash["recent_incidents"]
+
+            pat = (await http.get(f"{url}/errors/patterns", params={"period": "1h"})).json()
+            assert pat["period"] == "1h" and pat["bucket_seconds"] == 300 and pat["total"] == 2
+            assert sum(b["total"] for b in pat["buckets"]) == 2
+            assert pat["buckets"][-1]["by_code"]["E5009"] == 1
+            assert pat["by_method"] == {INLINE: 2}
+            assert pat["by_model"] == {MODEL: 2}
+            for period in ("24h", "7d", "30d"):
+                assert (await http.get(f"{url}/errors/patterns", params={"period": period})).json()["total"] == 2
+            bad = await http.get(f"{url}/errors/patterns", params={"period": "2w"})
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "E4001"
+            # A bad request is an incident too.
+            pat = await command(client, "hapa.errors.patterns", {"period": "24h"})
+            assert pat["total"] == 3 and pat["by_method"]["sidecar /errors/patterns"] == 1
+
+            # The same operation succeeding resolves its incidents.
+            fake.queue("return a + b\n")
+            ok = await inline(client, "file:///ws/a.py", 1, 4, invoked=True)
+            assert ok.items[0].insert_text == "return a + b"
+            one = await command(client, "hapa.errors.get", e500["incident_id"])
+            assert one["status"] == "resolved" and one["resolved_at"]
+            assert one["error_code"] == "E5009" and one["model"] == MODEL and "HTTP 500" in one["detail"]
+            assert (await http.get(f"{url}/errors/{e500['incident_id']}")).json()["status"] == "resolved"
+    finally:
+        await stop_client(client)
+
+
+async def test_api_key_enforced(fake: FakeModelServer, tmp_path: Path):
+    key = "sidecar-key-Zq81xT"
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_API_KEY=key))
+    try:
+        url = await sidecar_url(client)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            for path in ("/errors/dashboard", "/errors/patterns?period=7d", "/analytics/performance"):
+                missing = await http.get(url + path)
+                assert missing.status_code == 401
+                assert missing.json()["error"]["code"] == "E4003"
+                assert missing.json()["error"]["incident_id"].startswith("INC-")
+                wrong = await http.get(url + path, headers={"X-API-Key": key + "x"})
+                assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "E4003"
+                right = await http.get(url + path, headers={"X-API-Key": key})
+                assert right.status_code == 200, right.text
+            # Health and metrics stay open for probes and scrapers.
+            assert (await http.get(f"{url}/health")).status_code == 200
+            metrics = await http.get(f"{url}/metrics")
+            assert metrics.status_code == 200 and "hapa_errors_total" in metrics.text
+            assert key not in metrics.text
+            dash = (await http.get(f"{url}/errors/dashboard", headers={"X-API-Key": key})).json()
+            assert any(c["code"] == "E4003" for c in dash["top_error_codes"])
+            assert key not in str(dash)
+    finally:
+        await stop_client(client)
+
+
+async def test_port_in_use_falls_back_to_next_and_lsp_keeps_serving(fake: FakeModelServer, tmp_path: Path):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    try:
+        client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_PORT=str(taken)))
+        try:
+            url = await sidecar_url(client)
+            assert url is not None
+            port = int(url.rsplit(":", 1)[1])
+            assert taken < port < taken + 20
+            async with httpx.AsyncClient(trust_env=False) as http:
+                assert (await http.get(f"{url}/health")).json()["status"] == "healthy"
+            fake.queue("return a + b\n")
+            open_doc(client, "file:///ws/a.py", "def add(a, b):\n    \n")
+            assert (await inline(client, "file:///ws/a.py", 1, 4)).items[0].insert_text == "return a + b"
+        finally:
+            await stop_client(client)
+    finally:
+        blocker.close()
+
+
+async def test_non_loopback_bind_without_key_is_refused(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_HOST="0.0.0.0"))
+    try:
+        health = await command(client, "hapa.health")
+        for _ in range(100):
+            if any("HAPA_SIDECAR_API_KEY" in m.message for m in client.messages if hasattr(m, "message")):
+                break
+            await asyncio.sleep(0.05)
+            health = await command(client, "hapa.health")
+        assert health["sidecar"] is None
+        shown = [m.message for m in client.messages if hasattr(m, "message") and "sidecar" in m.message]
+        assert shown and "E4005" in shown[0] and "HAPA_SIDECAR_API_KEY" in shown[0]
+        fake.queue("return a + b\n")
+        open_doc(client, "file:///ws/a.py", "def add(a, b):\n    \n")
+        assert (await inline(client, "file:///ws/a.py", 1, 4)).items[0].insert_text == "return a + b"
+    finally:
+        await stop_client(client)
+
+
+async def test_health_fields_and_sidecar_off(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_ENABLED="false"))
+    try:
+        await asyncio.sleep(0.3)
+        health = await command(client, "hapa.health")
+        assert health["sidecar"] is None
+        assert set(health) >= {"status", "version", "uptime", "services", "last_cleanup"}
+        assert health["services"] == {"database": "ok", "redis": "disabled", "ai_model": "unknown"}
+        assert health["status"] == "healthy" and health["uptime"] > 0
+        assert health["last_cleanup"] and health["last_cleanup"].endswith("Z")
+    finally:
+        await stop_client(client)
