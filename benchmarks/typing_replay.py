@@ -1,0 +1,296 @@
+"""Typing replay: drive the real server over stdio while re-typing a real function at one character per 30 ms.
+
+The fake model server (tests/fakes) answers every completion after a fixed latency (150 ms) with
+the rest of the line the typist is about to type, like a good model would. For each run this
+prints upstream calls per keystroke, aborted upstream requests, the server's own overhead per
+answered inline request (response time minus model time minus the deliberate debounce wait),
+the cache-hit / type-through round trip, the time from the last keystroke to the final answer,
+time to the initialize response next to a do-nothing pygls server, and RSS. Figures are medians
+of --runs runs.
+
+    python benchmarks/typing_replay.py [--runs 3] [--latency 0.15] [--interval 0.03] [--line-pause 0.4]
+
+Within a line the typist never pauses, so every keystroke aborts the request before it (as it
+must); at the end of each line they pause for --line-pause seconds, which is when a suggestion
+can arrive. With --line-pause 0 only the final request of the replay is ever answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import json
+import os
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.model_server import FakeModelServer  # noqa: E402
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+FILES = {"2,273-line logging/__init__.py": STDLIB / "logging" / "__init__.py",
+         "4,643-line tkinter/__init__.py": STDLIB / "tkinter" / "__init__.py"}
+
+
+class Client:
+    """A minimal LSP client over the server's stdio, timing every request."""
+
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self.proc = proc
+        self.next_id = 0
+        self.pending: dict[int, asyncio.Future] = {}
+        self.reader_task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while True:
+            length = 0
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    return
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+                elif line == b"\r\n":
+                    break
+            body = json.loads(await self.proc.stdout.readexactly(length))
+            if "id" in body and "method" in body:  # a request from the server (configuration, ...)
+                self._send({"jsonrpc": "2.0", "id": body["id"],
+                            "result": [None] if body["method"] == "workspace/configuration" else None})
+            elif "id" in body and body["id"] in self.pending:
+                self.pending.pop(body["id"]).set_result((time.perf_counter(), body))
+
+    def _send(self, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(data) + data)
+
+    def request(self, method: str, params: dict) -> tuple[float, asyncio.Future]:
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[self.next_id] = fut
+        t0 = time.perf_counter()
+        self._send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        return t0, fut
+
+    def notify(self, method: str, params: dict) -> None:
+        self._send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    async def close(self) -> None:
+        _, fut = self.request("shutdown", {})
+        try:
+            await asyncio.wait_for(fut, 5)
+            self.notify("exit", {})
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except (TimeoutError, asyncio.TimeoutError):
+            self.proc.kill()
+        self.reader_task.cancel()
+
+
+async def start(cmd: list[str], env: dict[str, str]) -> tuple[Client, float]:
+    """Start a server and return the client and the time to its initialize response."""
+    t0 = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.DEVNULL, env=env)
+    client = Client(proc)
+    _, fut = client.request("initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": {
+        "textDocument": {"inlineCompletion": {}, "completion": {"completionItem": {"snippetSupport": False}}},
+        "workspace": {"configuration": True}}})
+    t_done, _ = await fut
+    client.notify("initialized", {})
+    return client, t_done - t0
+
+
+def pick_function(source: str) -> tuple[int, int]:
+    """(first body line, end line) of a function near the middle whose body is a few hundred characters."""
+    tree = ast.parse(source)
+    lines = source.split("\n")
+    best: tuple[float, int, int] | None = None
+    mid = len(lines) / 2
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.body and not ast.get_docstring(node):
+            start, end = node.body[0].lineno - 1, node.end_lineno
+            body = "\n".join(lines[start:end])
+            if 250 <= len(body) <= 450 and "\t" not in body:
+                score = abs(start - mid)
+                if best is None or score < best[0]:
+                    best = (score, start, end)
+    assert best is not None
+    return best[1], best[2]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+async def replay(path: Path, latency: float, interval: float, mode: str, log_file: str,
+                 line_pause: float = 0.4) -> dict:
+    """One run: open the file without the chosen function's body and type the body back."""
+    original = path.read_text()
+    lines = original.split("\n")
+    b0, b1 = pick_function(original)
+    indent = lines[b0][: len(lines[b0]) - len(lines[b0].lstrip())]
+    body = "\n".join(lines[b0:b1])[len(indent):]
+    doc = "\n".join(lines[:b0] + [indent] + lines[b1:])
+    body_offset = len("\n".join(lines[:b0])) + 1 + len(indent)
+
+    fake = FakeModelServer.run_in_thread(model="qwen2.5-coder:1.5b-base", latency=latency)
+
+    def answer(record) -> str:
+        # Like a good model: the rest of the current line of the original code.
+        prompt = record.prompt or ""
+        prefix = prompt.split("<|fim_suffix|>")[0].replace("<|fim_prefix|>", "")
+        typed = prefix[-400:]
+        pos = original.find(typed, body_offset - 400)
+        if pos == -1:
+            return ""
+        pos += len(typed)
+        return original[pos:original.find("\n", pos)]
+
+    fake.script(answer)
+    env = {**os.environ, "HAPA_BACKEND_ENDPOINT": fake.url, "HAPA_LOGGING_FILE": log_file,
+           "HAPA_LOGGING_FORMAT": "json", "HAPA_LOGGING_LEVEL": "INFO"}
+    client, init_s = await start([sys.executable, "-m", "hapa_lsp"], env)
+    uri = path.as_uri()
+    client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
+                                                           "text": doc}})
+    await asyncio.sleep(1.0)  # let the server warm up (jedi, imports) as it does while the user reads
+    line, col = b0, len(indent)
+    answers: list[tuple[float, float, dict]] = []
+    futures = []
+    version = 1
+    t_last_key = 0.0
+    for ch in body:
+        version += 1
+        client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version}, "contentChanges": [
+            {"range": {"start": {"line": line, "character": col}, "end": {"line": line, "character": col}},
+             "text": ch}]})
+        if ch == "\n":
+            line, col = line + 1, 0
+        else:
+            col += 1
+        if mode == "inline":
+            t0, fut = client.request("textDocument/inlineCompletion", {
+                "textDocument": {"uri": uri}, "position": {"line": line, "character": col},
+                "context": {"triggerKind": 2}})
+        else:
+            t0, fut = client.request("textDocument/completion", {
+                "textDocument": {"uri": uri}, "position": {"line": line, "character": col},
+                "context": {"triggerKind": 1}})
+        futures.append((t0, fut))
+        t_last_key = time.perf_counter()
+        await asyncio.sleep(line_pause if ch == "\n" and line_pause else interval)
+    results = await asyncio.gather(*(f for _, f in futures))
+    for (t0, _), (t1, body_msg) in zip(futures, results):
+        answers.append((t0, t1, body_msg))
+    final_latency = results[-1][0] - t_last_key
+    pid = client.proc.pid
+    rss = rss_mb(pid)
+    await client.close()
+    keystrokes = len(body)
+    calls = fake.count("/api/generate")
+    aborted = sum(1 for r in fake.requests if r.client_disconnected)
+    fake.close()
+
+    # Per-request server timings from the JSON log (one "inline" line per answered request).
+    timings = []
+    with open(log_file) as fh:
+        for ln in fh:
+            try:
+                ev = json.loads(ln)
+            except ValueError:
+                continue
+            if ev.get("event") == "inline":
+                timings.append(ev)
+    rtts: dict[str, list[float]] = {"model": [], "cache": []}
+    answered = [(t0, t1) for t0, t1, m in answers if (m.get("result") or {}) and (m["result"].get("items"))]
+    for (t0, t1), ev in zip(answered, timings):
+        rtt_ms = (t1 - t0) * 1000
+        if ev.get("source") == "model":
+            rtts["model"].append(rtt_ms - ev.get("model_ms", 0) - ev.get("debounce_ms", 0))
+        else:
+            rtts["cache"].append(rtt_ms)
+    server_overhead = [ev["overhead_ms"] for ev in timings if "overhead_ms" in ev]
+    return {
+        "keystrokes": keystrokes,
+        "calls_per_keystroke": calls / keystrokes,
+        "aborted": aborted,
+        "overhead_p50_ms": pct(rtts["model"], 50),
+        "overhead_p99_ms": pct(rtts["model"], 99),
+        "server_overhead_p50_ms": pct(server_overhead, 50),
+        "cache_rtt_p50_ms": pct(rtts["cache"], 50),
+        "reuse_answers": len(rtts["cache"]),
+        "final_after_last_key_ms": final_latency * 1000,
+        "init_ms": init_s * 1000,
+        "rss_mb": rss,
+    }
+
+
+async def baseline_init() -> float:
+    """Time to the initialize response of a do-nothing pygls server."""
+    code = "from pygls.lsp.server import LanguageServer; LanguageServer('nothing', '0').start_io()"
+    client, init_s = await start([sys.executable, "-c", code], dict(os.environ))
+    await client.close()
+    return init_s * 1000
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--latency", type=float, default=0.15)
+    ap.add_argument("--interval", type=float, default=0.03)
+    ap.add_argument("--line-pause", type=float, default=0.4)
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; model latency "
+          f"{args.latency * 1000:.0f} ms; {args.interval * 1000:.0f} ms per character, {args.line_pause * 1000:.0f} ms "
+          f"pause at line ends; medians of {args.runs} runs")
+    base, ours = [], []
+    for _ in range(args.runs):
+        base.append(await baseline_init())
+        client, t = await start([sys.executable, "-m", "hapa_lsp"], {**os.environ, "HAPA_SIDECAR_ENABLED": "false"})
+        await client.close()
+        ours.append(t * 1000)
+    print(f"initialize response: hapa-lsp {statistics.median(ours):.0f} ms, do-nothing pygls server "
+          f"{statistics.median(base):.0f} ms (difference {statistics.median(ours) - statistics.median(base):+.0f} ms)")
+    for mode in ("inline", "completion"):
+        for label, path in FILES.items():
+            runs = []
+            for _ in range(args.runs):
+                with tempfile.TemporaryDirectory() as tmp:
+                    runs.append(await replay(path, args.latency, args.interval, mode,
+                                             os.path.join(tmp, "server.log"), args.line_pause))
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            print(f"\n[{mode} request per keystroke] {label}, {med['keystrokes']:.0f} keystrokes")
+            print(f"  upstream calls per keystroke      {med['calls_per_keystroke']:.3f}   (target <= 0.25)")
+            print(f"  upstream requests aborted         {med['aborted']:.0f}")
+            if mode == "inline":
+                print(f"  overhead per inline request p50   {med['overhead_p50_ms']:.2f} ms   (target <= 5)")
+                print(f"  overhead per inline request p99   {med['overhead_p99_ms']:.2f} ms   (target <= 25)")
+                print(f"  in-server overhead p50 (log)      {med['server_overhead_p50_ms']:.2f} ms")
+                print(f"  cache / type-through round trip   {med['cache_rtt_p50_ms']:.2f} ms p50 over "
+                      f"{med['reuse_answers']:.0f} answers   (target <= 3)")
+            print(f"  final answer after last keystroke {med['final_after_last_key_ms']:.0f} ms   "
+                  f"(target <= {args.latency * 1000 + 100:.0f})")
+            print(f"  RSS at the end                    {med['rss_mb']:.0f} MB   (target <= 100)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
