@@ -40,3 +40,11 @@ def test_incident_id_format_and_error_data():
 def test_foreign_exceptions_become_e5004_without_their_text():
     err = errors.as_hapa_error(KeyError("sk-secret-value"))
     assert err.code == "E5004" and "sk-secret" not in err.message
+
+
+def test_readme_lists_every_code():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for code, spec in errors.CATALOG.items():
+        assert f"| {code} | {spec.title} |" in readme, code
