@@ -212,7 +212,8 @@ class ResilientBackend:
         import tenacity
 
         s = self._settings()
-        jitter = tenacity.wait_exponential_jitter(initial=0.2, max=max(0.2, s.retry_max_wait), jitter=0.3)
+        # "Full jitter": a random wait up to 0.2 s * 2^attempt, so many clients do not retry in step.
+        jitter = tenacity.wait_random_exponential(multiplier=0.2, max=max(0.2, s.retry_max_wait))
 
         def wait(state: tenacity.RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
