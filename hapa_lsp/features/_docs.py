@@ -20,6 +20,14 @@ def open_document(ls: HapaServer, uri: str) -> TextDocument:
     return doc
 
 
+def bind_request(request_id: str, method: str) -> None:
+    """Bind the request id to every log line written while handling this request (pygls runs each
+    message in its own contextvars context, and tasks the handler starts inherit it)."""
+    import structlog
+
+    structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+
+
 def position_encoding(ls: HapaServer) -> str:
     """The position encoding negotiated at initialize ("utf-16", "utf-8" or "utf-32")."""
     enc = ls.workspace.position_encoding

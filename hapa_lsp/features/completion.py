@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 
 from hapa_lsp import errors
-from hapa_lsp.features._docs import language_of, open_document, position_encoding
+from hapa_lsp.features._docs import bind_request, language_of, open_document, position_encoding
 from hapa_lsp.features.inline import accept_command
 
 if TYPE_CHECKING:
@@ -48,6 +48,8 @@ def register(server: HapaServer) -> None:
                     types.CompletionOptions(trigger_characters=["."], resolve_provider=False))
     async def completion(ls: HapaServer, params: types.CompletionParams) -> types.CompletionList:
         uri = params.text_document.uri
+        rid = ls.engine.next_request_id()
+        bind_request(rid, types.TEXT_DOCUMENT_COMPLETION)
         try:
             doc = open_document(ls, uri)
         except errors.HapaError:
@@ -75,7 +77,7 @@ def register(server: HapaServer) -> None:
         if settings.completion.in_completion_list and engine.applies_to(doc.path, language) is None:
             ai_task = asyncio.ensure_future(engine.suggest(
                 uri=uri, path=doc.path, language=language, text=text, line=pos.line, character=pos.character,
-                invoked=invoked, slot="list", encoding=encoding))
+                invoked=invoked, slot="list", encoding=encoding, request_id=rid))
             ai_task.add_done_callback(_swallow)
 
         items: list[types.CompletionItem] = []

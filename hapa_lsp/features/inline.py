@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 
 from hapa_lsp import errors
-from hapa_lsp.features._docs import language_of, open_document, position_encoding
+from hapa_lsp.features._docs import bind_request, language_of, open_document, position_encoding
 
 if TYPE_CHECKING:
     from hapa_lsp.engine import Suggestion
@@ -32,6 +32,8 @@ def register(server: HapaServer) -> None:
                                 ) -> types.InlineCompletionList | None:
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         uri = params.text_document.uri
+        rid = ls.engine.next_request_id()
+        bind_request(rid, types.TEXT_DOCUMENT_INLINE_COMPLETION)
         try:
             if not ls.settings.completion.inline:
                 return None
@@ -47,7 +49,7 @@ def register(server: HapaServer) -> None:
             pos = params.position
             sug = await ls.engine.suggest(uri=uri, path=doc.path, language=language, text=doc.source,
                                           line=pos.line, character=pos.character, invoked=invoked,
-                                          encoding=position_encoding(ls))
+                                          encoding=position_encoding(ls), request_id=rid)
         except errors.HapaError as exc:
             if invoked:
                 from hapa_lsp.server import rpc_error
