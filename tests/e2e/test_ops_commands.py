@@ -1,0 +1,191 @@
+"""Operations through workspace/executeCommand: rate limits, the circuit breaker as the user sees it, cache
+management and incident lookup."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+
+from tests.e2e.conftest import open_doc, start_client, stop_client
+from tests.e2e.test_sidecar import MODEL, command, inline, ops_env, samples, sidecar_url, value
+from tests.fakes.model_server import FakeModelServer
+
+INLINE = "textDocument/inlineCompletion"
+
+
+def change(client, uri: str, text: str, version: int) -> None:
+    """Replace the whole document (a new context each time, so nothing comes from the cache)."""
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+
+
+async def failing_command(client, name: str, *args) -> dict:
+    with pytest.raises(JsonRpcException) as info:
+        await command(client, name, *args)
+    return info.value.data
+
+
+async def test_command_over_its_limit_answers_e4004_with_the_wait(fake: FakeModelServer, tmp_path: Path):
+    rules = json.dumps({"hapa.errors.dashboard": "2/minute"})
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_RATE_LIMITS_RULES=rules))
+    try:
+        url = await sidecar_url(client)
+        for _ in range(2):
+            assert "total_errors" in await command(client, "hapa.errors.dashboard")
+        data = await failing_command(client, "hapa.errors.dashboard")
+        assert data["code"] == "E4004"
+        assert 0 < data["retry_after"] <= 60
+        assert "2/minute" in data["detail"] and "try again in" in data["detail"]
+        async with httpx.AsyncClient(trust_env=False) as http:
+            # The sidecar endpoint shares the feature's limit.
+            resp = await http.get(f"{url}/errors/dashboard")
+            assert resp.status_code == 429
+            assert resp.json()["error"]["code"] == "E4004"
+            assert 1 <= int(resp.headers["Retry-After"]) <= 60
+            # Other commands are not affected.
+            assert (await command(client, "hapa.errors.patterns", {"period": "1h"}))["period"] == "1h"
+            smp = samples((await http.get(f"{url}/metrics")).text)
+            dash = (await http.get(f"{url}/errors/patterns?period=1h")).json()
+        assert value(smp, "hapa_rate_limited_total", feature="hapa.errors.dashboard", action="rejected") == 2
+        assert value(smp, "hapa_requests_total", method="hapa.errors.dashboard", status="rejected") == 1
+        assert value(smp, "hapa_requests_total", method="hapa.errors.dashboard", status="ok") == 2
+        assert dash["by_code"][0]["code"] == "E4004" and dash["by_code"][0]["count"] == 2
+    finally:
+        await stop_client(client)
+
+
+async def test_inline_over_the_limit_is_dropped_quietly_and_counted(fake: FakeModelServer, tmp_path: Path):
+    rules = json.dumps({INLINE: "2/minute"})
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_RATE_LIMITS_RULES=rules))
+    try:
+        url = await sidecar_url(client)
+        uri = "file:///ws/a.py"
+        open_doc(client, uri, "def f0(x):\n    \n")
+        answers = []
+        for n in range(4):
+            change(client, uri, f"def f{n}(x):\n    \n", n + 2)
+            fake.queue(f"return x + {n}\n")
+            answers.append(await inline(client, uri, 1, 4))
+        assert [a.items[0].insert_text if a else None for a in answers] == ["return x + 0", "return x + 1",
+                                                                           None, None]
+        assert fake.count() == 2  # dropped requests never reach the model
+        await asyncio.sleep(0.1)
+        assert not [m for m in client.messages if "E4004" in getattr(m, "message", "")]
+        assert not [s for s in client.statuses if getattr(s, "code", None) == "E4004"]
+        # An explicit request is answered with the code and the wait.
+        with pytest.raises(JsonRpcException) as info:
+            await inline(client, uri, 1, 4, invoked=True)
+        assert info.value.data["code"] == "E4004" and info.value.data["retry_after"] > 0
+        async with httpx.AsyncClient(trust_env=False) as http:
+            smp = samples((await http.get(f"{url}/metrics")).text)
+            perf = (await http.get(f"{url}/analytics/performance")).json()
+        assert value(smp, "hapa_rate_limited_total", feature=INLINE, action="dropped") == 2
+        assert value(smp, "hapa_rate_limited_total", feature=INLINE, action="rejected") == 1
+        assert perf["rate_limited"] == {INLINE: 3}
+    finally:
+        await stop_client(client)
+
+
+async def test_circuit_marks_the_model_down_once_and_recovers_by_itself(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(
+        tmp_path, HAPA_RESILIENCE_BREAKER_FAILURES="2", HAPA_RESILIENCE_BREAKER_COOLDOWN="1.0"))
+    try:
+        await sidecar_url(client)
+        uri = "file:///ws/a.py"
+        open_doc(client, uri, "def g(x):\n    \n")
+        fake.fault = "500"
+        for n in range(6):
+            change(client, uri, f"def g{n}(x):\n    \n", n + 2)
+            assert await inline(client, uri, 1, 4) is None
+        assert fake.count() == 2  # after two failures the model is not called any more
+        await asyncio.sleep(0.1)
+        down = [s for s in client.statuses if "marked down" in s.message]
+        assert len(down) == 1
+        assert down[0].code == "E5009" and "tried again in 1 s" in down[0].message
+        health = await command(client, "hapa.health")
+        assert health["services"]["ai_model"] == "down" and health["status"] == "degraded"
+        assert health["models"][MODEL]["state"] == "open"
+
+        fake.restore()
+        await asyncio.sleep(1.1)
+        change(client, uri, "def h(x):\n    \n", 20)
+        fake.queue("return x\n")
+        ok = await inline(client, uri, 1, 4)
+        assert ok is not None and ok.items[0].insert_text == "return x"
+        await asyncio.sleep(0.1)
+        assert client.statuses[-1].state == "ok"
+        assert len([s for s in client.statuses if "marked down" in s.message]) == 1
+        health = await command(client, "hapa.health")
+        assert health["services"]["ai_model"] == "ok" and health["models"] == {}
+        # The incidents of the outage were resolved by the model's next success.
+        dash = await command(client, "hapa.errors.dashboard")
+        assert dash["open_incidents"] == 0 and dash["total_errors"] >= 2
+    finally:
+        await stop_client(client)
+
+
+async def test_cache_clear_per_type_and_stats(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path))
+    try:
+        uri = "file:///ws/a.py"
+        open_doc(client, uri, "def add(a, b):\n    \n")
+        fake.queue("return a + b\n")
+        assert (await inline(client, uri, 1, 4)).items[0].insert_text == "return a + b"
+        assert (await inline(client, uri, 1, 4)).items[0].insert_text == "return a + b"
+        assert fake.count() == 1
+        stats = await command(client, "hapa.cache.stats")
+        assert stats["regions"]["completions"] == 1 and stats["hits"] == 1 and stats["misses"] == 1
+
+        missing = await failing_command(client, "hapa.cache.clear", {"cache_type": "completions"})
+        assert missing["code"] == "E4002" and missing["field"] == "confirm"
+        assert (await failing_command(client, "hapa.cache.clear", {"cache_type": "completions", "confirm": False})
+                )["code"] == "E4002"
+        assert (await failing_command(client, "hapa.cache.clear", {"confirm": True}))["field"] == "cache_type"
+        bad = await failing_command(client, "hapa.cache.clear", {"cache_type": "everything", "confirm": True})
+        assert bad["code"] == "E4001" and bad["field"] == "cache_type"
+        assert (await command(client, "hapa.cache.stats"))["regions"]["completions"] == 1  # nothing cleared
+
+        other = await command(client, "hapa.cache.clear", {"cache_type": "code_generation", "confirm": True})
+        assert other["cleared"] == {"memory": 0, "shared": 0}
+        assert (await command(client, "hapa.cache.stats"))["regions"]["completions"] == 1
+        done = await command(client, "hapa.cache.clear", {"cache_type": "completions", "confirm": True})
+        assert done["cleared"]["memory"] == 1 and done["cache_type"] == "completions"
+        assert (await command(client, "hapa.cache.stats"))["regions"]["completions"] == 0
+        fake.queue("return a + b\n")
+        await inline(client, uri, 1, 4)
+        assert fake.count() == 2  # the model is asked again
+        everything = await command(client, "hapa.cache.clear", {"cache_type": "all", "confirm": True})
+        assert everything["cleared"]["memory"] == 1
+        for cache_type in ("user_profiles", "all"):
+            assert (await command(client, "hapa.cache.clear", {"cache_type": cache_type, "confirm": True})
+                    )["cleared"]["memory"] == 0
+    finally:
+        await stop_client(client)
+
+
+async def test_errors_get_by_id(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path))
+    try:
+        uri = "file:///ws/a.py"
+        open_doc(client, uri, "def add(a, b):\n    \n")
+        fake.fail_next("500")
+        with pytest.raises(JsonRpcException) as info:
+            await inline(client, uri, 1, 4, invoked=True)
+        inc = info.value.data["incident_id"]
+        by_string = await command(client, "hapa.errors.get", inc)
+        by_object = await command(client, "hapa.errors.get", {"incident_id": inc})
+        assert by_string == by_object
+        assert by_string["incident_id"] == inc and by_string["error_code"] == "E5009"
+        assert by_string["remedy"] and by_string["method"] == INLINE and by_string["status"] == "open"
+        assert (await failing_command(client, "hapa.errors.get"))["code"] == "E4002"
+        assert (await failing_command(client, "hapa.errors.get", "INC-20200101-00000000"))["code"] == "E4001"
+        assert (await failing_command(client, "hapa.errors.get", "not-an-id"))["code"] == "E4001"
+    finally:
+        await stop_client(client)
