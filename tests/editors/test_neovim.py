@@ -24,7 +24,7 @@ def _ghost_texts(ed) -> list[tuple[int, int, str, list[str]]]:
 
 def test_typing_shows_ghost_text_and_tab_inserts_it(start_editor, fake, tmp_path):
     fake.script(lambda req: "return a + b\n")
-    ed = start_editor()
+    ed = start_editor(settings={"backend": {"kind": "ollama"}, "completion": {"maxLines": 8}})
     ed.open(tmp_path / "calc.py")
     ed.keys("i")
     ed.type(HEADER + "\n")
@@ -43,6 +43,8 @@ def test_typing_shows_ghost_text_and_tab_inserts_it(start_editor, fake, tmp_path
     assert _ghost_texts(ed) == []
     # The item's hapa.didAcceptCompletion command reached the server.
     ed.wait_for(lambda: ed.command("hapa.stats").get("accepted") == 1, what="the server to count the accept")
+    # The plugin's settings reached the server as a valid `hapa` object (no configuration warnings).
+    assert [n["msg"] for n in ed.notes()] == []
 
 
 def test_multiline_ghost_partial_accept_and_dismiss(start_editor, fake, tmp_path):
@@ -134,3 +136,46 @@ def test_model_outage_is_reported_once_and_typing_goes_on(start_editor, fake, tm
     assert ed.lua("return vim.api.nvim_get_mode().mode") == "i"
     assert _ghost_texts(ed) == []
     assert len([n for n in ed.notes() if "E5005" in n["msg"]]) == 1, "told once, not on every keystroke"
+
+
+def _has_generate_command() -> bool:
+    return (ROOT / "hapa_lsp" / "features" / "generate.py").exists()
+
+
+@pytest.mark.xfail(not _has_generate_command(), strict=False,
+                   reason="hapa.generateCode (issue 3, hapa_lsp/features/generate.py) is not in the repository yet")
+def test_hapa_generate_streams_into_a_scratch_buffer_and_inserts_at_the_cursor(start_editor, fake, tmp_path):
+    code = ("def dedupe(items):\n    seen = set()\n"
+            "    return [x for x in items if not (x in seen or seen.add(x))]")
+    fake.script(lambda req: "" if req.messages is None else f"```python\n{code}\n```")
+    fake.configure(token_delay=0.01)  # tokens arrive over ~0.4 s, so the editor sees the text grow
+    path = tmp_path / "listutil.py"
+    path.write_text("import os\n\n")
+    ed = start_editor()
+    ed.open(path)
+    ed.lua("""
+        _G.hapa_test_chunks = {}
+        local hapa = require('hapa')
+        local orig = hapa._on_stream_chunk
+        hapa._on_stream_chunk = function(err, params, ctx)
+          table.insert(_G.hapa_test_chunks, params.text)
+          return orig(err, params, ctx)
+        end
+        vim.api.nvim_win_set_cursor(0, { 2, 0 })
+    """)
+    ed.nvim.command("Hapa generate remove duplicates from a list, keep order")
+    ed.wait_for(lambda: "def dedupe(items):" in ed.lines(), timeout=10, what="the code inserted at the cursor")
+    assert "\n".join(ed.lines()).startswith("import os\n" + code.split("\n")[0])
+    chunks = ed.lua("return _G.hapa_test_chunks")
+    # hapa/streamChunk carries the text so far: it grows chunk by chunk up to the whole answer.
+    assert len(chunks) >= 2
+    assert all(later.startswith(earlier) for earlier, later in zip(chunks, chunks[1:])), chunks
+    assert code in chunks[-1]
+    view = ed.wait_for(lambda: ed.lua("""
+        for _, b in ipairs(vim.api.nvim_list_bufs()) do
+          if vim.api.nvim_buf_get_name(b):match('^hapa://generation/') then
+            return vim.api.nvim_buf_get_lines(b, 0, -1, false)
+          end
+        end
+    """), what="the generation's scratch buffer")
+    assert "def dedupe(items):" in view

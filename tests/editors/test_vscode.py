@@ -76,16 +76,23 @@ def test_generator_check_mode_detects_drift(tmp_path):
     assert "hapa.backend.endpoint" in _properties(json.loads(target.read_text(encoding="utf-8")))
 
 
-# Loads the compiled extension with a stand-in `vscode` module: catches load-time errors tsc cannot see.
+# Loads the compiled extension with a stand-in `vscode` module (catches load-time errors tsc cannot see), then asks
+# it what it would send the server for a user who set three settings: only those, never the extension's own.
 _LOAD = """
 const Module = require('module');
 const resolve = Module._resolveFilename;
 const h = { get: (t, p) => (p in t ? t[p] : (t[p] = new Proxy(function () {}, h))),
             construct: () => new Proxy({}, h), apply: () => new Proxy(function () {}, h) };
+const user = { 'hapa.backend.endpoint': { globalValue: 'http://10.0.0.5:8000' },
+               'hapa.completion.maxLines': { globalValue: 4, workspaceValue: 6 },
+               'hapa.client.serverPath': { globalValue: '/opt/hapa/bin/hapa-lsp' },
+               'hapa.trace.server': { globalValue: 'verbose' } };
+const vscode = new Proxy({ workspace: { getConfiguration: () => ({ inspect: (k) => user[k] || { defaultValue: 1 } }) } }, h);
 Module._resolveFilename = function (r, ...a) { return r === 'vscode' ? 'vscode' : resolve.call(this, r, ...a); };
-require.cache['vscode'] = { id: 'vscode', filename: 'vscode', loaded: true, exports: new Proxy({}, h) };
+require.cache['vscode'] = { id: 'vscode', filename: 'vscode', loaded: true, exports: vscode };
 const ext = require(process.argv[1]);
-console.log(JSON.stringify([typeof ext.activate, typeof ext.deactivate]));
+const pkg = require(process.argv[2]);
+console.log(JSON.stringify({ exports: [typeof ext.activate, typeof ext.deactivate], sent: ext.userSettings(pkg) }));
 """
 
 
@@ -104,7 +111,9 @@ def test_extension_installs_compiles_loads_and_packages(tmp_path):
 
     run(npm, "ci")
     run(npm, "run", "compile")
-    assert json.loads(run(node, "-e", _LOAD, str(work / "out" / "extension.js"))) == ["function", "function"]
+    loaded = json.loads(run(node, "-e", _LOAD, str(work / "out" / "extension.js"), str(work / "package.json")))
+    assert loaded == {"exports": ["function", "function"],
+                      "sent": {"backend": {"endpoint": "http://10.0.0.5:8000"}, "completion": {"maxLines": 6}}}
     vsix = tmp_path / "hapa-lsp.vsix"
     run(npm, "exec", "--", "vsce", "package", "--allow-missing-repository", "--out", str(vsix))
     with zipfile.ZipFile(vsix) as z:

@@ -116,7 +116,7 @@ async function execute<T>(command: string, arg: object = {}, token?: vscode.Canc
 }
 
 /** The settings a user actually set (not the defaults), as the nested object the server reads. */
-function userSettings(packageJSON: any, scope?: vscode.Uri): Record<string, any> {
+export function userSettings(packageJSON: any, scope?: vscode.Uri): Record<string, any> {
   const out: Record<string, any> = {};
   const config = vscode.workspace.getConfiguration(undefined, scope);
   const groups: any[] = packageJSON?.contributes?.configuration ?? [];

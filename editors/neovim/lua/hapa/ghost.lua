@@ -96,6 +96,43 @@ local function remaining_for(bufnr, s)
   return rest ~= '' and rest or nil
 end
 
+-- The suggestion's description the server attached to its accept command (request id, model, length, ...).
+local function item_info(item)
+  local args = item.command and item.command.arguments
+  return type(args) == 'table' and type(args[1]) == 'table' and args[1] or nil
+end
+
+-- Feedback for the acceptance rate: shown and partially accepted as notifications, accepted as the item's command.
+local function report(item, event, accepted_length)
+  local client = vim.lsp.get_client_by_id(item.client_id)
+  if not client then
+    return
+  end
+  if event == 'accepted' then
+    if item.command and not item.accept_sent then
+      item.accept_sent = true
+      client:request('workspace/executeCommand', { command = item.command.command, arguments = item.command.arguments },
+        function() end)
+    end
+    return
+  end
+  local info = item_info(item)
+  if not info then
+    return
+  end
+  local params = vim.deepcopy(info)
+  if event == 'shown' then
+    if item.shown_sent then
+      return
+    end
+    item.shown_sent = true
+    client:notify('hapa/didShowCompletion', params)
+  else
+    params.accepted_length = accepted_length
+    client:notify('hapa/didPartiallyAcceptCompletion', params)
+  end
+end
+
 local function render(bufnr, s)
   clear_marks(bufnr)
   local text = s.remaining
@@ -118,6 +155,7 @@ local function render(bufnr, s)
     opts.virt_lines = virt_lines
   end
   pcall(vim.api.nvim_buf_set_extmark, bufnr, M.ns, row, col, opts)
+  report(s.items[s.index], 'shown')
 end
 
 -- Show the current item if it still fits what is typed; returns whether something is shown.
@@ -213,18 +251,6 @@ local function on_change(bufnr)
   schedule_request(bufnr)
 end
 
-local function send_accept(s, item)
-  if item.accept_sent or not item.command then
-    return
-  end
-  item.accept_sent = true
-  local client = vim.lsp.get_client_by_id(item.client_id)
-  if client then
-    client:request('workspace/executeCommand', { command = item.command.command, arguments = item.command.arguments },
-      function() end)
-  end
-end
-
 -- The next piece of `text` for a partial accept.
 local function piece(text, kind)
   if kind == 'word' then
@@ -260,7 +286,11 @@ function M.accept(kind)
   local new_row = row + #lines - 1
   local new_col = (#lines == 1) and (col + #lines[1]) or #lines[#lines]
   vim.api.nvim_win_set_cursor(0, { new_row + 1, new_col })
-  send_accept(s, item)
+  if chunk == s.remaining then
+    report(item, 'accepted')
+  else
+    report(item, 'partial', #item.text - #s.remaining + #chunk)
+  end
   if chunk == s.remaining then
     M.clear(bufnr)
     -- The whole suggestion is in: wait for the next keystroke before suggesting again.

@@ -178,6 +178,7 @@ function M._on_stream_chunk(_, params)
     local buf = gen_bufs[id]
     if not buf then
       buf = pending_buf or scratch('hapa://generation/' .. id)
+      pcall(vim.api.nvim_buf_set_name, buf, 'hapa://generation/' .. id)
       pending_buf = nil
       gen_bufs[id] = buf
     end
@@ -430,9 +431,16 @@ function M.setup(opts)
     settings = { hapa = settings },
     capabilities = capabilities,
     handlers = {
-      ['hapa/status'] = M._on_status,
-      ['hapa/streamChunk'] = M._on_stream_chunk,
-      ['window/showMessage'] = M._on_show_message,
+      -- Looked up on each call, so M._on_* can be wrapped after setup.
+      ['hapa/status'] = function(...)
+        return M._on_status(...)
+      end,
+      ['hapa/streamChunk'] = function(...)
+        return M._on_stream_chunk(...)
+      end,
+      ['window/showMessage'] = function(...)
+        return M._on_show_message(...)
+      end,
     },
     on_attach = on_attach,
   })
