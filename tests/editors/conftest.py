@@ -169,6 +169,7 @@ def start_editor(fake: FakeModelServer, tmp_path: Path) -> Iterator[Callable[...
             "HAPA_BACKEND_CONNECT_TIMEOUT": "1",
             "HAPA_COMPLETION_DEBOUNCE_MS": "0",
             "HAPA_COMPLETION_MAX_DEBOUNCE_MS": "0",
+            "HAPA_SIDECAR_PORT": "0",  # any free port: tests run in parallel
             # Keep Neovim's and the server's files (lsp.log, shada, the store) inside the test's directory.
             "XDG_STATE_HOME": str(home), "XDG_DATA_HOME": str(home), "XDG_CONFIG_HOME": str(home),
             "XDG_CACHE_HOME": str(home),

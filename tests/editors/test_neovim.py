@@ -179,3 +179,26 @@ def test_hapa_generate_streams_into_a_scratch_buffer_and_inserts_at_the_cursor(s
         end
     """), what="the generation's scratch buffer")
     assert "def dedupe(items):" in view
+
+
+def test_hapa_commands_clear_the_cache_show_stats_and_open_the_dashboard(start_editor, fake, tmp_path):
+    ed = start_editor()
+    ed.open(tmp_path / "calc.py")
+    ed.lua("vim.ui.open = function(url) _G.hapa_test_opened = url end")
+    ed.nvim.command("Hapa cache clear completions")
+    note = ed.wait_for(lambda: [n["msg"] for n in ed.notes() if "cache cleared" in n["msg"]], what="the cache clear")
+    assert 'cache_type = "completions"' in note[0]
+    ed.nvim.command("Hapa stats")
+    stats = ed.wait_for(lambda: ed.lua("""
+        for _, b in ipairs(vim.api.nvim_list_bufs()) do
+          if vim.api.nvim_buf_get_name(b):match('hapa://stats$') then
+            return table.concat(vim.api.nvim_buf_get_lines(b, 0, -1, false), '\\n')
+          end
+        end"""), what="the stats buffer")
+    assert "requests = 0" in stats and "upstream_calls = 0" in stats  # nothing typed yet
+    ed.nvim.command("Hapa dashboard")
+    url = ed.wait_for(lambda: ed.lua("return _G.hapa_test_opened"), what="the dashboard to open")
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/dashboard")
+    health = ed.command("hapa.health")
+    assert url == health["sidecar"].rstrip("/") + "/dashboard"
+    assert [n["msg"] for n in ed.notes() if "E4" in n["msg"] or "E5" in n["msg"]] == []

@@ -150,7 +150,9 @@ local function scratch(title, filetype)
   if filetype and filetype ~= '' then
     vim.bo[buf].filetype = filetype
   end
-  pcall(vim.api.nvim_buf_set_name, buf, title)
+  if title then
+    pcall(vim.api.nvim_buf_set_name, buf, title)
+  end
   local cur = vim.api.nvim_get_current_win()
   vim.cmd('botright 12split')
   vim.api.nvim_win_set_buf(0, buf)
@@ -193,7 +195,11 @@ function M.execute(name, arg, cb, bufnr)
     vim.notify('hapa-lsp is not running in this buffer', vim.log.levels.WARN)
     return
   end
-  client:request('workspace/executeCommand', { command = name, arguments = { arg or vim.empty_dict() } },
+  -- An empty Lua table would be sent as a JSON array; commands take one JSON object.
+  if arg == nil or (type(arg) == 'table' and next(arg) == nil) then
+    arg = vim.empty_dict()
+  end
+  client:request('workspace/executeCommand', { command = name, arguments = { arg } },
     function(err, result)
       if cb then
         cb(err, result)
@@ -228,7 +234,8 @@ function M.generate(question)
   end
   local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
   if M.config.generation_view ~= 'notify' then
-    pending_buf = scratch('hapa://generation/pending', vim.bo[bufnr].filetype)
+    -- Named when its request id is known (renaming a named buffer would leave its old name behind).
+    pending_buf = scratch(nil, vim.bo[bufnr].filetype)
     set_lines(pending_buf, '# generating: ' .. question)
   end
   local view = pending_buf
@@ -249,7 +256,10 @@ function M.generate(question)
       return
     end
     M._last_generation = result
-    if type(result) == 'table' and view then
+    if type(result) == 'table' and view and vim.api.nvim_buf_is_valid(view) then
+      if vim.api.nvim_buf_get_name(view) == '' then
+        pcall(vim.api.nvim_buf_set_name, view, 'hapa://generation/' .. (result.request_id or result.history_id or 'result'))
+      end
       local text = result.generated_code or ''
       if result.explanation and result.explanation ~= '' then
         text = text .. '\n\n' .. table.concat(vim.tbl_map(function(l)
@@ -266,7 +276,20 @@ local function cmd_history()
     if err then
       return vim.notify('hapa-lsp: ' .. (err.message or 'history failed'), vim.log.levels.ERROR)
     end
-    show('hapa://history', result, 'lua')
+    local items = type(result) == 'table' and result.items or {}
+    if #items == 0 then
+      return vim.notify('hapa: no generations yet', vim.log.levels.INFO)
+    end
+    local lines = {}
+    for _, h in ipairs(items) do
+      local when = type(h.created_at) == 'number' and os.date('%Y-%m-%d %H:%M', math.floor(h.created_at)) or h.created_at
+      lines[#lines + 1] = ('#%s  %s  %s  %s'):format(h.history_id or '?', when or '', h.status or '',
+        (h.question or h.kind or ''):gsub('\n', ' '))
+      for _, l in ipairs(vim.split(h.generated_code or '', '\n', { plain = true })) do
+        lines[#lines + 1] = '    ' .. l
+      end
+    end
+    show('hapa://history', table.concat(lines, '\n'), 'markdown')
   end)
 end
 
