@@ -156,7 +156,8 @@ def fake() -> Iterator[FakeModelServer]:
 
 @pytest.fixture
 def start_editor(fake: FakeModelServer, tmp_path: Path) -> Iterator[Callable[..., Editor]]:
-    """Start Neovim with ``require('hapa').setup(opts)``; the server process is ``python -m hapa_lsp``."""
+    """Start Neovim with ``require('hapa').setup(opts)``; the server is ``python -m hapa_lsp`` unless ``cmd=None``
+    (the plugin's default, ``hapa-lsp`` from PATH)."""
     nvim_bin = _nvim_or_skip()
     editors: list[Editor] = []
 
@@ -179,6 +180,9 @@ def start_editor(fake: FakeModelServer, tmp_path: Path) -> Iterator[Callable[...
         ed.lua(_RECORD_NOTIFY)
         setup = {"cmd": [sys.executable, "-m", "hapa_lsp"], "inline": {"debounce_ms": 30}}
         setup.update(opts)
+        if setup["cmd"] is None:
+            assert shutil.which("hapa-lsp", path=env.get("PATH")), "hapa-lsp is not on PATH (pip install -e .)"
+            del setup["cmd"]
         ed.lua("require('hapa').setup(...)", setup)
         return ed
 

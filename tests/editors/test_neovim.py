@@ -24,7 +24,8 @@ def _ghost_texts(ed) -> list[tuple[int, int, str, list[str]]]:
 
 def test_typing_shows_ghost_text_and_tab_inserts_it(start_editor, fake, tmp_path):
     fake.script(lambda req: "return a + b\n")
-    ed = start_editor(settings={"backend": {"kind": "ollama"}, "completion": {"maxLines": 8}})
+    # The plugin's default command: `hapa-lsp` from PATH, as the README tells users.
+    ed = start_editor(cmd=None, settings={"backend": {"kind": "ollama"}, "completion": {"maxLines": 8}})
     ed.open(tmp_path / "calc.py")
     ed.keys("i")
     ed.type(HEADER + "\n")
