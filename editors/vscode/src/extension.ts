@@ -1,4 +1,5 @@
 // hapa for VS Code: starts hapa-lsp, shows its status, streams generations, and offers the palette commands.
+import { execFile } from 'child_process';
 import * as vscode from 'vscode';
 import {
   ExecuteCommandRequest,
@@ -147,11 +148,11 @@ function renderStatus(): void {
   const icon = { ok: '$(sparkle)', busy: '$(sync~spin)', warning: '$(warning)', error: '$(error)' }[s.state] ?? '$(sparkle)';
   statusItem.text = `${icon} hapa${s.code && s.state !== 'ok' ? ' ' + s.code : ''}`;
   statusItem.tooltip = `hapa-lsp: ${s.message}${s.incident_id ? ` (${s.incident_id})` : ''}\nClick: ${
-    s.state === 'error' || s.state === 'warning' ? 'show the server output' : 'open the dashboard'}`;
+    s.state === 'error' || s.state === 'warning' ? 'run hapa-lsp doctor' : 'open the dashboard'}`;
   statusItem.backgroundColor = s.state === 'error'
     ? new vscode.ThemeColor('statusBarItem.errorBackground')
     : s.state === 'warning' ? new vscode.ThemeColor('statusBarItem.warningBackground') : undefined;
-  statusItem.command = s.state === 'error' || s.state === 'warning' ? 'hapa.ui.showOutput' : 'hapa.ui.openDashboard';
+  statusItem.command = s.state === 'error' || s.state === 'warning' ? 'hapa.ui.doctor' : 'hapa.ui.openDashboard';
   statusItem.show();
 }
 
@@ -353,6 +354,31 @@ async function restart(context: vscode.ExtensionContext): Promise<void> {
   await startClient(context);
 }
 
+/** `hapa-lsp doctor` with this window's settings (as HAPA_* variables), its report in an output channel. */
+async function runDoctor(context: vscode.ExtensionContext, channel: vscode.OutputChannel): Promise<void> {
+  const command = vscode.workspace.getConfiguration(SECTION).get<string>('client.serverPath') || 'hapa-lsp';
+  const env = await serverEnv(context);
+  const snake = (name: string) => name.replace(/([A-Z])/g, '_$1').toUpperCase();
+  for (const [section, fields] of Object.entries(userSettings(context.extension.packageJSON))) {
+    for (const [field, value] of Object.entries(fields as Record<string, unknown>)) {
+      env[`HAPA_${snake(section)}_${snake(field)}`] = typeof value === 'string' ? value : JSON.stringify(value);
+    }
+  }
+  channel.clear();
+  channel.show(true);
+  channel.appendLine(`$ ${command} doctor`);
+  await new Promise<void>((resolve) => {
+    execFile(command, ['doctor'], { env, timeout: 120_000, maxBuffer: 4 * 1024 * 1024 }, (err, stdout, stderr) => {
+      channel.append(stdout);
+      channel.append(stderr);
+      if (err) {
+        channel.appendLine(`\n${command} doctor: ${err.message}`);
+      }
+      resolve();
+    });
+  });
+}
+
 function guarded(fn: () => Promise<void>): () => Promise<void> {
   return async () => {
     try {
@@ -366,8 +392,11 @@ function guarded(fn: () => Promise<void>): () => Promise<void> {
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
   renderStatus();
+  const doctorChannel = vscode.window.createOutputChannel('hapa doctor');
   context.subscriptions.push(
     statusItem,
+    doctorChannel,
+    vscode.commands.registerCommand('hapa.ui.doctor', guarded(() => runDoctor(context, doctorChannel))),
     vscode.workspace.registerTextDocumentContentProvider(GenerationDocuments.scheme, generations),
     vscode.commands.registerCommand('hapa.ui.generateCode', guarded(generateCode)),
     vscode.commands.registerCommand('hapa.ui.history', guarded(showHistory)),
