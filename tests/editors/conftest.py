@@ -76,7 +76,7 @@ class Editor:
             self.nvim.input({"<": "<lt>", "\n": "<CR>"}.get(ch, ch))
             self.wait_for(lambda: self.tick() != before, what=f"the buffer to change after typing {ch!r}")
 
-    def wait_for(self, fn: Callable[[], Any], timeout: float = 8.0, what: str = "the condition") -> Any:
+    def wait_for(self, fn: Callable[[], Any], timeout: float = 10.0, what: str = "the condition") -> Any:
         """Poll ``fn`` until it returns something truthy; fail with ``what`` at the deadline."""
         deadline = time.monotonic() + timeout
         last: Any = None
@@ -129,7 +129,7 @@ class Editor:
         self.nvim.command(f"edit {path}")
         self.wait_for(lambda: self.lua(
             "local c = require('hapa').client(0); return c ~= nil and c.initialized == true"),
-            timeout=10, what="hapa-lsp to attach to the buffer")
+            timeout=20, what="hapa-lsp to attach to the buffer")
 
     def close(self) -> None:
         """Quit Neovim (which stops the server) and reap the process."""
