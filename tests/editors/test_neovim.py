@@ -203,3 +203,7 @@ def test_hapa_commands_clear_the_cache_show_stats_and_open_the_dashboard(start_e
     health = ed.command("hapa.health")
     assert url == health["sidecar"].rstrip("/") + "/dashboard"
     assert [n["msg"] for n in ed.notes() if "E4" in n["msg"] or "E5" in n["msg"]] == []
+    ed.nvim.command("checkhealth hapa")
+    report = "\n".join(ed.lines())
+    assert "OK server command:" in report and "OK client" in report and "OK status: ok" in report, report
+    assert "ERROR" not in report and "WARNING" not in report, report
