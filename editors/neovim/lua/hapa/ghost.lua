@@ -88,7 +88,12 @@ local function remaining_for(bufnr, s)
   if row < srow or (row == srow and col < scol) then
     return nil
   end
-  local typed = table.concat(vim.api.nvim_buf_get_text(bufnr, srow, scol, row, col, {}), '\n')
+  -- pcall: lines the suggestion started on may have been deleted since.
+  local ok, parts = pcall(vim.api.nvim_buf_get_text, bufnr, srow, scol, row, col, {})
+  if not ok then
+    return nil
+  end
+  local typed = table.concat(parts, '\n')
   if item.text:sub(1, #typed) ~= typed then
     return nil
   end
