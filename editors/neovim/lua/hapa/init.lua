@@ -413,11 +413,13 @@ local function map_native(bufnr, keys)
       return keys.accept
     end
   end, 'hapa: accept suggestion')
+  -- `select` in Neovim 0.12; its development builds called it `jump`.
+  local select = ic.select or ic.jump
   set(keys.next, function()
-    ic.select({ bufnr = bufnr, count = 1 })
+    select({ bufnr = bufnr, count = 1 })
   end, 'hapa: next suggestion')
   set(keys.prev, function()
-    ic.select({ bufnr = bufnr, count = -1 })
+    select({ bufnr = bufnr, count = -1 })
   end, 'hapa: previous suggestion')
 end
 
