@@ -127,6 +127,45 @@ class LoggingSettings:
     backups: int = _f(3, "Rotated log files kept.", validator=_and(_ge(0), _le(100)))
 
 
+_SKILL_LEVELS = ("beginner", "intermediate", "advanced", "expert")
+_OUTPUT_STRUCTURES = ("minimal", "standard", "detailed")
+_EXPLANATION_STYLES = ("brief", "standard", "detailed", "educational")
+AGENT_TARGETS = ("selection", "file", "comment")
+
+
+@attrs.frozen
+class ProfileSettings:
+    """Who the generated code is for: changes comments, type hints, docstrings and explanation length."""
+
+    python_skill_level: str = _f("intermediate", "beginner, intermediate, advanced or expert.",
+                                 validator=_in(_SKILL_LEVELS))
+    code_output_structure: str = _f("standard", "minimal, standard or detailed (comments and docstrings).",
+                                    validator=_in(_OUTPUT_STRUCTURES))
+    explanation_style: str = _f("standard", "brief, standard, detailed or educational.",
+                                validator=_in(_EXPLANATION_STYLES))
+
+
+@attrs.frozen
+class Agent:
+    """A named prompt preset, offered as a code action and through hapa.agent.run."""
+
+    name: str = attrs.field(validator=attrs.validators.matches_re(r"\S.*"))
+    system_prompt: str = attrs.field(validator=attrs.validators.matches_re(r"(?s)\s*\S.*"))
+    description: str = ""
+    model: str = ""
+    temperature: float | None = attrs.field(default=None, validator=attrs.validators.optional(
+        _and(_ge(0.0), _le(2.0))))
+    applies_to: list[str] = attrs.field(factory=lambda: ["selection"])
+
+
+@attrs.frozen
+class AgentsSettings:
+    """User-defined agents (named presets)."""
+
+    presets: list[Agent] = _f(list, "Agents: objects with name, description, system_prompt and optional model, "
+                              "temperature, applies_to (selection / file / comment).", factory=True)
+
+
 @attrs.frozen
 class StorageSettings:
     """The local SQLite database for history, feedback and incidents."""
@@ -228,6 +267,8 @@ class Settings:
     context: ContextSettings = attrs.field(factory=ContextSettings)
     cache: CacheSettings = attrs.field(factory=CacheSettings)
     logging: LoggingSettings = attrs.field(factory=LoggingSettings)
+    profile: ProfileSettings = attrs.field(factory=ProfileSettings)
+    agents: AgentsSettings = attrs.field(factory=AgentsSettings)
     storage: StorageSettings = attrs.field(factory=StorageSettings)
     sidecar: SidecarSettings = attrs.field(factory=SidecarSettings)
     rate_limits: RateLimitSettings = attrs.field(factory=RateLimitSettings)
@@ -343,6 +384,55 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(float, s_float)
     conv.register_structure_hook(str, s_str)
     conv.register_structure_hook_func(lambda t: t == list[str], s_list_str)
+
+    def s_agents(v: Any, _: Any) -> list[Agent]:
+        # Each agent is checked field by field so the problem names the agent and the field.
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except ValueError:
+                raise ValueError("expected a JSON list of agent objects") from None
+        if not isinstance(v, list):
+            raise ValueError("expected a list of agent objects")
+        out: list[Agent] = []
+        seen: set[str] = set()
+        for i, item in enumerate(v):
+            where = f"item {i}"
+            if not isinstance(item, Mapping):
+                raise ValueError(f"{where} must be an object with name and system_prompt")
+            known = {camel(f.name): f for f in attrs.fields(Agent)}
+            kwargs: dict[str, Any] = {}
+            for key, value in item.items():
+                f = known.get(key) or known.get(camel(_snake(key)))
+                if f is None:
+                    raise ValueError(f"{where}: {key!r} is not a known agent field")
+                try:
+                    if f.name == "applies_to":
+                        value = [value] if isinstance(value, str) else value
+                        value = s_list_str(value, None)
+                        bad = [x for x in value if x not in AGENT_TARGETS]
+                        if bad or not value:
+                            raise ValueError(f"must be a list of {', '.join(AGENT_TARGETS)}, got {value!r}")
+                    elif f.name == "temperature":
+                        value = None if value is None else s_float(value, None)
+                        if value is not None and not 0.0 <= value <= 2.0:
+                            raise ValueError(f"is out of range 0..2, got {value!r}")
+                    else:
+                        value = s_str(value, None)
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {camel(f.name)} {exc}") from None
+                kwargs[f.name] = value
+            for required in ("name", "system_prompt"):
+                if not str(kwargs.get(required, "")).strip():
+                    raise ValueError(f"{where}: {camel(required)} is required")
+            agent = Agent(**kwargs)
+            if agent.name in seen:
+                raise ValueError(f"{where}: the name {agent.name!r} is used twice")
+            seen.add(agent.name)
+            out.append(agent)
+        return out
+
+    conv.register_structure_hook_func(lambda t: t == list[Agent], s_agents)
 
     def s_dict_str(v: Any, _: Any) -> dict[str, str]:
         if isinstance(v, str):
@@ -464,7 +554,8 @@ def to_dict(settings: Any, *, mask_secrets: bool = True) -> dict[str, Any]:
         elif mask_secrets and f.metadata.get("secret") and v:
             out[camel(f.name)] = mask(v)
         else:
-            out[camel(f.name)] = list(v) if isinstance(v, list) else v
+            out[camel(f.name)] = [to_dict(x, mask_secrets=mask_secrets) if attrs.has(type(x)) else x
+                                  for x in v] if isinstance(v, list) else v
     return out
 
 

@@ -32,6 +32,12 @@ class _BadRequest:
 class HapaProtocol(LanguageServerProtocol):
     """pygls' protocol, plus an answer for requests with malformed params (the client would wait forever)."""
 
+    command_progress_tokens: dict[Any, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.command_progress_tokens = {}
+
     def structure_message(self, data: dict[str, Any]):
         """Deserialize a message; a request that does not fit its type becomes a _BadRequest."""
         try:
@@ -49,6 +55,10 @@ class HapaProtocol(LanguageServerProtocol):
             self._send_response(message.id, error=types.ResponseError(
                 code=types.ErrorCodes.InvalidParams, message=err.message, data=err.to_data()))
             return
+        params = getattr(message, "params", None)
+        if isinstance(params, types.ExecuteCommandParams) and params.work_done_token is not None:
+            # pygls hands commands only their arguments; keep the client's progress token for the handler.
+            self.command_progress_tokens[message.id] = params.work_done_token
         super().handle_message(message)
 
     # Request accounting for metrics, rate limits and incident resolution (hapa_lsp.features.ops): one place

@@ -20,3 +20,8 @@ def register_all(server: HapaServer) -> None:
     from hapa_lsp.features import ops  # sidecar, metrics, incidents, rate limits, cache commands (issue 4)
 
     ops.register(server)
+
+    from hapa_lsp.features import code_actions, generate
+
+    generate.register(server)
+    code_actions.register(server)

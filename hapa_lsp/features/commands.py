@@ -25,12 +25,17 @@ def register(server: HapaServer) -> None:
     from hapa_lsp.server import rpc_error
 
     @server.command(ACCEPT_COMMAND)
-    def did_accept(ls: Any, *args: Any) -> dict[str, Any]:  # Any: pygls evaluates these annotations
+    async def did_accept(ls: Any, *args: Any) -> dict[str, Any]:  # Any: pygls evaluates these annotations
+        from hapa_lsp.features.generate import record_suggestion_event
+
         try:
             info = first_object(args, ACCEPT_COMMAND)
+            ls.engine.counters["accepted"] = ls.engine.counters.get("accepted", 0) + 1
+            # Stored as feedback: the acceptance rate per model and file type is computed from these rows.
+            await record_suggestion_event(ls, "accepted", info, ACCEPT_COMMAND)
         except errors.HapaError as exc:
+            ls.record_incident(exc, ACCEPT_COMMAND)
             raise rpc_error(exc) from exc
-        ls.engine.counters["accepted"] = ls.engine.counters.get("accepted", 0) + 1
         from hapa_lsp.log import get_logger
 
         get_logger().info("suggestion accepted", request_id=info.get("request_id"), model=info.get("model"),
