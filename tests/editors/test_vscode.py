@@ -128,3 +128,18 @@ def test_extension_installs_compiles_loads_and_packages(tmp_path):
     commands = {c["command"] for c in packaged["contributes"]["commands"]}
     assert {"hapa.ui.generateCode", "hapa.ui.history", "hapa.ui.feedback", "hapa.ui.clearCache",
             "hapa.ui.openDashboard"} <= commands
+
+
+def test_every_palette_command_is_registered_by_the_extension():
+    import re
+
+    package = json.loads((EXT / "package.json").read_text(encoding="utf-8"))
+    contributed = {c["command"] for c in package["contributes"]["commands"]}
+    source = (EXT / "src" / "extension.ts").read_text(encoding="utf-8")
+    registered = set(re.findall(r"registerCommand\('([\w.]+)'", source))
+    assert contributed == registered
+    # Server commands keep their own names (vscode-languageclient registers those); palette ones never clash.
+    assert not any(c.startswith(("hapa.generateCode", "hapa.history", "hapa.cache", "hapa.feedback"))
+                   for c in contributed)
+    for key in package["contributes"].get("keybindings", []):
+        assert key["command"] in contributed
