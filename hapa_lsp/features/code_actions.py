@@ -180,8 +180,7 @@ def list_actions(ls: HapaServer, doc: TextDocument, rng: types.Range, only: Any)
     if selected:
         from hapa_lsp.features.generate import EXPLAIN
 
-        add("hapa: Explain", KIND_EXPLAIN, command=types.Command("hapa: Explain", EXPLAIN,
-                                                                 [{"uri": doc.uri, "range": sel}]))
+        add("hapa: Explain", KIND_EXPLAIN, {"action": "explain", "range": sel})
         add("hapa: Refactor", KIND_REFACTOR, {"action": "refactor", "range": sel})
         if language == "python":
             add("hapa: Add docstring and type hints", KIND_DOCUMENT, {"action": "document", "range": sel})
@@ -193,12 +192,25 @@ def list_actions(ls: HapaServer, doc: TextDocument, rng: types.Range, only: Any)
         elif comment is not None and "comment" in agent.applies_to:
             add(label, f"{KIND_AGENT}.{_slug(agent.name)}",
                 {"action": "agent", "agent": agent.name, "start": comment.start, "end": comment.end})
+    for agent in ls.settings.agents.presets:  # whole-file agents last: they are offered anywhere in the file
+        label = f"hapa agent: {agent.name}" + (f" ({agent.description})" if agent.description else "")
         if "file" in agent.applies_to:
-            from hapa_lsp.features.generate import AGENT_RUN
-
             add(label + " on this file", f"{KIND_AGENT_FILE}.{_slug(agent.name)}",
-                command=types.Command(label, AGENT_RUN, [{"name": agent.name, "uri": doc.uri}]))
+                {"action": "agent-file", "agent": agent.name})
     return out
+
+
+def command_for(data: dict[str, Any]) -> types.Command | None:
+    """Actions that answer in prose run as a command (the answer is shown, the source is not edited)."""
+    from hapa_lsp.features.generate import AGENT_RUN, EXPLAIN
+
+    if data.get("action") == "explain":
+        return types.Command(title="hapa: Explain", command=EXPLAIN,
+                             arguments=[{"uri": data["uri"], "range": data["range"]}])
+    if data.get("action") == "agent-file":
+        return types.Command(title=f"hapa agent: {data.get('agent')}", command=AGENT_RUN,
+                             arguments=[{"name": data.get("agent"), "uri": data["uri"]}])
+    return None
 
 
 def _slug(name: str) -> str:
@@ -296,7 +308,8 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
     if not diags:
         return wedit, None, ""
     raw = [ls.protocol._converter.unstructure(d) for d in diags]
-    cmd = types.Command("hapa: show issues in generated code", g.SHOW_ISSUES, [{"uri": uri, "diagnostics": raw}])
+    cmd = types.Command(title="hapa: show issues in generated code", command=g.SHOW_ISSUES,
+                        arguments=[{"uri": uri, "diagnostics": raw}])
     return wedit, cmd, f" (⚠ {len(diags)} issue{'s' if len(diags) > 1 else ''}: " + \
         ", ".join(sorted({d.code for d in diags if isinstance(d.code, str)})) + ")"
 
@@ -337,12 +350,14 @@ def register(server: HapaServer) -> None:
         trigger = params.context.trigger_kind if params.context else None
         out = []
         for a in actions:
-            if a.data is None:
-                out.append(a)
+            cmd = command_for(a.data or {})
+            if cmd is not None:
+                out.append(types.CodeAction(title=a.title, kind=a.kind, command=cmd))
             elif trigger == types.CodeActionTriggerKind.Automatic:
                 # No resolve and no explicit request: never call the model for a light bulb; run on choice.
                 out.append(types.CodeAction(title=a.title, kind=a.kind, is_preferred=a.is_preferred,
-                                            command=types.Command(a.title, APPLY_COMMAND, [a.data])))
+                                            command=types.Command(title=a.title, command=APPLY_COMMAND,
+                                                                          arguments=[a.data])))
             else:
                 try:
                     a.edit, a.command, note = await compute_edit(ls, a.data, stream=False)
@@ -357,6 +372,10 @@ def register(server: HapaServer) -> None:
     @server.feature(types.CODE_ACTION_RESOLVE)
     async def resolve(ls: HapaServer, action: types.CodeAction) -> types.CodeAction:
         if action.data is None or action.edit is not None:
+            return action
+        cmd = command_for(action.data) if isinstance(action.data, dict) else None
+        if cmd is not None:
+            action.command = cmd
             return action
         try:
             action.edit, cmd, note = await compute_edit(ls, action.data)
