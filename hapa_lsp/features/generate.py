@@ -722,7 +722,7 @@ def _suggestion_event(kind: str, command: str):
 
 def _suggestion_notification(kind: str, command: str):
     async def handler(ls: HapaServer, params: Any) -> None:
-        info = params if isinstance(params, Mapping) else ls.protocol._converter.unstructure(params)
+        info = _plain(params)
         try:
             if not isinstance(info, Mapping):
                 raise errors.InputError(f"{command} takes one JSON object", code="E4001", field="params")
@@ -731,6 +731,17 @@ def _suggestion_notification(kind: str, command: str):
             ls.record_incident(exc, command)
 
     return handler
+
+
+def _plain(obj: Any) -> Any:
+    """Custom notification params as plain JSON values (pygls hands them over as named tuples)."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if hasattr(obj, "_asdict"):
+        return {k: _plain(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 async def record_suggestion_event(ls: HapaServer, kind: str, info: Mapping[str, Any], command: str) -> None:
