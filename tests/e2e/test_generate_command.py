@@ -331,3 +331,20 @@ async def test_validate_code_command(editor):
     with pytest.raises(JsonRpcException) as info:
         await run(editor, "hapa.validateCode", {"language": "python"})
     assert info.value.data["code"] == "E4002" and info.value.data["field"] == "code"
+
+
+async def test_cli_generate_prints_the_code(fake, tmp_path):
+    import os
+    import sys
+
+    fake.queue(ANSWER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAPA_")}
+    env.update(HAPA_BACKEND_ENDPOINT=fake.url, HAPA_STORAGE_PATH=str(tmp_path / "cli.db"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hapa_lsp", "generate", "dedupe a list from the cli", "--skill", "expert",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode() == CODE + "\n"
+    assert "Keeps the first occurrence" in err.decode()
+    assert "The user is an expert" in fake.requests[-1].messages[0]["content"]
