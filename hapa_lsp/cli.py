@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="print the effective configuration and probe the model server")
     d.add_argument("--settings", default=None, help="a JSON file with settings as an editor would send them")
     d.add_argument("--json", action="store_true", help="machine-readable output")
+    from hapa_lsp.context.report import add_parser as add_context_parser
+
+    add_context_parser(sub)
     from hapa_lsp.generation import add_parser as add_generate_parser
 
     add_generate_parser(sub)
@@ -60,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from hapa_lsp.generation import cli_run as generate_cli
 
         return generate_cli(args)
+    if args.command == "context":
+        from hapa_lsp.context.report import run as context_report
+
+        return context_report(args)
     _configure_logging(args)
     from hapa_lsp.server import create_server
 

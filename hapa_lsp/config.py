@@ -102,6 +102,20 @@ class ContextSettings:
                                            "**/id_rsa*"],
                                   "Files matching these globs are never read for context nor completed.",
                                   factory=True)
+    tokenizer_path: str = _f("", "A tokenizer.json for exact token counts (needs the `tokenizers` extra); empty: "
+                             "the model's tokenizer from the Hugging Face cache when present (never downloaded), "
+                             "else an estimate from chars_per_token.")
+    neighbour_snippets: int = _f(3, "Snippets from other open or recently edited files added to prompts (0: none).",
+                                 validator=_and(_ge(0), _le(20)))
+    facts: bool = _f(True, "Add signatures and docstrings (from jedi) of what the code near the cursor uses.")
+    facts_time_budget_ms: int = _f(40, "Time box for building an inline prompt's context; what is ready when it "
+                                   "ends is used (the rest is ready for the next keystroke).",
+                                   validator=_and(_ge(0), _le(5000)))
+    extra_context_ratio: float = _f(0.35, "Largest share of the prompt budget that facts and snippets from other "
+                                    "files may take (unused share goes to the prefix and suffix).",
+                                    validator=_and(_ge(0.0), _le(0.8)))
+    generation_max_prompt_tokens: int = _f(8192, "Token budget of code generation and instruction prompts.",
+                                           validator=_and(_ge(256), _le(262144)))
 
 
 @attrs.frozen

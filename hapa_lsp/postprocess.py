@@ -1,4 +1,10 @@
-"""Cleaning model output into a suggestion: stop tokens, suffix overlap, block end, loops, junk."""
+"""Cleaning model output into a suggestion: stop tokens, suffix overlap, block end, loops, junk, and syntax.
+
+The syntax-aware steps (none of the peers has them): brackets the suggestion leaves open are closed only
+when the code after the cursor does not close them; closing lines that the suffix already has are dropped;
+and for Python, when the code around the cursor parsed before, a suggestion that breaks it is cut to its
+longest prefix that parses, or dropped.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +21,24 @@ class Cursor:
     line_prefix: str  # text of the cursor's line before the cursor
     line_suffix: str  # text of the cursor's line after the cursor
     suffix: str  # everything after the cursor (the window sent to the model)
+    prefix: str = ""  # everything before the cursor (the window); enables the syntax checks
+    language: str = ""
+    single_line: bool | None = None  # the context engine's multi-line decision; None: mid-line means one line
 
     @property
     def mid_line(self) -> bool:
         """True when there is code after the cursor on its line: only a single-line answer fits."""
         return bool(self.line_suffix.strip())
+
+    @property
+    def one_line(self) -> bool:
+        """True when the suggestion must stay on the cursor's line."""
+        return self.mid_line if self.single_line is None else self.single_line
+
+    @classmethod
+    def at(cls, prefix: str, suffix: str, language: str = "python", single_line: bool | None = None) -> Cursor:
+        """A cursor between ``prefix`` and ``suffix`` (line parts derived from them)."""
+        return cls(prefix.rsplit("\n", 1)[-1], suffix.split("\n", 1)[0], suffix, prefix, language, single_line)
 
 
 def _indent(line: str) -> int:
@@ -136,7 +155,7 @@ def clean(raw: str, cursor: Cursor, *, stop: tuple[str, ...] = (), max_lines: in
     lp = cursor.line_prefix
     if lp.strip() and text.startswith(lp) and len(text) > len(lp):
         text = text[len(lp):]
-    if cursor.mid_line:
+    if cursor.one_line:
         text = text.split("\n", 1)[0]
     else:
         text = cut_at_block_end(text, cursor)
@@ -146,9 +165,125 @@ def clean(raw: str, cursor: Cursor, *, stop: tuple[str, ...] = (), max_lines: in
             text = "\n".join(lines[:max_lines])
     text = trim_suffix_overlap(text, cursor)
     text = text.rstrip() if "\n" in text else text.rstrip("\n")
+    text = close_brackets(text, cursor)
+    text = drop_duplicate_closers(text, cursor)
+    if cursor.language == "python" and cursor.prefix:
+        fixed = fix_syntax(text, cursor)
+        if fixed is None:
+            return None
+        text = fixed.rstrip() if "\n" in fixed else fixed
     if prefix_tail and text.strip() and prefix_tail.rstrip().endswith(text.strip()) and len(text.strip()) > 8:
         # The model repeated the line before the cursor.
         return None
     if len(re.sub(r"\s", "", text)) < min_chars:
         return None
     return text
+
+
+_CLOSER_LINE = re.compile(r"^[)\]}]+[;,]?$|^end$")
+_CLOSE_FOR = {"(": ")", "[": "]", "{": "}"}
+
+
+def _simple_open(code: str) -> str:
+    """Open brackets for C-like languages: quotes and // comments skipped (good enough for one statement)."""
+    stack: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(code):
+        c = code[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "\"'`":
+            quote = c
+        elif c == "/" and code.startswith("//", i):
+            nl = code.find("\n", i)
+            i = len(code) if nl == -1 else nl
+            continue
+        elif c in "([{":
+            stack.append(c)
+        elif c in ")]}" and stack and _CLOSE_FOR[stack[-1]] == c:
+            stack.pop()
+        i += 1
+    return "".join(stack)
+
+
+def _open_brackets(code: str, language: str) -> str:
+    if language == "python":
+        from hapa_lsp.context.syntax import open_brackets
+
+        return open_brackets(code)
+    return _simple_open(code)
+
+
+def close_brackets(text: str, cursor: Cursor) -> str:
+    """Close brackets the suggestion leaves open, but only when the code after the cursor does not close them."""
+    if not text.strip() or not cursor.prefix:
+        return text
+    from hapa_lsp.context.syntax import region_at
+
+    reg = region_at(cursor.prefix, cursor.suffix)
+    if reg is None:
+        return text
+    lang = cursor.language
+    # Only brackets opened on the cursor's line or by the suggestion: older ones are not ours to close.
+    opened = _open_brackets(cursor.line_prefix + text, lang)
+    if not opened:
+        return text
+    if not _open_brackets(reg.before + text + reg.after, lang):
+        return text  # the suffix already closes them (an auto-inserted ``)``, a multi-line call's last line)
+    closers = "".join(_CLOSE_FOR[b] for b in reversed(opened))
+    # Only when closing here makes the whole statement balanced: otherwise we would be guessing.
+    if _open_brackets(reg.before + text + closers + reg.after, lang):
+        return text
+    return text.rstrip(" ") + closers
+
+
+def drop_duplicate_closers(text: str, cursor: Cursor) -> str:
+    """Remove trailing closing-only lines (``)``, ``]``, ``}``, ``end``) that the suffix starts with anyway."""
+    lines = text.split("\n")
+    if len(lines) < 2:
+        return text
+    tail = 0
+    while tail < len(lines) - 1 and _CLOSER_LINE.match(lines[len(lines) - 1 - tail].strip()):
+        tail += 1
+    if not tail:
+        return text
+    after = [ln.strip() for ln in cursor.suffix.split("\n")[1:] if ln.strip()] if not cursor.line_suffix.strip() \
+        else [ln.strip() for ln in cursor.suffix.split("\n") if ln.strip()]
+    for k in range(tail, 0, -1):
+        mine = [ln.strip() for ln in lines[len(lines) - k:]]
+        if after[:k] == mine:
+            return "\n".join(lines[:len(lines) - k]).rstrip()
+    return text
+
+
+def _cut_points(text: str) -> list[str]:
+    """Prefixes of ``text`` to try, longest first: whole lines, then token ends within the first line."""
+    lines = text.split("\n")
+    out = ["\n".join(lines[:i]).rstrip() for i in range(len(lines) - 1, 0, -1)]
+    first = lines[0]
+    ends = [m.end() for m in re.finditer(r"[\w.]+|\S", first)]
+    out.extend(first[:e] for e in reversed(ends[:-1][-60:]))
+    return [c for c in out if c.strip()]
+
+
+def fix_syntax(text: str, cursor: Cursor) -> str | None:
+    """Python: if the code around the cursor parsed before, cut a suggestion that breaks it (None: drop it)."""
+    from hapa_lsp.context.syntax import parses, region_at
+
+    reg = region_at(cursor.prefix, cursor.suffix)
+    if reg is None:
+        return text
+    if not parses(reg.before + reg.after):
+        # An empty body (``def f():`` then the cursor) does not parse empty; with a placeholder it does.
+        if cursor.line_prefix.strip() or not parses(reg.before + "pass" + reg.after):
+            return text  # it did not parse before: we cannot tell what the suggestion broke
+    if parses(reg.before + text + reg.after):
+        return text
+    for cand in _cut_points(text):
+        if parses(reg.before + cand + reg.after):
+            return cand
+    return None

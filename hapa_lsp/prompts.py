@@ -1,4 +1,10 @@
-"""Prompt templates: fill-in-the-middle per model family, and the hole-filling chat prompt for chat-only models."""
+"""Prompt templates: fill-in-the-middle per model family, multi-file context formats, and the chat hole prompt.
+
+Context from other files goes where each family was trained to see it: Qwen2.5-Coder's
+``<|repo_name|>`` / ``<|file_sep|>`` and StarCoder2's ``<repo_name>`` / ``<file_sep>`` before the FIM
+template, Codestral's ``+++++ path`` blocks at the start of the prefix; every other family (and any
+family in native mode, where the server applies the template itself) gets commented blocks with paths.
+"""
 
 from __future__ import annotations
 
@@ -107,6 +113,10 @@ class FimPrompt:
     temperature: float
     stop: tuple[str, ...] = ()
     messages: list[ChatMessage] = field(default_factory=list)
+    preamble: str = ""  # repository context before the FIM template (raw mode only)
+    # Context from other files: the start of ``prefix`` for FIM templates; for chat prompts it is in the user
+    # message (and not in ``prefix``).
+    context_prefix: str = ""
 
     @property
     def template(self) -> FimTemplate | None:
@@ -117,17 +127,103 @@ class FimPrompt:
         """The raw FIM prompt string (template mode)."""
         t = self.template
         assert t is not None, "chat models have no raw FIM prompt"
-        return t.render(self.prefix, self.suffix)
+        return self.preamble + t.render(self.prefix, self.suffix)
+
+    def text(self) -> str:
+        """Everything the model reads, as one string (the cache key)."""
+        if self.template is None:
+            return "\n".join(m.content for m in self.messages)
+        return self.raw()
+
+    def budgeted_text(self) -> str:
+        """What the token budget covers: the whole raw prompt, or a chat prompt without its fixed instruction."""
+        if self.template is None:
+            return self.context_prefix + self.prefix + self.suffix
+        return self.raw()
+
+
+@dataclass(frozen=True, slots=True)
+class ContextFile:
+    """A piece of another file to show the model: facts rendered as stubs, or a neighbouring snippet."""
+
+    path: str  # as shown to the model (workspace-relative when possible)
+    text: str
+
+
+# Families with a repository-level format the model was trained on (used in raw template mode).
+REPO_FORMATS = ("qwen", "starcoder")
+
+_LINE_COMMENT = {
+    "python": "#", "shellscript": "#", "ruby": "#", "perl": "#", "r": "#", "yaml": "#", "toml": "#",
+    "dockerfile": "#", "makefile": "#", "elixir": "#", "julia": "#", "nim": "#", "powershell": "#",
+    "sql": "--", "lua": "--", "haskell": "--", "ada": "--", "elm": "--",
+    "lisp": ";;", "clojure": ";;", "scheme": ";;", "erlang": "%", "latex": "%", "matlab": "%",
+    "vim": '"',
+}
+
+
+def comment_prefix(language: str) -> str:
+    """The line-comment marker of ``language`` (``//`` for the C family and unknown languages)."""
+    return _LINE_COMMENT.get(language, "//")
+
+
+def render_context(family: str, files: list[ContextFile] | tuple[ContextFile, ...], *, current_path: str,
+                   language: str, repo_name: str = "", native: bool = False) -> tuple[str, str]:
+    """(preamble, prefix head) that carry ``files`` in ``family``'s multi-file format."""
+    if not files:
+        return "", ""
+    repo = repo_name or "workspace"
+    if family == "qwen" and not native:
+        body = "".join(f"<|file_sep|>{f.path}\n{f.text.rstrip()}\n" for f in files)
+        return f"<|repo_name|>{repo}\n{body}<|file_sep|>{current_path}\n", ""
+    if family == "starcoder" and not native:
+        body = "".join(f"<file_sep>{f.path}\n{f.text.rstrip()}\n" for f in files)
+        return f"<repo_name>{repo}{body}<file_sep>{current_path}\n", ""
+    if family == "codestral":
+        body = "".join(f"+++++ {f.path}\n{f.text.rstrip()}\n\n" for f in files)
+        return "", f"{body}+++++ {current_path}\n"
+    c = comment_prefix(language)
+    blocks = []
+    for f in files:
+        lines = [f"{c} Path: {f.path}"] + [f"{c} {ln}" if ln.strip() else c for ln in f.text.rstrip().split("\n")]
+        blocks.append("\n".join(lines) + "\n")
+    return "", "".join(blocks) + "\n"
+
+
+def chat_context_block(files: list[ContextFile] | tuple[ContextFile, ...]) -> str:
+    """Other files' code for a chat prompt (each file in its own fenced block with its path)."""
+    if not files:
+        return ""
+    parts = ["Relevant code from other files:"]
+    for f in files:
+        parts.append(f"{f.path}:\n```\n{f.text.rstrip()}\n```")
+    return "\n".join(parts) + "\n\n"
 
 
 def build_fim_prompt(*, model: str, family_override: str, prefix: str, suffix: str, language: str, path: str,
-                     max_tokens: int, temperature: float, single_line: bool) -> FimPrompt:
-    """Choose the template for ``model`` and assemble the request (stop tokens included)."""
+                     max_tokens: int, temperature: float, single_line: bool,
+                     context_files: list[ContextFile] | tuple[ContextFile, ...] = (), repo_name: str = "",
+                     native: bool = False) -> FimPrompt:
+    """Choose the template for ``model`` and assemble the request (stop tokens and other files included)."""
     family = family_for(model, family_override)
     template = TEMPLATES.get(family)
     stop: tuple[str, ...] = template.stop if template else ()
     if single_line:
         stop = stop + ("\n",)
-    messages = [] if template else chat_fim_messages(prefix, suffix, language, path)
-    return FimPrompt(model=model, family=family, prefix=prefix, suffix=suffix, language=language, path=path,
-                     max_tokens=max_tokens, temperature=temperature, stop=stop, messages=messages)
+    preamble = head = ""
+    if template:
+        preamble, head = render_context(family, context_files, current_path=path or "untitled", language=language,
+                                        repo_name=repo_name, native=native)
+        messages = []
+    else:
+        messages = chat_fim_messages(prefix, suffix, language, path)
+        if context_files:
+            head = chat_context_block(context_files)
+            user = messages[-1]
+            messages[-1] = ChatMessage(user.role, head + user.content)
+            return FimPrompt(model=model, family=family, prefix=prefix, suffix=suffix, language=language, path=path,
+                             max_tokens=max_tokens, temperature=temperature, stop=stop, messages=messages,
+                             context_prefix=head)
+    return FimPrompt(model=model, family=family, prefix=head + prefix, suffix=suffix, language=language, path=path,
+                     max_tokens=max_tokens, temperature=temperature, stop=stop, messages=messages,
+                     preamble=preamble, context_prefix=head)

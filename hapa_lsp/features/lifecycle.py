@@ -50,6 +50,9 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: HapaServer, params: types.InitializedParams) -> None:
+        # The context engine reads open documents, the jedi thread and the workspace root through the engine.
+        eng = ls.engine
+        eng.workspace, eng.jedi, eng.root_path = ls.workspace, ls.jedi, ls.root_path
         # Warm up what the first keystroke needs, off the event loop, now that the editor is not waiting.
         loop = asyncio.get_running_loop()
         loop.run_in_executor(None, _warm_imports)

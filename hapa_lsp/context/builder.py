@@ -1,0 +1,373 @@
+"""The context engine: one budgeted prompt from the window, jedi facts and neighbouring snippets.
+
+Used by the server's typing path (``Engine._suggest``), by ``hapa-lsp context`` and by
+``benchmarks/context_recall.py`` through the same three steps:
+
+1. ``start`` (sync, on the event loop, ~1 ms): cursor split, multi-line decision, the names used near
+   the cursor, neighbour snippets, and the facts already cached from earlier keystrokes;
+2. ``complete`` (async): resolve the missing facts on the jedi thread until the time box ends;
+3. ``assemble`` (sync): fit window + facts + snippets into the token budget and render the prompt in the
+   model family's multi-file format. The whole prompt is counted, so the budget is never exceeded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from hapa_lsp.context import CursorText, Window, budget_window, is_excluded, split_at
+from hapa_lsp.context.facts import Fact, FactsEngine, Uses, find_uses
+from hapa_lsp.context.neighbours import NeighbourIndex, Snippet
+from hapa_lsp.context.syntax import Decision, decide
+from hapa_lsp.context.tokens import TokenCounter, make_counter
+
+if TYPE_CHECKING:
+    from hapa_lsp.config import Settings
+    from hapa_lsp.prompts import ContextFile, FimPrompt
+
+# Lines of text around the cursor whose identifiers select neighbour snippets.
+_QUERY_BEFORE, _QUERY_AFTER = 20, 6
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One part of the prompt, where it came from and what it costs."""
+
+    source: str  # prefix, suffix, fact, class-outline, neighbour, format
+    where: str  # path[:line] of the text's origin
+    tokens: int
+    text: str
+
+
+@dataclass(slots=True)
+class Request:
+    """The state of one prompt being built (between ``start`` and ``assemble``)."""
+
+    uri: str
+    path: str
+    language: str
+    cur: CursorText
+    decision: Decision
+    uses: Uses | None
+    facts: list[Fact]
+    missing: list[Any]
+    snippets: list[Snippet]
+    t0: float
+    deadline: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BuiltContext:
+    """The prompt and everything ``hapa-lsp context`` shows about it."""
+
+    prompt: FimPrompt
+    window: Window
+    decision: Decision
+    pieces: list[Piece]
+    tokens: int
+    budget: int
+    timings: dict[str, float]
+    facts_missing: int
+    token_counter: str
+
+    @property
+    def single_line(self) -> bool:
+        """True when the suggestion must stay on the cursor's line."""
+        return not self.decision.multiline
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready description (the CLI's ``--json`` output)."""
+        p = self.prompt
+        return {
+            "model": p.model, "family": p.family, "budget_tokens": self.budget, "prompt_tokens": self.tokens,
+            "token_counter": self.token_counter,
+            "multiline": self.decision.multiline, "multiline_reason": self.decision.reason,
+            "pieces": [{"source": x.source, "where": x.where, "tokens": x.tokens, "text": x.text}
+                       for x in self.pieces],
+            "timings_ms": {k: round(v, 3) for k, v in self.timings.items()},
+            "facts_unresolved": self.facts_missing,
+            "prompt": p.text(),
+        }
+
+
+@lru_cache(maxsize=2048)
+def _real(path: str) -> str:
+    return os.path.realpath(path) if os.path.isabs(path) else path
+
+
+def display_path(path: str, root: str | None) -> str:
+    """A short path for the model: workspace-relative, or from the package root inside site-packages."""
+    p = path.replace("\\", "/")
+    if root:
+        r = root.replace("\\", "/").rstrip("/") + "/"
+        if p.startswith(r):
+            return p[len(r):]
+    for marker in ("/site-packages/", "/dist-packages/", "/typeshed/stdlib/", "/typeshed/stubs/"):
+        i = p.rfind(marker)
+        if i != -1:
+            return p[i + len(marker):]
+    parts = p.split("/")
+    if len(parts) > 2 and parts[-3].startswith("python3"):
+        return "/".join(parts[-2:]) if parts[-2] != parts[-3] else parts[-1]
+    for i, part in enumerate(parts):
+        if part.startswith("python3.") and i + 1 < len(parts):
+            return "/".join(parts[i + 1:])
+    return "/".join(parts[-3:]) if len(parts) > 3 else p
+
+
+class ContextEngine:
+    """Builds budgeted prompts; one per server (or per CLI run), shared by all documents."""
+
+    def __init__(self, settings: Settings, *, runner: Any = None, root: str | None = None,
+                 environ: Any = None):
+        self.settings = settings
+        self.runner = runner
+        self.root = root
+        self._environ = environ
+        ctx = settings.context
+        self.facts = FactsEngine(runner, exclude_globs=tuple(ctx.exclude_globs))
+        self.neighbours = NeighbourIndex(tuple(ctx.exclude_globs))
+        self._counter: TokenCounter | None = None
+        self._counter_key: tuple = ()
+
+    def update_settings(self, settings: Settings) -> None:
+        """Apply new settings (the exclusion list reaches the facts and the neighbour index at once)."""
+        self.settings = settings
+        globs = tuple(settings.context.exclude_globs)
+        if globs != self.facts.exclude_globs:
+            self.facts = FactsEngine(self.runner, exclude_globs=globs)
+            self.neighbours = NeighbourIndex(globs)
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter for the configured model (rebuilt when the relevant settings change)."""
+        c, b = self.settings.context, self.settings.backend
+        key = (c.tokenizer_path, c.chars_per_token, b.completion_model)
+        if self._counter is None or key != self._counter_key:
+            self._counter = make_counter(chars_per_token=c.chars_per_token, tokenizer_path=c.tokenizer_path,
+                                         model=b.completion_model, environ=self._environ)
+            self._counter_key = key
+        return self._counter
+
+    # ---- 1. start ---------------------------------------------------------------------------------------
+    def start(self, *, uri: str, path: str, language: str, text: str = "", line: int = 0, character: int = 0,
+              encoding: str = "utf-16", cur: CursorText | None = None,
+              open_docs: Iterable[tuple[str, str, Any, str]] = (), time_box_ms: float | None = None) -> Request:
+        """Everything that needs no waiting: cursor, multi-line decision, uses, snippets, cached facts."""
+        t0 = time.perf_counter()
+        ctx = self.settings.context
+        if cur is None:
+            cur = split_at(text, line, character, encoding)
+        decision = decide(cur.prefix, cur.line_prefix, cur.line_suffix, language)
+        t1 = time.perf_counter()
+        uses: Uses | None = None
+        facts: list[Fact] = []
+        missing: list[Any] = []
+        jedi_ok = (ctx.facts and language == "python" and len(cur.text) <= ctx.jedi_max_bytes
+                   and not is_excluded(path, ctx.exclude_globs))
+        if jedi_ok:
+            uses = find_uses(cur.text, cur.line, cur.character)
+            uses.uses = self.facts.rerank(uri, uses.uses, cur.line)
+            facts, missing = self.facts.known(uri, uses.uses)
+        t2 = time.perf_counter()
+        snippets: list[Snippet] = []
+        if ctx.neighbour_snippets > 0:
+            # The current document is indexed once it is not current any more: re-chunking it on every
+            # keystroke would cost milliseconds, and its own text is in the window anyway.
+            self.neighbours.sync([d for d in open_docs if d[0] != uri])
+            snippets = self.neighbours.search(self._query(cur), exclude_uri=uri, limit=ctx.neighbour_snippets)
+        t3 = time.perf_counter()
+        box = (ctx.facts_time_budget_ms if time_box_ms is None else time_box_ms) / 1000
+        return Request(uri, path, language, cur, decision, uses, facts, missing, snippets, t0, t0 + box,
+                       {"syntax_ms": (t1 - t0) * 1000, "uses_ms": (t2 - t1) * 1000,
+                        "neighbours_ms": (t3 - t2) * 1000})
+
+    @staticmethod
+    def _query(cur: CursorText) -> str:
+        text, off = cur.text, cur.offset
+        a = off
+        for _ in range(_QUERY_BEFORE):
+            a = text.rfind("\n", 0, a - 1) if a > 0 else -1
+            if a <= 0:
+                a = 0
+                break
+        b = off
+        for _ in range(_QUERY_AFTER):
+            b = text.find("\n", b + 1)
+            if b == -1:
+                b = len(text)
+                break
+        return text[a:b]
+
+    # ---- 2. complete -------------------------------------------------------------------------------------
+    async def complete(self, req: Request, *, still_wanted: Any = None) -> bool:
+        """Resolve missing facts on the jedi thread until the time box ends; True when new facts arrived."""
+        if not req.missing or req.uses is None or self.runner is None:
+            return False
+        t = time.perf_counter()
+        remaining = max(0.0, req.deadline - t)
+        await self.facts.resolve(req.uri, req.path, self.root, req.cur.text, req.missing, timeout=remaining,
+                                 still_wanted=still_wanted or (lambda: True))
+        before = {f.key for f in req.facts}
+        req.facts, req.missing = self.facts.known(req.uri, req.uses.uses)
+        req.timings["facts_wait_ms"] = (time.perf_counter() - t) * 1000
+        return {f.key for f in req.facts} != before
+
+    async def warm(self, req: Request, *, rounds: int = 40) -> None:
+        """Resolve every fact the request wants, however long it takes (CLI, benchmarks' warm-up)."""
+        for _ in range(rounds):
+            if not req.missing or req.uses is None or self.runner is None:
+                return
+            await self.facts.resolve(req.uri, req.path, self.root, req.cur.text, req.missing, timeout=60.0,
+                                     wait_slow=True)
+            req.facts, req.missing = self.facts.known(req.uri, req.uses.uses)
+
+    # ---- 3. assemble --------------------------------------------------------------------------------------
+    def assemble(self, req: Request) -> BuiltContext:
+        """Fit everything into the token budget and render the prompt."""
+        from hapa_lsp.prompts import ContextFile, build_fim_prompt
+
+        t0 = time.perf_counter()
+        s = self.settings
+        ctx, b = s.context, s.backend
+        counter = self.counter
+        budget = ctx.max_prompt_tokens - min(b.max_tokens // 4, ctx.max_prompt_tokens // 2)
+        extra_budget = int(budget * ctx.extra_context_ratio)
+        cur = req.cur
+        # Lines the smallest window surely shows: definitions there need no fact.
+        min_win = budget_window(cur, max_tokens=budget - extra_budget, prefix_ratio=ctx.prefix_ratio,
+                                chars_per_token=counter.chars_per_token)
+        win_lo = cur.line - min_win.prefix.count("\n")
+        win_hi = cur.line + min_win.suffix.count("\n")
+        here = _real(req.path) if req.path else ""
+        chosen: list[tuple[str, str, str, Fact | Snippet]] = []  # (source, where, text, origin)
+        spent = 0
+
+        def take(source: str, where: str, path: str, text: str, origin: Any) -> None:
+            nonlocal spent
+            cost = counter.count(text) + counter.count(path) + 3
+            if spent + cost <= extra_budget:
+                chosen.append((source, where, text, origin))
+                spent += cost
+
+        outline = req.uses.outline if req.uses else None
+        if outline is not None and outline.line - 1 < win_lo:
+            take("class-outline", f"{display_path(req.path, self.root)}:{outline.line}",
+                 display_path(req.path, self.root), outline.text, outline)
+        seen_text: set[str] = set()
+        for f in req.facts:
+            same_file = bool(here) and _real(f.path) == here
+            if same_file and (win_lo <= f.line - 1 <= win_hi or f.kind not in ("function", "class")):
+                continue  # visible in the window already, or a local variable
+            if f.text in seen_text:
+                continue
+            seen_text.add(f.text)
+            dp = display_path(f.path, self.root)
+            take("fact", f"{dp}:{f.line}", dp, f.text, f)
+        for sn in req.snippets:
+            dp = display_path(sn.path, self.root)
+            take("neighbour", f"{dp}:{sn.start + 1}", dp, sn.text, sn)
+
+        # Group by file for the multi-file formats: worst first, so the best context sits next to the prefix.
+        files: dict[str, list[str]] = {}
+        order: list[str] = []
+        for source, where, text, _ in reversed(chosen):
+            dp = where.rsplit(":", 1)[0]
+            if dp not in files:
+                files[dp] = []
+                order.append(dp)
+            files[dp].insert(0, text)
+        context_files = [ContextFile(dp, "\n\n".join(files[dp])) for dp in order]
+        single = not req.decision.multiline
+        repo = os.path.basename(self.root.rstrip("/")) if self.root else ""
+
+        def build(win: Window, cf: list[ContextFile]) -> FimPrompt:
+            return build_fim_prompt(model=b.completion_model, family_override=b.fim_template, prefix=win.prefix,
+                                    suffix=win.suffix, language=req.language, path=display_path(req.path, self.root)
+                                    if req.path else "", max_tokens=b.max_tokens, temperature=b.temperature,
+                                    single_line=single, context_files=cf, repo_name=repo,
+                                    native=b.fim_mode == "native")
+
+        empty = Window("", "", True, True)
+        overhead = counter.count(build(empty, context_files).budgeted_text())
+        if overhead > budget:
+            context_files, chosen = [], []
+            overhead = counter.count(build(empty, []).budgeted_text())
+        win_tokens = max(0, budget - overhead)
+        prompt = build(empty, context_files)
+        win = empty
+        total = overhead
+        for _ in range(6):
+            win = fit_window(cur, win_tokens, ctx.prefix_ratio, counter)
+            prompt = build(win, context_files)
+            total = counter.count(prompt.budgeted_text())
+            if total <= budget:
+                break
+            # Exact tokenizers disagree with the estimate at the edges: shrink by what was over and retry.
+            win_tokens = max(0, win_tokens - (total - budget) - 2)
+        else:
+            win = empty
+            prompt = build(win, [])
+            total = counter.count(prompt.budgeted_text())
+            chosen = []
+        pieces = [Piece("prefix", display_path(req.path, self.root), counter.count(win.prefix), win.prefix),
+                  Piece("suffix", display_path(req.path, self.root), counter.count(win.suffix), win.suffix)]
+        pieces.extend(Piece(src, where, counter.count(text), text) for src, where, text, _ in chosen)
+        fmt = total - sum(p.tokens for p in pieces)
+        pieces.append(Piece("format", prompt.family, max(0, fmt), ""))
+        timings = dict(req.timings)
+        timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
+        timings["total_ms"] = (time.perf_counter() - req.t0) * 1000
+        return BuiltContext(prompt, win, req.decision, pieces, total, budget, timings, len(req.missing),
+                            counter.source)
+
+    async def build(self, *, uri: str, path: str, language: str, text: str, line: int, character: int,
+                    encoding: str = "utf-16", open_docs: Iterable[tuple[str, str, Any, str]] = (),
+                    time_box_ms: float | None = None) -> BuiltContext:
+        """start + complete + assemble: the whole path, as the server runs it for an invoked request."""
+        req = self.start(uri=uri, path=path, language=language, text=text, line=line, character=character,
+                         encoding=encoding, open_docs=open_docs, time_box_ms=time_box_ms)
+        await self.complete(req)
+        return self.assemble(req)
+
+
+def fit_window(cur: CursorText, tokens: int, prefix_ratio: float, counter: TokenCounter) -> Window:
+    """The largest line-aligned window whose prefix + suffix count at most ``tokens`` tokens."""
+    if tokens <= 0:
+        return Window("", "", cur.offset > 0, cur.offset < len(cur.text))
+    chars = counter.chars_for(tokens)
+    # budget_window thinks in characters; start from its guess and shrink while the count is over.
+    win = budget_window(cur, max_tokens=tokens, prefix_ratio=prefix_ratio, chars_per_token=counter.chars_per_token)
+    for _ in range(12):
+        n = counter.count(win.prefix) + counter.count(win.suffix)
+        if n <= tokens:
+            return win
+        chars = int(chars * max(0.5, min(0.95, tokens / n)))
+        pre = int(chars * prefix_ratio)
+        suf = chars - pre
+        p = win.prefix[-pre:] if pre > 0 else ""
+        nl = p.find("\n")
+        if len(p) < len(win.prefix) and nl != -1 and nl + 1 < len(p):
+            p = p[nl + 1:]
+        sfx = win.suffix[:suf] if suf > 0 else ""
+        nl = sfx.rfind("\n")
+        if len(sfx) < len(win.suffix) and nl > 0:
+            sfx = sfx[:nl + 1]
+        win = Window(p, sfx, True, True)
+    return Window("", "", cur.offset > 0, cur.offset < len(cur.text))
+
+
+def open_documents(workspace: Any) -> list[tuple[str, str, Any, str]]:
+    """``(uri, path, version, text)`` of a pygls workspace's open documents (the editor's text, not the disk)."""
+    if workspace is None:
+        return []
+    try:
+        docs = list(workspace.text_documents.values())
+    except Exception:  # noqa: BLE001 - a workspace without documents has no neighbours
+        return []
+    return [(d.uri, d.path or d.uri, d.version, d.source) for d in docs]

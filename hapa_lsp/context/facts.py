@@ -1,0 +1,582 @@
+"""Semantic facts from jedi: signatures and first docstring lines of what the code near the cursor uses.
+
+Finding the names is cheap text work done on the event loop (``find_uses``). Resolving them is jedi work
+done on the server's one jedi thread (``FactsEngine.resolve``), time-boxed by the caller: whatever is
+resolved when the box ends is used, and the job keeps filling the per-document cache a little longer so
+the next keystroke has it. Resolutions are cached per (document, expression) across keystrokes; a job is
+coalesced per document (one queued at a time, always working on the latest text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import keyword
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from hapa_lsp.context import is_excluded
+
+_SKIP = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {"self", "cls", "match", "case", "_", "type"}
+_CHAIN = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+_STRING = re.compile(r"""(?:[rbfuRBFU]{0,2})(?:'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*")""",
+                     re.S)
+_DEF = re.compile(r"^(\s*)(?:async\s+def|def)\s+(\w+)")
+_CLASS = re.compile(r"^(\s*)class\s+(\w+)\s*(?:\(([^)]*)\))?")
+_OWN_NAME = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+\w+")
+_SELF_ATTR = re.compile(r"\bself\.(\w+)\s*(?::[^=\n]+)?=(?!=)")
+_IMPORT_FROM = re.compile(r"^\s*from\s+(\.*[\w.]*)\s+import\s+\(?([^)#\n]*)")
+_IMPORT = re.compile(r"^(\s*)import\s+([\w., ]+)")
+# Names bound in a function body: assignment targets, loop variables, ``as`` names.
+_BINDING = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?::[^=\n]+)?(?<![=!<>])=(?!=)"
+                      r"|\bfor\s+\(?([A-Za-z_][\w\s,]*?)\)?\s+in\b|\bas\s+([A-Za-z_]\w*)")
+
+# How long one resolution job may keep the jedi thread, even after the caller's time box ended.
+JOB_CAP_S = 0.12
+_TTL_S = 300.0
+_MAX_ENTRIES = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """An expression used near the cursor, where its occurrence closest to the cursor is, and how often."""
+
+    expr: str  # ``name`` or ``head.attr``
+    line: int  # 0-based line of the occurrence closest to the cursor
+    col: int  # column of the last component's first character (code points)
+    dist: int  # lines between that occurrence and the cursor
+    count: int = 1
+    imported: bool = False
+    slow: bool = False  # an attribute of a local value: jedi must infer its type (not waited for)
+
+    @property
+    def rank(self) -> float:
+        """Lower is better: near the cursor, used often, imported from elsewhere; inference-heavy ones last."""
+        return (self.dist - 4.0 * math.log2(1 + self.count) - (3.0 if self.imported else 0.0)
+                + (12.0 if self.slow else 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One definition, rendered as a Python stub (header, first docstring line, constructor)."""
+
+    path: str  # file of the definition (absolute, or a module name for compiled modules)
+    line: int  # 1-based line of the definition
+    name: str
+    kind: str  # function, class, statement, ...
+    text: str
+    rank: float = 0.0
+    source: str = "fact"  # "fact" or "class-outline"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity for deduplication."""
+        return (self.path, self.line)
+
+
+@dataclass(slots=True)
+class Uses:
+    """What the cursor's surroundings use, plus the enclosing class outline (built from the text, no jedi)."""
+
+    uses: list[Use]
+    outline: Fact | None = None
+    scope_start: int = 0  # first line of the enclosing function (or of the scanned range)
+
+
+def _strip_code(line: str) -> str:
+    if "#" in line or "'" in line or '"' in line:
+        line = _STRING.sub('""', line)
+        h = line.find("#")
+        if h != -1:
+            line = line[:h]
+    return line
+
+
+_STR_OR_COMMENT = re.compile(r"""(?:[rbfuRBFU]{0,2})(?:'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*")|#[^\n]*""",
+                             re.S)
+
+
+def _blank_strings(code: str) -> str:
+    """``code`` with string literals and comments replaced by spaces (newlines kept)."""
+    if "#" not in code and "'" not in code and '"' not in code:
+        return code
+    return _STR_OR_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), code)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _imports(lines: list[str], limit: int = 3000) -> dict[str, tuple[int, int]]:
+    """Names bound by module-level imports -> (line, column) of the name in its import statement."""
+    out: dict[str, tuple[int, int]] = {}
+    i = 0
+    n = min(len(lines), limit)
+    while i < n:
+        ln = lines[i]
+        if "import" not in ln:
+            i += 1
+            continue
+        m = _IMPORT_FROM.match(ln)
+        if m:
+            # Parenthesised imports span lines: gather them until the closing bracket.
+            body_lines = [(i, ln)]
+            if "(" in ln and ")" not in ln:
+                j = i + 1
+                while j < len(lines) and ")" not in lines[j - 1]:
+                    body_lines.append((j, lines[j]))
+                    j += 1
+                i = j - 1
+            for row, text in body_lines:
+                seg_start = text.find(" import ") + 8 if row == body_lines[0][0] else 0
+                if row != body_lines[0][0] and text.lstrip().startswith(("from ", "import ")):
+                    break
+                for mm in re.finditer(r"([A-Za-z_]\w*)(?:\s+as\s+([A-Za-z_]\w*))?", text[seg_start:].split("#")[0]):
+                    bound = mm.group(2) or mm.group(1)
+                    col = seg_start + (mm.start(2) if mm.group(2) else mm.start(1))
+                    if bound != "import":
+                        out[bound] = (row, col)
+        else:
+            m2 = _IMPORT.match(ln)
+            if m2:
+                for mm in re.finditer(r"([\w.]+)(?:\s+as\s+(\w+))?", m2.group(2)):
+                    bound = mm.group(2) or mm.group(1).split(".")[0]
+                    col = m2.start(2) + (mm.start(2) if mm.group(2) else mm.start(1))
+                    out[bound] = (i, col)
+        i += 1
+    return out
+
+
+def _enclosing(lines: list[str], row: int, indent: int, pattern: re.Pattern[str], bound: int = 600
+               ) -> tuple[int, re.Match[str]] | None:
+    for i in range(row, max(-1, row - bound), -1):
+        ln = lines[i]
+        if not ln.strip():
+            continue
+        if _indent(ln) < indent or i == row:
+            m = pattern.match(ln)
+            if m and _indent(ln) < indent:
+                return i, m
+            if _indent(ln) < indent and not ln.lstrip().startswith(("@", "#", ")", "]", "}")):
+                indent = _indent(ln)
+                if indent == 0:
+                    m = pattern.match(ln)
+                    return (i, m) if m else None
+    return None
+
+
+def class_outline(lines: list[str], class_row: int, path: str, max_methods: int = 40) -> Fact:
+    """The enclosing class as a stub: header, ``self.`` attributes and method signatures (from the text)."""
+    header = lines[class_row]
+    base = _indent(header)
+    body_indent: int | None = None
+    attrs_seen: dict[str, None] = {}
+    methods: list[str] = []
+    i = class_row + 1
+    while i < len(lines):
+        ln = lines[i]
+        if ln.strip():
+            ind = _indent(ln)
+            if ind <= base:
+                break
+            if body_indent is None:
+                body_indent = ind
+            if ind == body_indent:
+                m = _DEF.match(ln)
+                if m and len(methods) < max_methods:
+                    sig = ln.strip()
+                    j = i
+                    # Multi-line signatures: join until the line that ends the header.
+                    while not sig.rstrip().endswith(":") and j + 1 < len(lines) and j - i < 10:
+                        j += 1
+                        sig += " " + lines[j].strip()
+                    methods.append(" " * 4 + re.sub(r"\s+", " ", sig) + " ...")
+                elif re.match(r"\s*\w+\s*(:|=)", ln) and not ln.lstrip().startswith(("return", "def")):
+                    attrs_seen.setdefault(ln.strip().split("=")[0].split(":")[0].strip(), None)
+            for m in _SELF_ATTR.finditer(ln):
+                attrs_seen.setdefault(m.group(1), None)
+        i += 1
+    parts = [header.strip()]
+    if attrs_seen:
+        parts.append("    # attributes: " + ", ".join(list(attrs_seen)[:40]))
+    parts.extend(methods)
+    name = _CLASS.match(header).group(2) if _CLASS.match(header) else "class"
+    return Fact(path, class_row + 1, name, "class", "\n".join(parts), source="class-outline")
+
+
+def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 20) -> Uses:
+    """Names used in the enclosing function and near the cursor, ranked; imports and ``self.`` included."""
+    lines = text.split("\n")
+    if not lines:
+        return Uses([])
+    row = min(row, len(lines) - 1)
+    cur_line = lines[row]
+    indent = _indent(cur_line) if cur_line.strip() else min(col, len(cur_line))
+    if not cur_line[:col].strip():
+        indent = col
+    func = _enclosing(lines, row, indent if indent else 1, _DEF)
+    start = max(0, row - before)
+    end = min(len(lines), row + after + 1)
+    outline = None
+    klass = None
+    if func is not None:
+        fstart, fm = func
+        start = max(fstart, row - before * 3)
+        find = len(fm.group(1))
+        for j in range(row + 1, min(len(lines), row + after * 3)):
+            if lines[j].strip() and _indent(lines[j]) <= find:
+                end = min(end, j) if j > row else end
+                break
+        klass = _enclosing(lines, fstart, find, _CLASS) if find else None
+        if klass is not None:
+            outline = class_outline(lines, klass[0], "")
+    imports = _imports(lines)
+    local: set[str] = set()
+    if func is not None:
+        header = lines[func[0]]
+        j = func[0]
+        while not _strip_code(header).rstrip().endswith(":") and j + 1 < len(lines) and j - func[0] < 20:
+            j += 1
+            header += " " + lines[j]
+        params = header[header.find("(") + 1:]
+        local.update(re.findall(r"(?:^|[(,*\s])([A-Za-z_]\w*)\s*(?=[:=,)])", params))
+    for i in range(start, end):
+        for m in _BINDING.finditer(_strip_code(lines[i])):
+            for g in m.groups():
+                if g:
+                    local.update(n.strip() for n in g.split(",") if n.strip())
+    local -= set(imports)
+    found: dict[str, Use] = {}
+    if outline is not None and klass is not None:
+        # Base classes are "used" by every method of the class.
+        cm = klass[1]
+        for bm in _CHAIN.finditer(cm.group(3) or ""):
+            b = bm.group(1)
+            if b.split(".")[0] not in _SKIP:
+                _add(found, b, klass[0], cm.start(3) + bm.start(1) + b.rfind(".") + 1, row, imports)
+    # Strings (docstrings span lines) and comments blanked with spaces: columns and line numbers stay valid.
+    blanked = _blank_strings("\n".join(lines[start:end])).split("\n")
+    for i in range(start, end):
+        ln = blanked[i - start] if i - start < len(blanked) else lines[i]
+        if i == row:
+            ln = ln[:col]
+            # The identifier being typed is not a use yet.
+            ln = re.sub(r"[\w.]+$", "", ln)
+        code = ln
+        if not code.strip() or code.lstrip().startswith(("import ", "from ")):
+            continue
+        code = _OWN_NAME.sub("", code)  # ``def name`` / ``class name`` defines, it does not use
+        for m in _CHAIN.finditer(code):
+            chain = m.group(1)
+            if code[m.end():m.end() + 1] == "=" and code[m.end() + 1:m.end() + 2] != "=" and "(" in code[:m.start()]:
+                continue  # a keyword argument's name, not a use
+            parts = chain.split(".")
+            head = parts[0]
+            if head in ("self", "cls") and len(parts) > 1:
+                continue  # the class outline covers self.<member>
+            if head in _SKIP or keyword.iskeyword(head):
+                continue
+            if head not in local:
+                _add(found, head, i, m.start(1), row, imports)
+            if len(parts) > 1:
+                expr = ".".join(parts[:2])
+                _add(found, expr, i, m.start(1) + len(head) + 1, row, imports, slow=head in local)
+    # Every other import of the file, resolved at its import statement, after everything used nearby.
+    far = 1000
+    for name, (irow, icol) in imports.items():
+        if name not in found and name not in _SKIP:
+            found[name] = Use(name, irow, icol, far, 1, True)
+            far += 1
+    uses = sorted(found.values(), key=lambda u: u.rank)
+    return Uses(uses, outline, start)
+
+
+def _add(found: dict[str, Use], expr: str, line: int, col: int, row: int,
+         imports: dict[str, tuple[int, int]] | None = None, slow: bool = False) -> None:
+    dist = abs(row - line)
+    u = found.get(expr)
+    if u is None:
+        imported = bool(imports) and expr.split(".")[0] in imports
+        found[expr] = Use(expr, line, col, dist, 1, imported, slow)
+    else:
+        if dist < u.dist:
+            u = replace(u, line=line, col=col, dist=dist)
+        found[expr] = replace(u, count=u.count + 1)
+
+
+def first_doc_line(doc: str) -> str:
+    """The first non-empty line of a docstring, shortened."""
+    for ln in doc.strip().split("\n"):
+        s = ln.strip()
+        if s:
+            return s[:160]
+    return ""
+
+
+def _header(name: Any, max_lines: int = 12) -> str:
+    """The definition's own header lines (``def``/``class`` up to the ``:``), whitespace collapsed."""
+    try:
+        code = name.get_line_code(after=max_lines)
+    except Exception:  # noqa: BLE001 - compiled objects have no source
+        return ""
+    lines = code.split("\n")
+    out: list[str] = []
+    depth = 0
+    for ln in lines:
+        out.append(ln.strip())
+        depth += sum(ln.count(c) for c in "([{") - sum(ln.count(c) for c in ")]}")
+        if depth <= 0 and ln.rstrip().endswith(":"):
+            break
+        if depth <= 0 and not ln.lstrip().startswith(("def ", "async def ", "class ", "@")):
+            break
+    text = re.sub(r"\s+", " ", " ".join(out)).replace("( ", "(").replace(" )", ")").replace(", )", ")")
+    return text[:400]
+
+
+def render(name: Any) -> Fact | None:
+    """A jedi definition as a stub fact, or None for what is not worth a prompt line (modules, params)."""
+    kind = name.type
+    if kind in ("module", "param", "keyword", "path") or name.module_name == "builtins":
+        return None
+    path = str(name.module_path) if name.module_path else (name.module_name or "")
+    line = name.line or 0
+    try:
+        doc = first_doc_line(name.docstring(raw=True)) if kind in ("function", "class", "property") else ""
+    except Exception:  # noqa: BLE001
+        doc = ""
+    header = _header(name)
+    if kind in ("function", "property"):
+        if not header.startswith(("def ", "async def ")):
+            sigs = name.get_signatures()
+            header = f"def {sigs[0].to_string()}:" if sigs else f"def {name.name}(...):"
+        body = header if header.endswith(":") else header + ":"
+        text = body + (f'\n    """{doc}"""' if doc else " ...")
+        parent = None
+        try:
+            parent = name.parent()
+        except Exception:  # noqa: BLE001
+            pass
+        if parent is not None and parent.type == "class":
+            cls_header = _header(parent) or f"class {parent.name}:"
+            text = cls_header + "\n" + "\n".join("    " + ln for ln in text.split("\n"))
+    elif kind == "class":
+        if not header.startswith("class "):
+            header = f"class {name.name}:"
+        parts = [header]
+        if doc:
+            parts.append(f'    """{doc}"""')
+        try:
+            sigs = name.get_signatures()
+        except Exception:  # noqa: BLE001
+            sigs = []
+        if sigs:
+            params = sigs[0].to_string()
+            params = params[params.find("(") + 1:]
+            params = params[:-1] if params.endswith(")") else params
+            params = params[:300]
+            parts.append(f"    def __init__(self{', ' if params.strip() else ''}{params}): ...")
+        text = "\n".join(parts)
+    else:
+        try:
+            code = name.get_line_code().strip()
+        except Exception:  # noqa: BLE001
+            code = ""
+        if not code or name.name not in code:
+            return None
+        text = code[:200]
+    return Fact(path, line, name.name, kind, text)
+
+
+class FactsEngine:
+    """Resolves uses to facts on the jedi thread, with a per-document cache shared across keystrokes."""
+
+    def __init__(self, runner: Any, *, exclude_globs: tuple[str, ...] = ()):
+        self.runner = runner
+        self.exclude_globs = tuple(exclude_globs)
+        self._cache: OrderedDict[tuple[str, str], tuple[float, tuple[Fact, ...]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], tuple[str, str, str | None, list[Use]]] = {}
+        self._jobs: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._started: set[tuple[str, str]] = set()
+        # Per document: the lines where each imported name is used (refreshed by resolution jobs).
+        self._usage: dict[str, dict[str, list[int]]] = {}
+        self.stats = {"resolved": 0, "jobs": 0, "job_ms": 0.0}
+
+    # ---- cache ----------------------------------------------------------------------------------------------
+    def _get(self, uri: str, expr: str) -> tuple[Fact, ...] | None:
+        with self._lock:
+            hit = self._cache.get((uri, expr))
+            if hit is None:
+                return None
+            if time.monotonic() - hit[0] > _TTL_S:
+                del self._cache[(uri, expr)]
+                return None
+            self._cache.move_to_end((uri, expr))
+            return hit[1]
+
+    def _put(self, uri: str, expr: str, facts: tuple[Fact, ...]) -> None:
+        with self._lock:
+            self._cache[(uri, expr)] = (time.monotonic(), facts)
+            self._cache.move_to_end((uri, expr))
+            while len(self._cache) > _MAX_ENTRIES:
+                self._cache.popitem(last=False)
+
+    def forget(self, uri: str) -> None:
+        """Drop a document's cached resolutions (it was closed)."""
+        with self._lock:
+            self._usage.pop(uri, None)
+            for k in [k for k in self._cache if k[0] == uri]:
+                del self._cache[k]
+
+    def known(self, uri: str, uses: list[Use]) -> tuple[list[Fact], list[Use]]:
+        """Facts already resolved for ``uses`` (ranked by their best use) and the uses still unresolved."""
+        best: dict[tuple[str, int], Fact] = {}
+        missing: list[Use] = []
+        for u in uses:
+            facts = self._get(uri, u.expr)
+            if facts is None:
+                missing.append(u)
+                continue
+            for f in facts:
+                prev = best.get(f.key)
+                if prev is None or u.rank < prev.rank:
+                    best[f.key] = replace(f, rank=u.rank)
+        return sorted(best.values(), key=lambda f: f.rank), missing
+
+    # ---- resolution (jedi thread) ---------------------------------------------------------------------------
+    def _job(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            snap = self._pending.pop(key, None)
+            self._started.add(key)
+        try:
+            if snap is not None:
+                if key[1] == "fast":
+                    self._index_usage(key[0], snap[0], snap[3])
+                self._work(key[0], snap)
+        finally:
+            with self._lock:
+                self._started.discard(key)
+
+    def _index_usage(self, uri: str, text: str, uses: list[Use]) -> None:
+        """Where the file's far imports are used (so that the ranking knows their distance to the cursor)."""
+        names = [u.expr for u in uses if u.imported and u.dist >= 1000 and "." not in u.expr]
+        if not names:
+            return
+        import bisect
+
+        starts = [0]
+        starts.extend(m.end() for m in re.finditer("\n", text))
+        usage: dict[str, list[int]] = {}
+        for name in names:
+            rows = sorted({bisect.bisect_right(starts, m.start()) - 1
+                           for m in re.finditer(rf"(?<![\w.]){re.escape(name)}\b", text)})
+            usage[name] = rows
+        with self._lock:
+            self._usage[uri] = {**self._usage.get(uri, {}), **usage}
+
+    def rerank(self, uri: str, uses: list[Use], row: int) -> list[Use]:
+        """Far imports ranked by their nearest use in the whole file (from the last resolution job)."""
+        usage = self._usage.get(uri)
+        if not usage:
+            return uses
+        import bisect
+
+        out = []
+        for u in uses:
+            rows = usage.get(u.expr) if u.dist >= 1000 else None
+            if rows is not None:
+                # Uses on the cursor's own line are being typed: they do not count.
+                others = [r for r in rows if r != row and r != u.line]
+                if others:
+                    k = bisect.bisect_left(others, row)
+                    near = min(abs(others[j] - row) for j in (k - 1, k) if 0 <= j < len(others))
+                    u = replace(u, dist=near + 20, count=len(others))
+                else:
+                    # Imported but not used yet: what the user is about to write is the likeliest use.
+                    u = replace(u, dist=30)
+            out.append(u)
+        out.sort(key=lambda x: x.rank)
+        return out
+
+    def _work(self, uri: str, snap: tuple[str, str, str | None, list[Use]]) -> None:
+        text, path, root, uses = snap
+        todo = [u for u in uses if self._get(uri, u.expr) is None]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        import jedi
+
+        project = self.runner._project(root) if hasattr(self.runner, "_project") else None
+        try:
+            script = jedi.Script(code=text, path=path or None, project=project)
+        except Exception:  # noqa: BLE001 - jedi cannot read this document: no facts, no failure
+            return
+        # The cap starts after the parse so that a cold start (jedi's import) still resolves something.
+        deadline = time.perf_counter() + JOB_CAP_S
+        for k, u in enumerate(todo):
+            if k and time.perf_counter() > deadline:
+                break
+            facts: list[Fact] = []
+            try:
+                names = script.goto(u.line + 1, u.col, follow_imports=True)
+                for n in names[:2]:
+                    f = render(n)
+                    if f is not None and not is_excluded(f.path, self.exclude_globs):
+                        facts.append(f)
+            except Exception:  # noqa: BLE001 - jedi fails on odd code; that name simply has no fact
+                facts = []
+            self._put(uri, u.expr, tuple(facts))
+            self.stats["resolved"] += 1
+        self.stats["jobs"] += 1
+        self.stats["job_ms"] += (time.perf_counter() - t0) * 1000
+
+    async def resolve(self, uri: str, path: str, root: str | None, text: str, uses: list[Use], *,
+                      timeout: float, still_wanted: Callable[[], bool] = lambda: True, wait_slow: bool = False
+                      ) -> None:
+        """Resolve ``uses`` on the jedi thread, waiting at most ``timeout``; the job may finish later."""
+        if self.runner is None or not uses:
+            return
+        fast = [u for u in uses if not u.slow]
+        slow = [u for u in uses if u.slow]
+        # Attributes of local values need type inference (often 100+ ms): they are resolved in the background,
+        # after the cheap names, and never waited for.
+        waits = []
+        if fast:
+            waits.append(self._submit((uri, "fast"), (text, path, root, fast), still_wanted))
+        if slow:
+            job = self._submit((uri, "slow"), (text, path, root, slow), still_wanted)
+            if wait_slow:
+                waits.append(job)
+        if timeout <= 0 or not waits:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)), timeout)
+        except TimeoutError:
+            pass
+
+    def _submit(self, key: tuple[str, str], snap: tuple[str, str, str | None, list[Use]],
+                still_wanted: Callable[[], bool]) -> asyncio.Future[Any]:
+        with self._lock:
+            self._pending[key] = snap
+        job = self._jobs.get(key)
+        if job is None or job.done() or key in self._started:
+            # A running job already took its snapshot: queue another (it runs next, on the latest text).
+            job = asyncio.ensure_future(self.runner.run(self._job, key, timeout=JOB_CAP_S + 30.0,
+                                                        still_wanted=still_wanted))
+            self._jobs[key] = job
+            job.add_done_callback(lambda f, k=key: self._jobs.pop(k, None) if self._jobs.get(k) is f else None)
+        return job
+
+
+@dataclass(slots=True)
+class FactsResult:
+    """Facts for one request, and what it cost."""
+
+    facts: list[Fact] = field(default_factory=list)
+    missing: int = 0
+    ms: float = 0.0
