@@ -247,6 +247,11 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
     why_not = ls.engine.applies_to(doc.path, language)
     if why_not is not None:
         raise why_not
+    version = data.get("version")
+    if version is not None and doc.version is not None and version != doc.version:
+        # The lines the action was computed for may have moved; an edit now could land in the wrong place.
+        raise errors.InputError("the document changed since this action was offered; ask for code actions again",
+                                code="E4001", field="data.version")
     lines = g.doc_lines(doc)
     action = data["action"]
     profile = generation.Profile.from_settings(ls.settings.profile)

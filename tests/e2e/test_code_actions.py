@@ -291,11 +291,38 @@ async def test_agents_are_listed_offered_and_run(editor, fake, workspace):
     assert result["status"] == "success" and result["agent"] == "Security review" and result["applied"] is True
     assert "You review code for security." in fake.requests[-1].messages[0]["content"]
     assert apply_text_edits(text, edits_for(editor.applied[-1].edit, uri)).endswith("    return int('42')\n")
+    # A whole-file agent answers in prose: the action resolves to a command that shows the answer.
+    file_action = (await actions_at(editor, uri, (0, 0)))[-1]
+    assert file_action.title == FILE_AGENT
+    resolved = await editor.code_action_resolve_async(file_action)
+    assert resolved.edit is None and resolved.command.command == "hapa.agent.run"
+    fake.queue("No security problems found in this file.")
+    shown_before = len(editor.shown_documents)
+    result = await run(editor, resolved.command.command, *resolved.command.arguments)
+    assert result["status"] == "success" and result["explanation"] == "No security problems found in this file."
+    assert "def f():" in fake.requests[-1].messages[-1]["content"]
+    await until(lambda: len(editor.shown_documents) > shown_before)
+    assert editor.shown_documents[-1].uri == result["document_uri"]
     from pygls.exceptions import JsonRpcException
 
     with pytest.raises(JsonRpcException) as info:
         await run(editor, "hapa.agent.run", {"name": "Nobody", "code": "x = 1"})
     assert info.value.data["code"] == "E4001" and info.value.data["field"] == "name"
+
+
+async def test_resolving_an_action_for_a_changed_document_is_refused(editor, fake, workspace):
+    from pygls.exceptions import JsonRpcException
+
+    from tests.e2e.conftest import type_text
+
+    uri = uri_in(workspace, "stale.py")
+    open_doc(editor, uri, "# parse the config file and return a dict\n")
+    action = (await actions_at(editor, uri, (0, 4)))[0]
+    type_text(editor, uri, 0, 0, "import json\n", version=2)
+    with pytest.raises(JsonRpcException) as info:
+        await editor.code_action_resolve_async(action)
+    assert info.value.data["code"] == "E4001" and info.value.data["field"] == "data.version"
+    assert fake.count() == 0
 
 
 async def test_clients_without_resolve_get_the_edit_eagerly(fake, tmp_path):
