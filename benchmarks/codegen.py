@@ -130,6 +130,24 @@ async def first_chunk_run(client: LanguageClient, fake: FakeModelServer, n: int,
     return overheads, before
 
 
+async def direct_run(fake: FakeModelServer, n: int) -> list[float]:
+    """The same chat request straight to the fake with httpx: what HTTP and the fake cost with no server between."""
+    import httpx
+
+    out = []
+    async with httpx.AsyncClient(trust_env=False) as http:
+        for k in range(n):
+            fake.queue("```python\ndef f(x):\n    return x + 1\n```\nAdds one.")
+            payload = {"model": "qwen2.5-coder:7b-instruct", "stream": True,
+                       "messages": [{"role": "user", "content": f"direct {k}"}]}
+            t0 = time.monotonic()
+            async with http.stream("POST", f"{fake.url}/api/chat", json=payload) as resp:
+                async for _line in resp.aiter_lines():
+                    out.append((time.monotonic() - t0 - fake.latency) * 1000)
+                    break
+    return out
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
@@ -140,7 +158,7 @@ async def main() -> int:
     fake = FakeModelServer.run_in_thread(model="qwen2.5-coder:7b-instruct", latency=args.latency)
     text = big_file()
     n_lines = text.count("\n")
-    p50s, p99s, overheads, befores = [], [], [], []
+    p50s, p99s, overheads, befores, directs = [], [], [], [], []
     try:
         with tempfile.TemporaryDirectory() as root:
             client = await start(fake, root)
@@ -164,6 +182,10 @@ async def main() -> int:
                     befores.append(statistics.median(b))
                     print(f"run {run + 1}: before the first chunk, beyond the model's {args.latency * 1000:.0f} ms: "
                           f"median {overheads[-1]:.2f} ms (server before upstream call: {befores[-1]:.2f} ms)")
+                    d = await direct_run(fake, args.generations)
+                    directs.append(statistics.median(d))
+                    print(f"run {run + 1}: the same request straight to the fake: {directs[-1]:.2f} ms beyond the "
+                          f"model's latency")
             finally:
                 await stop(client)
     finally:
@@ -173,6 +195,8 @@ async def main() -> int:
     print(f"median of {args.runs} runs: overhead before the first streamed chunk {statistics.median(overheads):.2f} "
           f"ms end to end (client + transport + server + fake HTTP; goal <= 10 ms), of which the server before "
           f"its upstream request {statistics.median(befores):.2f} ms")
+    print(f"median of {args.runs} runs: the fake reached directly {statistics.median(directs):.2f} ms; the server's "
+          f"share of the overhead {statistics.median(overheads) - statistics.median(directs):.2f} ms")
     return 0
 
 

@@ -153,35 +153,42 @@ class Stream:
         self.title = title
         self.token = token
         self.enabled = enabled
-        self._own_token = False
         self._last = 0.0
         self._pending: str | None = None
         self._text = ""
         self._task: asyncio.Task | None = None
+        self._creating: asyncio.Future | None = None
         self.outcome = "done"
 
     async def __aenter__(self) -> Stream:
         self._task = asyncio.current_task()
         if not self.enabled:
             return self
-        progress = self.ls.work_done_progress
-        if self.token is None and _client_supports_progress(self.ls):
-            token = f"hapa-{self.request_id}-{os.getpid()}"
-            try:
-                await asyncio.wait_for(progress.create_async(token), 5.0)
-                self.token, self._own_token = token, True
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a client that refuses progress still gets chunks and the result
-                self.token = None
         if self.token is not None:
-            progress.begin(self.token, types.WorkDoneProgressBegin(title=self.title, cancellable=True,
-                                                                   message="waiting for the model"))
-            fut = progress.tokens.get(self.token)
-            if fut is not None:
-                loop = asyncio.get_running_loop()
-                fut.add_done_callback(lambda f: f.cancelled() and loop.call_soon_threadsafe(self._cancel))
+            self._begin(self.token)
+        elif _client_supports_progress(self.ls):
+            # Created alongside the model call, not before it: the editor's round trip must not delay the answer.
+            self._creating = asyncio.ensure_future(self._create(f"hapa-{self.request_id}-{os.getpid()}"))
         return self
+
+    async def _create(self, token: str) -> None:
+        try:
+            await asyncio.wait_for(self.ls.work_done_progress.create_async(token), 5.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a client that refuses progress still gets chunks and the result
+            return
+        self._begin(token)
+
+    def _begin(self, token: Any) -> None:
+        progress = self.ls.work_done_progress
+        progress.begin(token, types.WorkDoneProgressBegin(title=self.title, cancellable=True,
+                                                          message="waiting for the model"))
+        self.token = token
+        fut = progress.tokens.get(token)
+        if fut is not None:
+            loop = asyncio.get_running_loop()
+            fut.add_done_callback(lambda f: f.cancelled() and loop.call_soon_threadsafe(self._cancel))
 
     def _cancel(self) -> None:
         if self._task is not None and not self._task.done():
@@ -211,6 +218,11 @@ class Stream:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if not self.enabled:
             return
+        if self._creating is not None and not self._creating.done():
+            if exc_type is None:
+                await asyncio.wait([self._creating], timeout=5.0)  # begin and end must both reach the editor
+            else:
+                self._creating.cancel()
         if exc_type is None and (self._pending is not None or self._text):
             self._send(self._pending if self._pending is not None else self._text, done=True)
         if self.token is not None:
