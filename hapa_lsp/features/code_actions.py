@@ -263,6 +263,7 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
         s, e = min(int(data.get("start", 0)), last), min(int(data.get("end", 0)), last)
         rng = types.Range(types.Position(s, 0), types.Position(e, len(lines[e])))
     target = g.text_of(lines, rng)
+    g.check_size(ls, target, "range")
     ctx_lo, ctx_hi = max(0, rng.start.line - 60), min(len(lines), rng.end.line + 40)
     context = "\n".join(lines[ctx_lo:ctx_hi])
     task = {"comment": "implement", "todo": "implement", "stub": "implement", "refactor": "refactor",

@@ -138,6 +138,16 @@ def _parse_time(args: Mapping[str, Any], name: str) -> float | None:
                             code="E4001", field=name)
 
 
+def check_size(ls: HapaServer, text: str, field_name: str) -> None:
+    """E4012 when ``text`` alone would not fit the generation prompt budget (it would be cut mid-code)."""
+    c = ls.settings.context
+    budget_tokens = getattr(c, "generation_max_prompt_tokens", 8192)
+    limit = int(budget_tokens * c.chars_per_token)
+    if len(text) > limit:
+        raise errors.InputError(f"'{field_name}' has {len(text)} characters; the generation prompt takes about "
+                                f"{limit} (hapa.context.generationMaxPromptTokens)", code="E4012", field=field_name)
+
+
 # ---- streaming, progress and cancellation -------------------------------------------------------------------------
 def _client_supports_progress(ls: HapaServer) -> bool:
     w = ls.client_capabilities.window
@@ -505,6 +515,8 @@ def register(server: HapaServer) -> None:
             stream = want_bool(a, "stream", True)
             profile = generation.Profile.from_settings(ls.settings.profile).merged(a.get("user_profile"))
             code_context = want_str(a, "code_context")
+            check_size(ls, question, "user_question")
+            check_size(ls, code_context, "code_context")
             uri = want_str(a, "uri")
             pos = None
             doc = None
@@ -579,6 +591,7 @@ def register(server: HapaServer) -> None:
             if not (question.strip() or code.strip()):
                 raise errors.InputError("give 'question', 'code' or a document 'uri' for the agent to work on",
                                         code="E4002", field="code")
+            check_size(ls, code, "range" if rng is not None else ("uri" if doc is not None else "code"))
         except errors.HapaError as exc:
             raise _guard(ls, AGENT_RUN, exc) from exc
         prose = rng is None and (doc is not None or "selection" not in agent.applies_to)
@@ -597,6 +610,7 @@ def register(server: HapaServer) -> None:
                 raise errors.InputError("'range' is required", code="E4002", field="range")
             lines = doc_lines(doc)
             rng = full_lines(lines, want_range(a["range"], "range"))
+            check_size(ls, text_of(lines, rng), "range")
             profile = generation.Profile.from_settings(ls.settings.profile).merged(a.get("user_profile"))
             stream = want_bool(a, "stream", True)
         except errors.HapaError as exc:

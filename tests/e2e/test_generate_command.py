@@ -167,6 +167,7 @@ async def test_generate_code_at_a_location_applies_an_indented_edit(editor, fake
     ({"user_question": "x", "uri": "file:///ws/m.py", "position": {"line": -1, "character": 0}}, "E4001",
      "position.line"),
     ({"user_question": "x", "colour": "red"}, "E4001", "colour"),
+    ({"user_question": "x", "code_context": "x = 1\n" * 20000}, "E4012", "code_context"),
 ])
 async def test_invalid_arguments_get_a_code_naming_the_field(editor, fake, args, code, field_name):
     with pytest.raises(JsonRpcException) as info:
@@ -348,3 +349,14 @@ async def test_cli_generate_prints_the_code(fake, tmp_path):
     assert out.decode() == CODE + "\n"
     assert "Keeps the first occurrence" in err.decode()
     assert "The user is an expert" in fake.requests[-1].messages[0]["content"]
+
+
+async def test_the_same_generation_is_answered_from_the_cache(editor, fake):
+    fake.queue(ANSWER)
+    first = await run(editor, "hapa.generateCode", {"user_question": "cache me please", "stream": False})
+    calls = fake.count()
+    again = await run(editor, "hapa.generateCode", {"user_question": "cache me please", "stream": False})
+    assert first["cached"] is False and again["cached"] is True
+    assert again["generated_code"] == first["generated_code"] and fake.count() == calls
+    stats = await run(editor, "hapa.stats")
+    assert stats["cache"]["regions"]["code_generation"] >= 1
