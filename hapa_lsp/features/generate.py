@@ -458,9 +458,15 @@ async def explanation_document(ls: HapaServer, title: str, body: str, rid: str) 
     uri = from_fs_path(path) or path
     w = ls.client_capabilities.window
     if w and w.show_document and w.show_document.support:
-        await ls.window_show_document_async(types.ShowDocumentParams(uri=uri, take_focus=True))
-    else:
-        ls.window_show_message(types.ShowMessageParams(types.MessageType.Info, f"{title}\n\n{body.strip()}"))
+        try:
+            result = await ls.window_show_document_async(types.ShowDocumentParams(uri=uri, take_focus=True))
+            if getattr(result, "success", False):
+                return uri
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the editor could not open it: fall back to a message
+            _log().warning("window/showDocument failed", exc_info=True)
+    ls.window_show_message(types.ShowMessageParams(types.MessageType.Info, f"{title}\n\n{body.strip()}"))
     return uri
 
 
