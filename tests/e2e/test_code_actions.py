@@ -347,3 +347,37 @@ async def test_clients_without_resolve_get_the_edit_eagerly(fake, tmp_path):
             text + "def larger(a, b):\n    return max(a, b)\n")
     finally:
         await stop_client(client)
+
+
+async def test_comment_actions_work_in_other_languages(editor, fake, workspace):
+    uri = uri_in(workspace, "sum.js")
+    text = "function total(xs) {\n  // add up the numbers in xs and return the sum\n}\n"
+    open_doc(editor, uri, text, language="javascript")
+    actions = await actions_at(editor, uri, (1, 6))
+    assert titles(actions)[0] == "hapa: Generate code from comment"
+    fake.queue("```javascript\nreturn xs.reduce((a, b) => a + b, 0);\n```")
+    resolved = await editor.code_action_resolve_async(actions[0])
+    assert apply_text_edits(text, edits_for(resolved.edit, uri)) == (
+        "function total(xs) {\n  // add up the numbers in xs and return the sum\n"
+        "  return xs.reduce((a, b) => a + b, 0);\n}\n")
+    assert "```javascript" in fake.requests[-1].messages[0]["content"]
+
+
+async def test_cancelling_a_resolve_closes_the_upstream_stream(editor, fake, workspace):
+    import asyncio
+
+    from pygls.exceptions import JsonRpcException
+
+    uri = uri_in(workspace, "slow.py")
+    open_doc(editor, uri, "# build a very long report of everything\n")
+    action = (await actions_at(editor, uri, (0, 4)))[0]
+    fake.token_delay = 0.05
+    fake.queue("```python\n" + "x = 1\n" * 200 + "```")
+    task = asyncio.ensure_future(editor.protocol.send_request_async(types.CODE_ACTION_RESOLVE, action,
+                                                                    msg_id="resolve-cancel-1"))
+    await until(lambda: editor.chunks)
+    editor.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="resolve-cancel-1"))
+    with pytest.raises(JsonRpcException):
+        await asyncio.wait_for(task, 5)
+    record = await fake.wait_for_disconnect(timeout=3)
+    assert not record.completed
