@@ -235,6 +235,7 @@ class Generation:
     repaired: bool = False
     cached: bool = False
     messages: list[ChatMessage] = field(default_factory=list)
+    request_id: str = ""  # the id carried by this generation's hapa/streamChunk notifications
 
 
 class GenerationRejected(errors.InputError):

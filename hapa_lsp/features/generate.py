@@ -399,11 +399,13 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
     try:
         async with s:
             gen = await generation.generate(ls.engine, ls.settings, req, on_text=s.on_text)
+            gen.request_id = rid
     except asyncio.CancelledError:
         asyncio.ensure_future(record(ls, req, uri=uri, status="cancelled", ms=(time.perf_counter() - t0) * 1000))
         if s.outcome == "cancelled":
             # window/workDoneProgress/cancel: the request itself is still open and gets an answer.
             err = errors.InputError("cancelled from the progress indicator", code="E4008")
+            err.request_id = rid  # type: ignore[attr-defined]
             err.recorded = True  # type: ignore[attr-defined]  # a user's choice, not an incident
             raise err from None
         raise
@@ -411,6 +413,7 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
         ms = (time.perf_counter() - t0) * 1000
         ls.record_incident(exc, req.task)
         exc.recorded = True  # type: ignore[attr-defined]  # callers must not count it twice
+        exc.request_id = rid  # type: ignore[attr-defined]
         rejected = getattr(exc, "generation", None)
         await record(ls, req, uri=uri, status="rejected" if exc.code == "E4011" else "error", gen=rejected,
                      ms=ms, incident_id=exc.incident_id)
@@ -420,7 +423,9 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
 
 def _failure(exc: errors.HapaError, ms: float) -> dict[str, Any]:
     gen = getattr(exc, "generation", None)
-    out = {"status": "cancelled" if exc.code == "E4008" else "error", "generated_code": gen.code if gen is not None else "",
+    out = {"status": "cancelled" if exc.code == "E4008" else "error",
+           "request_id": getattr(exc, "request_id", None),
+           "generated_code": gen.code if gen is not None else "",
            "explanation": gen.explanation if gen is not None else "", "response_time_ms": round(ms, 1),
            "incident_id": exc.incident_id, "error": exc.to_data()}
     if gen is not None and gen.report is not None:
@@ -431,7 +436,8 @@ def _failure(exc: errors.HapaError, ms: float) -> dict[str, Any]:
 def _success(gen: Generation, ms: float, req: Request, history_id: int | None) -> dict[str, Any]:
     report = gen.report
     return {
-        "status": "success", "generated_code": gen.code, "explanation": gen.explanation,
+        "status": "success", "request_id": gen.request_id, "generated_code": gen.code,
+        "explanation": gen.explanation,
         "response_time_ms": round(ms, 1), "model": gen.model, "language": req.language,
         "user_profile": req.profile.to_dict(), "history_id": history_id, "cached": gen.cached,
         "repaired": gen.repaired, "validation": report.to_dict() if report else None,

@@ -282,7 +282,8 @@ async def test_agents_are_listed_offered_and_run(editor, fake, workspace):
     assert req.json["model"] == "mistral:7b" and req.json["options"]["temperature"] == 0.7
     assert "Translate comments to French." in req.messages[0]["content"]
     assert apply_text_edits(text, edits_for(resolved.edit, uri)) == (
-        "def f():\n    # compute the answer to everything here\n    # calculer la réponse à tout ici\n    return 42\n")
+        "def f():\n    # compute the answer to everything here\n    # calculer la réponse à tout ici\n"
+        "    return 42\n")
     # hapa.agent.run on a range replaces it and applies the edit through workspace/applyEdit.
     fake.queue("```python\nreturn int('42')\n```")
     result = await run(editor, "hapa.agent.run", {"name": "Security review", "uri": uri, "stream": False,

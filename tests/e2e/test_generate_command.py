@@ -1,4 +1,5 @@
-"""hapa.generateCode over workspace/executeCommand: fields, applying edits, streaming progress, cancellation, profiles."""
+"""hapa.generateCode over workspace/executeCommand: fields, applying edits, streaming progress, cancellation,
+profiles, validation, the cache and the CLI."""
 
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ async def test_streaming_reports_progress_and_chunks(editor, fake):
     texts = [field(c, "text") for c in editor.chunks]
     assert len(texts) >= 2 and all(b.startswith(a) for a, b in zip(texts, texts[1:]))
     assert texts[-1] == ANSWER and field(editor.chunks[-1], "done") is True
-    assert len({field(c, "request_id") for c in editor.chunks}) == 1
+    assert {field(c, "request_id") for c in editor.chunks} == {result["request_id"]}
 
 
 async def test_server_creates_a_progress_token_when_the_client_sends_none(editor, fake):
@@ -281,7 +282,8 @@ async def test_profile_from_settings_is_used_by_default(fake, tmp_path):  # its 
 
 
 async def test_code_that_does_not_parse_is_repaired_once(editor, fake):
-    fake.queue("```python\ndef total(xs)\n    return sum(xs)\n```", "```python\ndef total(xs):\n    return sum(xs)\n```")
+    fake.queue("```python\ndef total(xs)\n    return sum(xs)\n```",
+               "```python\ndef total(xs):\n    return sum(xs)\n```")
     result = await run(editor, "hapa.generateCode", {"user_question": "total of a list", "stream": False})
     assert result["status"] == "success" and result["repaired"] is True
     assert result["generated_code"] == "def total(xs):\n    return sum(xs)"
