@@ -171,7 +171,7 @@ class ContextEngine:
         jedi_ok = (ctx.facts and language == "python" and len(cur.text) <= ctx.jedi_max_bytes
                    and not is_excluded(path, ctx.exclude_globs))
         if jedi_ok:
-            uses = find_uses(cur.text, cur.line, cur.character)
+            uses = find_uses(cur.text, cur.line, cur.character, imports=self.facts.imports_for(uri))
             uses.uses = self.facts.rerank(uri, uses.uses, cur.line)
             facts, missing = self.facts.known(uri, uses.uses)
         t2 = time.perf_counter()

@@ -13,6 +13,7 @@ import asyncio
 import builtins
 import keyword
 import math
+import os
 import re
 import threading
 import time
@@ -38,6 +39,7 @@ _BINDING = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?::[^=\n]+
 
 # How long one resolution job may keep the jedi thread, even after the caller's time box ended.
 JOB_CAP_S = 0.12
+SLOW_PER_JOB = 2
 _TTL_S = 300.0
 _MAX_ENTRIES = 4000
 
@@ -53,6 +55,7 @@ class Use:
     count: int = 1
     imported: bool = False
     slow: bool = False  # an attribute of a local value: jedi must infer its type (not waited for)
+    module: str = ""  # for imported names: the module they are imported from
 
     @property
     def rank(self) -> float:
@@ -112,43 +115,64 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
-def _imports(lines: list[str], limit: int = 3000) -> dict[str, tuple[int, int]]:
-    """Names bound by module-level imports -> (line, column) of the name in its import statement."""
-    out: dict[str, tuple[int, int]] = {}
-    i = 0
-    n = min(len(lines), limit)
-    while i < n:
-        ln = lines[i]
-        if "import" not in ln:
-            i += 1
+_FROM_HEAD = re.compile(r"[ \t]*from[ \t]+[\w.]+[ \t]+$")
+
+
+def imports_of(text: str) -> dict[str, tuple[int, int, str]]:
+    """Names bound by the imports of ``text`` -> (line, column, module imported from)."""
+    return _imports(text.split("\n"), text)
+
+
+def _imports(lines: list[str], text: str | None = None) -> dict[str, tuple[int, int, str]]:
+    """Names bound by imports -> (line, column of the name in its import statement, module imported from)."""
+    out: dict[str, tuple[int, int, str]] = {}
+    if text is None:
+        text = "\n".join(lines)
+    # str.find locates the few "import" words at C speed; only their lines are looked at in Python.
+    rows: list[int] = []
+    row = last = 0
+    pos = text.find("import")
+    while pos != -1:
+        ls = text.rfind("\n", 0, pos) + 1
+        head = text[ls:pos]
+        if not head.strip() or _FROM_HEAD.match(head):
+            row += text.count("\n", last, ls)
+            last = ls
+            rows.append(row)
+        nl = text.find("\n", pos)
+        if nl == -1:
+            break
+        pos = text.find("import", nl)
+    skip_to = -1
+    for i in rows:
+        if i <= skip_to or i >= len(lines):
             continue
+        ln = lines[i]
         m = _IMPORT_FROM.match(ln)
         if m:
+            module = m.group(1)
             # Parenthesised imports span lines: gather them until the closing bracket.
             body_lines = [(i, ln)]
             if "(" in ln and ")" not in ln:
                 j = i + 1
-                while j < len(lines) and ")" not in lines[j - 1]:
+                while j < len(lines) and ")" not in lines[j - 1] and j - i < 200:
                     body_lines.append((j, lines[j]))
                     j += 1
-                i = j - 1
-            for row, text in body_lines:
-                seg_start = text.find(" import ") + 8 if row == body_lines[0][0] else 0
-                if row != body_lines[0][0] and text.lstrip().startswith(("from ", "import ")):
-                    break
-                for mm in re.finditer(r"([A-Za-z_]\w*)(?:\s+as\s+([A-Za-z_]\w*))?", text[seg_start:].split("#")[0]):
+                skip_to = j - 1
+            for r, seg in body_lines:
+                seg_start = seg.find(" import ") + 8 if r == i else 0
+                for mm in re.finditer(r"([A-Za-z_]\w*)(?:\s+as\s+([A-Za-z_]\w*))?", seg[seg_start:].split("#")[0]):
                     bound = mm.group(2) or mm.group(1)
                     col = seg_start + (mm.start(2) if mm.group(2) else mm.start(1))
                     if bound != "import":
-                        out[bound] = (row, col)
+                        out[bound] = (r, col, module)
         else:
             m2 = _IMPORT.match(ln)
             if m2:
                 for mm in re.finditer(r"([\w.]+)(?:\s+as\s+(\w+))?", m2.group(2)):
                     bound = mm.group(2) or mm.group(1).split(".")[0]
                     col = m2.start(2) + (mm.start(2) if mm.group(2) else mm.start(1))
-                    out[bound] = (i, col)
-        i += 1
+                    out[bound] = (i, col, mm.group(1))
     return out
 
 
@@ -209,8 +233,30 @@ def class_outline(lines: list[str], class_row: int, path: str, max_methods: int 
     return Fact(path, class_row + 1, name, "class", "\n".join(parts), source="class-outline")
 
 
-def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 20) -> Uses:
-    """Names used in the enclosing function and near the cursor, ranked; imports and ``self.`` included."""
+_OUTLINES: OrderedDict[tuple[str, int, int], tuple[float, Fact]] = OrderedDict()
+
+
+def _cached_outline(lines: list[str], class_row: int) -> Fact:
+    """The class outline, recomputed at most every 2 s per class (a big class costs a millisecond to scan)."""
+    key = (lines[class_row], class_row, len(lines))
+    hit = _OUTLINES.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < 2.0:
+        return hit[1]
+    fact = class_outline(lines, class_row, "")
+    _OUTLINES[key] = (now, fact)
+    while len(_OUTLINES) > 64:
+        _OUTLINES.popitem(last=False)
+    return fact
+
+
+def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 20,
+              imports: dict[str, tuple[int, int, str]] | None = None) -> Uses:
+    """Names used in the enclosing function and near the cursor, ranked; imports and ``self.`` included.
+
+    ``imports`` may be a recent ``imports_of(text)`` (the facts job keeps one per document): import rows may
+    be stale by a few keystrokes, which only affects ranking; resolution re-reads the job's own text.
+    """
     lines = text.split("\n")
     if not lines:
         return Uses([])
@@ -234,8 +280,9 @@ def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 2
                 break
         klass = _enclosing(lines, fstart, find, _CLASS) if find else None
         if klass is not None:
-            outline = class_outline(lines, klass[0], "")
-    imports = _imports(lines)
+            outline = _cached_outline(lines, klass[0])
+    if imports is None:
+        imports = _imports(lines, text)
     local: set[str] = set()
     if func is not None:
         header = lines[func[0]]
@@ -288,25 +335,26 @@ def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 2
                 _add(found, expr, i, m.start(1) + len(head) + 1, row, imports, slow=head in local)
     # Every other import of the file, resolved at its import statement, after everything used nearby.
     far = 1000
-    for name, (irow, icol) in imports.items():
+    for name, (irow, icol, _module) in imports.items():
         if name not in found and name not in _SKIP:
-            found[name] = Use(name, irow, icol, far, 1, True)
+            found[name] = Use(name, irow, icol, far, 1, True, module=_module)
             far += 1
     uses = sorted(found.values(), key=lambda u: u.rank)
     return Uses(uses, outline, start)
 
 
 def _add(found: dict[str, Use], expr: str, line: int, col: int, row: int,
-         imports: dict[str, tuple[int, int]] | None = None, slow: bool = False) -> None:
+         imports: dict[str, tuple[int, int, str]] | None = None, slow: bool = False) -> None:
     dist = abs(row - line)
     u = found.get(expr)
     if u is None:
-        imported = bool(imports) and expr.split(".")[0] in imports
-        found[expr] = Use(expr, line, col, dist, 1, imported, slow)
+        # Where an imported name comes from: a module whose file is excluded is never resolved (never read).
+        src = imports.get(expr.split(".")[0]) if imports else None
+        found[expr] = Use(expr, line, col, dist, 1, src is not None, slow, src[2] if src else "")
+    elif dist < u.dist:
+        found[expr] = Use(expr, line, col, dist, u.count + 1, u.imported, u.slow, u.module)
     else:
-        if dist < u.dist:
-            u = replace(u, line=line, col=col, dist=dist)
-        found[expr] = replace(u, count=u.count + 1)
+        found[expr] = Use(u.expr, u.line, u.col, u.dist, u.count + 1, u.imported, u.slow, u.module)
 
 
 def first_doc_line(doc: str) -> str:
@@ -403,9 +451,17 @@ class FactsEngine:
         self._pending: dict[tuple[str, str], tuple[str, str, str | None, list[Use]]] = {}
         self._jobs: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._started: set[tuple[str, str]] = set()
-        # Per document: the lines where each imported name is used (refreshed by resolution jobs).
+        # Per document: the lines where each imported name is used, and the imports themselves (refreshed by
+        # resolution jobs, so that a keystroke does not rescan the whole file).
         self._usage: dict[str, dict[str, list[int]]] = {}
+        self._imports: dict[str, dict[str, tuple[int, int, str]]] = {}
+        self._job_s: dict[str, float] = {}
+
         self.stats = {"resolved": 0, "jobs": 0, "job_ms": 0.0}
+
+    def imports_for(self, uri: str) -> dict[str, tuple[int, int, str]] | None:
+        """The imports of ``uri`` as the last resolution job saw them (None before the first job)."""
+        return self._imports.get(uri)
 
     # ---- cache ----------------------------------------------------------------------------------------------
     def _get(self, uri: str, expr: str) -> tuple[Fact, ...] | None:
@@ -430,6 +486,7 @@ class FactsEngine:
         """Drop a document's cached resolutions (it was closed)."""
         with self._lock:
             self._usage.pop(uri, None)
+            self._imports.pop(uri, None)
             for k in [k for k in self._cache if k[0] == uri]:
                 del self._cache[k]
 
@@ -442,10 +499,11 @@ class FactsEngine:
             if facts is None:
                 missing.append(u)
                 continue
+            r = u.rank
             for f in facts:
                 prev = best.get(f.key)
-                if prev is None or u.rank < prev.rank:
-                    best[f.key] = replace(f, rank=u.rank)
+                if prev is None or r < prev.rank:
+                    best[f.key] = Fact(f.path, f.line, f.name, f.kind, f.text, r, f.source)
         return sorted(best.values(), key=lambda f: f.rank), missing
 
     # ---- resolution (jedi thread) ---------------------------------------------------------------------------
@@ -490,15 +548,25 @@ class FactsEngine:
         for u in uses:
             rows = usage.get(u.expr) if u.dist >= 1000 else None
             if rows is not None:
-                # Uses on the cursor's own line are being typed: they do not count.
-                others = [r for r in rows if r != row and r != u.line]
-                if others:
-                    k = bisect.bisect_left(others, row)
-                    near = min(abs(others[j] - row) for j in (k - 1, k) if 0 <= j < len(others))
-                    u = replace(u, dist=near + 20, count=len(others))
+                # Uses on the cursor's own line are being typed, and the import line is no use: neither counts.
+                skip = (row, u.line)
+                k = bisect.bisect_left(rows, row)
+                near = None
+                lo, hi = k - 1, k
+                while lo >= 0 and rows[lo] in skip:
+                    lo -= 1
+                while hi < len(rows) and rows[hi] in skip:
+                    hi += 1
+                for j in (lo, hi):
+                    if 0 <= j < len(rows):
+                        d = abs(rows[j] - row)
+                        near = d if near is None else min(near, d)
+                n = len(rows) - sum(1 for x in skip if x in rows)
+                if near is not None:
+                    u = Use(u.expr, u.line, u.col, near + 20, max(1, n), u.imported, u.slow, u.module)
                 else:
                     # Imported but not used yet: what the user is about to write is the likeliest use.
-                    u = replace(u, dist=30)
+                    u = Use(u.expr, u.line, u.col, 30, u.count, u.imported, u.slow, u.module)
             out.append(u)
         out.sort(key=lambda x: x.rank)
         return out
@@ -509,6 +577,12 @@ class FactsEngine:
         if not todo:
             return
         t0 = time.perf_counter()
+        fresh = imports_of(text)
+        with self._lock:
+            self._imports[uri] = fresh
+        # Imports not used near the cursor are resolved at their import statement, as it is in this text.
+        todo = [replace(u, line=fresh[u.expr][0], col=fresh[u.expr][1]) if u.dist >= 1000 and u.expr in fresh
+                else u for u in todo]
         import jedi
 
         project = self.runner._project(root) if hasattr(self.runner, "_project") else None
@@ -522,6 +596,9 @@ class FactsEngine:
             if k and time.perf_counter() > deadline:
                 break
             facts: list[Fact] = []
+            if u.module and self._module_excluded(u.module, path, root):
+                self._put(uri, u.expr, ())  # jedi would have to read an excluded file: it is not asked to
+                continue
             try:
                 names = script.goto(u.line + 1, u.col, follow_imports=True)
                 for n in names[:2]:
@@ -533,7 +610,33 @@ class FactsEngine:
             self._put(uri, u.expr, tuple(facts))
             self.stats["resolved"] += 1
         self.stats["jobs"] += 1
-        self.stats["job_ms"] += (time.perf_counter() - t0) * 1000
+        took = time.perf_counter() - t0
+        self.stats["job_ms"] += took * 1000
+        # Per document, how long a job takes (parse + a few names), smoothed: decides whether waiting pays.
+        per_name = took / max(1, min(len(todo), k + 1))
+        est = took - per_name * max(0, min(len(todo), k + 1) - 2)  # parse plus two names
+        prev = self._job_s.get(uri)
+        self._job_s[uri] = est if prev is None else 0.5 * prev + 0.5 * est
+
+    def _module_excluded(self, module: str, path: str, root: str | None) -> bool:
+        """True when the file a module name points to (in the workspace or next to the document) is excluded."""
+        if not self.exclude_globs:
+            return False
+        dots = len(module) - len(module.lstrip("."))
+        rel = module.lstrip(".").replace(".", "/")
+        bases = []
+        if dots and path:
+            base = os.path.dirname(path)
+            for _ in range(dots - 1):
+                base = os.path.dirname(base)
+            bases.append(base)
+        elif root:
+            bases.append(root)
+        for base in bases:
+            for cand in (f"{base}/{rel}.py", f"{base}/{rel}/__init__.py", f"{base}/{rel}"):
+                if is_excluded(cand, self.exclude_globs):
+                    return True
+        return is_excluded(rel + ".py", self.exclude_globs) or is_excluded(rel + "/", self.exclude_globs)
 
     async def resolve(self, uri: str, path: str, root: str | None, text: str, uses: list[Use], *,
                       timeout: float, still_wanted: Callable[[], bool] = lambda: True, wait_slow: bool = False
@@ -547,9 +650,18 @@ class FactsEngine:
         # after the cheap names, and never waited for.
         waits = []
         if fast:
-            waits.append(self._submit((uri, "fast"), (text, path, root, fast), still_wanted))
-        if slow:
-            job = self._submit((uri, "slow"), (text, path, root, slow), still_wanted)
+            job = self._submit((uri, "fast"), (text, path, root, fast), still_wanted)
+            # Waiting is worth it only for names from other files, and only when this document's jobs have been
+            # fast enough to finish inside the box (jedi parses a 2,700-line file in ~50 ms): otherwise the
+            # request goes now and the results serve the next keystroke.
+            expected = self._job_s.get(uri, 0.0)
+            if wait_slow or (any(u.imported for u in fast) and expected <= timeout):
+                waits.append(job)
+        if slow and (wait_slow or not self._busy()):
+            # Only when the jedi thread has nothing else queued, a couple at a time: one inference can take
+            # 100+ ms, and the next keystroke's cheap names must not wait behind it.
+            job = self._submit((uri, "slow"), (text, path, root, slow if wait_slow else slow[:SLOW_PER_JOB]),
+                               still_wanted)
             if wait_slow:
                 waits.append(job)
         if timeout <= 0 or not waits:
@@ -558,6 +670,9 @@ class FactsEngine:
             await asyncio.wait_for(asyncio.shield(asyncio.gather(*waits)), timeout)
         except TimeoutError:
             pass
+
+    def _busy(self) -> bool:
+        return any(not j.done() for j in self._jobs.values())
 
     def _submit(self, key: tuple[str, str], snap: tuple[str, str, str | None, list[Use]],
                 still_wanted: Callable[[], bool]) -> asyncio.Future[Any]:

@@ -179,3 +179,11 @@ async def test_time_box_returns_what_is_ready_and_the_next_keystroke_has_the_res
     second = await ce.build(**kw, time_box_ms=0)
     assert second.facts_missing == 0
     assert "def load_invoices" in second.prompt.text()
+
+
+async def test_names_imported_from_excluded_modules_are_not_resolved(workspace, runner):
+    built, ce = await _built(workspace, runner)
+    uri = (workspace / "shop" / "service.py").as_uri()
+    assert ce.facts._get(uri, "signing_key") == ()  # answered "no facts" without asking jedi to read the file
+    assert ce.facts._module_excluded(".secrets.keys", str(workspace / "shop" / "service.py"), str(workspace))
+    assert not ce.facts._module_excluded("shop.models", str(workspace / "shop" / "service.py"), str(workspace))
