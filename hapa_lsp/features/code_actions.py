@@ -70,9 +70,23 @@ def comment_block(lines: list[str], row: int) -> Target | None:
             len(lines[end + 1]) - len(lines[end + 1].lstrip()) == indent and not _TODO.match(lines[end + 1]):
         end += 1
     words = " ".join(_comment_text(lines[i]) or "" for i in range(start, end + 1)).split()
-    if len(words) < 3:
+    if len(words) < 3 or _commented_out_code(lines, start, end):
         return None
     return Target("comment", start, end)
+
+
+def _commented_out_code(lines: list[str], start: int, end: int) -> bool:
+    """True for ``# total = sum(prices)``: code switched off, not a description of code to write."""
+    import ast
+
+    text = "\n".join(_comment_text(lines[i]) or "" for i in range(start, end + 1))
+    if not any(c in text for c in "=()[]:"):
+        return False
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):
+        return False
+    return True
 
 
 def _indent(line: str) -> int:

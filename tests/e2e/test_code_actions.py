@@ -117,6 +117,8 @@ async def test_actions_are_offered_only_where_they_make_sense(editor, fake, work
     assert titles(await actions_at(editor, uri, (0, 3))) == [FILE_AGENT]
     assert titles(await actions_at(editor, uri, (5, 10))) == [FILE_AGENT]  # ordinary code
     assert titles(await actions_at(editor, uri, (17, 10))) == [FILE_AGENT]  # a def whose body is real code
+    open_doc(editor, uri_in(workspace, "off.py"), "x = 1\n# total = sum(prices.values())\n# print(total)\n")
+    assert titles(await actions_at(editor, uri_in(workspace, "off.py"), (1, 4))) == [FILE_AGENT]  # code, off
     assert titles(await actions_at(editor, uri, (8, 12), only=["refactor.rewrite.hapa.generate"])) == [
         "hapa: Generate code from comment"]
     selection = await actions_at(editor, uri, (4, 4), (6, 0))
