@@ -315,6 +315,9 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
         d_indent = g.indent_of(first)
         stub = stub_at(lines, rng.start.line)
         if re.search(r"^\s*(async\s+)?def\s", code, re.M) or stub is None:
+            if rng.start.line > 0 and lines[rng.start.line - 1].strip().startswith("@"):
+                # The file's decorators stay above the def; drop the copies a model tends to repeat.
+                code = re.sub(r"\A(?:[ \t]*@[^\n]*\n)+", "", code)
             edit = types.TextEdit(rng, generation.reindent(code, d_indent))
         else:
             _, _, stmt = stub

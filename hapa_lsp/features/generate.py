@@ -543,7 +543,8 @@ def register(server: HapaServer) -> None:
 
                     s = ls.settings.context
                     cur = split_at(doc.source, pos.line, pos.character, position_encoding(ls))
-                    win = budget_window(cur, max_tokens=s.max_prompt_tokens, prefix_ratio=s.prefix_ratio,
+                    budget = getattr(s, "generation_max_prompt_tokens", s.max_prompt_tokens) // 2
+                    win = budget_window(cur, max_tokens=budget, prefix_ratio=s.prefix_ratio,
                                         chars_per_token=s.chars_per_token)
                     code_context = win.prefix + win.suffix
             elif "position" in a:

@@ -156,7 +156,7 @@ async def test_stub_action_replaces_the_function_keeping_decorators(editor, fake
             "\n\nx = 1\n")
     open_doc(editor, uri, text)
     action = (await actions_at(editor, uri, (4, 10)))[0]
-    fake.queue("```python\ndef discount(total: float, rate: float) -> float:\n"
+    fake.queue("```python\n@staticmethod\ndef discount(total: float, rate: float) -> float:\n"
                "    \"\"\"Return the total after the discount rate.\"\"\"\n    return total * (1 - rate)\n```")
     resolved = await editor.code_action_resolve_async(action)
     new = apply_text_edits(text, edits_for(resolved.edit, uri))
