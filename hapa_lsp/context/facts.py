@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 from hapa_lsp.context import is_excluded
 
+# Modules every code model knows by heart: their facts would only take budget from the project's own code.
+_KNOWN_MODULES = frozenset({"__future__", "typing", "typing_extensions", "collections.abc", "abc"})
 _SKIP = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | {"self", "cls", "match", "case", "_", "type"}
 _CHAIN = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
 _STRING = re.compile(r"""(?:[rbfuRBFU]{0,2})(?:'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*")""",
@@ -336,7 +338,7 @@ def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 2
     # Every other import of the file, resolved at its import statement, after everything used nearby.
     far = 1000
     for name, (irow, icol, _module) in imports.items():
-        if name not in found and name not in _SKIP:
+        if name not in found and name not in _SKIP and _module not in _KNOWN_MODULES:
             found[name] = Use(name, irow, icol, far, 1, True, module=_module)
             far += 1
     uses = sorted(found.values(), key=lambda u: u.rank)
@@ -350,6 +352,8 @@ def _add(found: dict[str, Use], expr: str, line: int, col: int, row: int,
     if u is None:
         # Where an imported name comes from: a module whose file is excluded is never resolved (never read).
         src = imports.get(expr.split(".")[0]) if imports else None
+        if src is not None and src[2] in _KNOWN_MODULES:
+            return
         found[expr] = Use(expr, line, col, dist, 1, src is not None, slow, src[2] if src else "")
     elif dist < u.dist:
         found[expr] = Use(expr, line, col, dist, u.count + 1, u.imported, u.slow, u.module)
@@ -426,7 +430,10 @@ def render(name: Any) -> Fact | None:
             params = sigs[0].to_string()
             params = params[params.find("(") + 1:]
             params = params[:-1] if params.endswith(")") else params
-            params = params[:300]
+            if len(params) > 300:
+                # Cut at a parameter boundary: a half parameter would teach the model a wrong signature.
+                cut = params.rfind(", ", 0, 300)
+                params = (params[:cut] if cut > 0 else params[:300]) + ", ..."
             parts.append(f"    def __init__(self{', ' if params.strip() else ''}{params}): ...")
         text = "\n".join(parts)
     else:

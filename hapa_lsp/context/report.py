@@ -30,6 +30,10 @@ def add_parser(sub: Any) -> None:
 
 
 def _root_for(path: Path) -> str:
+    parts = path.parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            return str(Path(*parts[:parts.index(marker) + 1]))
     for d in [path.parent, *path.parent.parents]:
         if (d / ".git").exists() or (d / "pyproject.toml").exists() or (d / "setup.py").exists():
             return str(d)
