@@ -305,7 +305,10 @@ class Engine:
                 break
             debounce = self.debounce_seconds(uri) if not invoked else 0.0
             # Facts not cached yet are resolved on the jedi thread during the debounce, within the time box.
-            waits = [ctx.complete(req)] + ([asyncio.sleep(debounce)] if debounce > 0 else [])
+            gen = st.generation
+            # A keystroke after this request makes its jedi work stale: skip it instead of queueing it.
+            waits = [ctx.complete(req, still_wanted=lambda: st.generation == gen)] + (
+                [asyncio.sleep(debounce)] if debounce > 0 else [])
             if not (await asyncio.gather(*waits))[0]:
                 break
             built = ctx.assemble(req)
