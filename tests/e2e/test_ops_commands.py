@@ -189,3 +189,30 @@ async def test_errors_get_by_id(fake: FakeModelServer, tmp_path: Path):
         assert (await failing_command(client, "hapa.errors.get", "not-an-id"))["code"] == "E4001"
     finally:
         await stop_client(client)
+
+
+ANSWER = "```python\ndef add(a, b):\n    return a + b\n```\nAdds two numbers."
+
+
+async def test_generation_retried_after_a_transient_failure_then_rate_limited(fake: FakeModelServer, tmp_path: Path):
+    rules = json.dumps({"hapa.generateCode": "2/minute"})
+    client = await start_client(fake, root=tmp_path, env=ops_env(
+        tmp_path, HAPA_RATE_LIMITS_RULES=rules, HAPA_RESILIENCE_RETRY_MAX_WAIT="0.2"))
+    try:
+        url = await sidecar_url(client)
+        fake.fail_next("500")
+        fake.queue(ANSWER)
+        result = await command(client, "hapa.generateCode", {"user_question": "add two numbers", "stream": False})
+        assert result["status"] == "success" and "return a + b" in result["generated_code"]
+        assert [r.path for r in fake.requests] == ["/api/chat", "/api/chat"]  # failed once, retried once
+        fake.queue(ANSWER)
+        await command(client, "hapa.generateCode", {"user_question": "add two numbers again", "stream": False})
+        data = await failing_command(client, "hapa.generateCode", {"user_question": "and again", "stream": False})
+        assert data["code"] == "E4004" and 0 < data["retry_after"] <= 60
+        assert len(fake.requests) == 3  # the refused call never reached the model
+        async with httpx.AsyncClient(trust_env=False) as http:
+            smp = samples((await http.get(f"{url}/metrics")).text)
+        assert value(smp, "hapa_upstream_retries_total", model="qwen2.5-coder:7b-instruct", code="E5009") == 1
+        assert value(smp, "hapa_requests_total", method="hapa.generateCode", status="rejected") == 1
+    finally:
+        await stop_client(client)
