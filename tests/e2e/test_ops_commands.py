@@ -216,3 +216,31 @@ async def test_generation_retried_after_a_transient_failure_then_rate_limited(fa
         assert value(smp, "hapa_requests_total", method="hapa.generateCode", status="rejected") == 1
     finally:
         await stop_client(client)
+
+
+async def test_old_incidents_are_pruned_at_start(fake: FakeModelServer, tmp_path: Path):
+    import time as _time
+
+    from hapa_lsp import errors
+    from hapa_lsp.store import Store
+
+    db = tmp_path / "hapa.db"
+    store = Store(str(db)).open()
+    old, recent = errors.HapaError("old", code="E5004"), errors.HapaError("recent", code="E5004")
+    for err, age_days in ((old, 8), (recent, 6)):
+        store.execute("INSERT INTO incidents (incident_id, error_code, method, created_at) VALUES (?, ?, ?, ?)",
+                      (err.incident_id, err.code, "protocol", _time.time() - age_days * 86400))
+    store.close()
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, ERROR_RETENTION_DAYS="7"))
+    try:
+        for _ in range(100):
+            health = await command(client, "hapa.health")
+            if health["last_cleanup"]:
+                break
+            await asyncio.sleep(0.05)
+        assert health["last_cleanup"].endswith("Z")
+        assert (await command(client, "hapa.errors.get", recent.incident_id))["status"] == "open"
+        gone = await failing_command(client, "hapa.errors.get", old.incident_id)
+        assert gone["code"] == "E4001" and "kept 7 days" in gone["detail"]
+    finally:
+        await stop_client(client)
