@@ -142,7 +142,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def replay(path: Path, latency: float, interval: float, mode: str, log_file: str,
-                 line_pause: float = 0.4) -> dict:
+                 line_pause: float = 0.4, extra_env: dict[str, str] | None = None) -> dict:
     """One run: open the file without the chosen function's body and type the body back."""
     original = path.read_text()
     lines = original.split("\n")
@@ -167,7 +167,7 @@ async def replay(path: Path, latency: float, interval: float, mode: str, log_fil
 
     fake.script(answer)
     env = {**os.environ, "HAPA_BACKEND_ENDPOINT": fake.url, "HAPA_LOGGING_FILE": log_file,
-           "HAPA_LOGGING_FORMAT": "json", "HAPA_LOGGING_LEVEL": "INFO"}
+           "HAPA_LOGGING_FORMAT": "json", "HAPA_LOGGING_LEVEL": "INFO", **(extra_env or {})}
     client, init_s = await start([sys.executable, "-m", "hapa_lsp"], env)
     uri = path.as_uri()
     client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
@@ -258,6 +258,10 @@ async def main() -> None:
     ap.add_argument("--latency", type=float, default=0.15)
     ap.add_argument("--interval", type=float, default=0.03)
     ap.add_argument("--line-pause", type=float, default=0.4)
+    ap.add_argument("--modes", default="inline,completion", help="comma-separated: inline, completion")
+    ap.add_argument("--files", default="", help="only files whose label contains this text")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra server environment, e.g. HAPA_CONTEXT_FACTS=false (repeatable)")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; model latency "
           f"{args.latency * 1000:.0f} ms; {args.interval * 1000:.0f} ms per character, {args.line_pause * 1000:.0f} ms "
@@ -270,13 +274,18 @@ async def main() -> None:
         ours.append(t * 1000)
     print(f"initialize response: hapa-lsp {statistics.median(ours):.0f} ms, do-nothing pygls server "
           f"{statistics.median(base):.0f} ms (difference {statistics.median(ours) - statistics.median(base):+.0f} ms)")
-    for mode in ("inline", "completion"):
+    extra_env = dict(e.split("=", 1) for e in args.env)
+    if extra_env:
+        print(f"server environment: {extra_env}")
+    for mode in args.modes.split(","):
         for label, path in FILES.items():
+            if args.files not in label:
+                continue
             runs = []
             for _ in range(args.runs):
                 with tempfile.TemporaryDirectory() as tmp:
                     runs.append(await replay(path, args.latency, args.interval, mode,
-                                             os.path.join(tmp, "server.log"), args.line_pause))
+                                             os.path.join(tmp, "server.log"), args.line_pause, extra_env))
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             print(f"\n[{mode} request per keystroke] {label}, {med['keystrokes']:.0f} keystrokes")
             print(f"  upstream calls per keystroke      {med['calls_per_keystroke']:.3f}   (target <= 0.25)")

@@ -44,14 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
+    """Logging from the flags and the environment only: the settings tree is loaded after the
+    initialize response, and logging is reconfigured then if the settings say otherwise."""
     import os
 
-    from hapa_lsp import config, log
+    from hapa_lsp import log
 
-    settings, _ = config.load(environ=os.environ)
-    lg = settings.logging
-    log.configure(args.log_level or lg.level, args.log_file if args.log_file is not None else lg.file,
-                  args.log_format or lg.format, lg.max_bytes, lg.backups)
+    env = os.environ
+    level = args.log_level or env.get("HAPA_LOGGING_LEVEL") or env.get("LOG_LEVEL") or "INFO"
+    file = args.log_file if args.log_file is not None else env.get("HAPA_LOGGING_FILE", "")
+    fmt = args.log_format or env.get("HAPA_LOGGING_FORMAT") or "console"
+    if level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        level = "INFO"  # the settings tree reports the bad value (E4009) once the editor is connected
+    log.configure(level, file, fmt if fmt in ("console", "json") else "console")
+    log.set_cli_overrides(level=args.log_level, file=args.log_file, fmt=args.log_format)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,6 +72,18 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
+def set_cli_overrides(*, level: str | None, file: str | None, fmt: str | None) -> None:
+    """Remember the command-line logging flags: they win over settings applied later."""
+    _state["cli"] = {"level": level, "file": file, "fmt": fmt}
+
+
+def configure_from_settings(lg: Any) -> None:
+    """Apply the ``hapa.logging`` settings section, keeping what the command line fixed."""
+    cli = _state.get("cli") or {}
+    configure(cli.get("level") or lg.level, cli.get("file") if cli.get("file") is not None else lg.file,
+              cli.get("fmt") or lg.format, lg.max_bytes, lg.backups)
+
+
 def configure(level: str = "INFO", file: str = "", fmt: str = "console", max_bytes: int = 50 * 1024 * 1024,
               backups: int = 3) -> None:
     """Route all logging (ours, pygls', httpx') to stderr or a rotating file; never stdout."""

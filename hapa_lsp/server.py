@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
@@ -16,7 +16,9 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from hapa_lsp import __version__, errors
-from hapa_lsp.config import ConfigProblem, Settings
+
+if TYPE_CHECKING:
+    from hapa_lsp.config import ConfigProblem, Settings
 
 STATUS = "hapa/status"
 
@@ -110,7 +112,8 @@ class HapaServer(LanguageServer):
 
     def __init__(self, **kwargs: Any):
         super().__init__("hapa-lsp", __version__, protocol_cls=HapaProtocol, **kwargs)
-        self.settings = Settings()
+        # The settings tree is built when first needed (after the initialize response), not at start.
+        self._settings: Settings | None = None
         self._env_layer: dict[str, Any] | None = None
         self.init_options: Any = None
         self.workspace_settings: Any = None
@@ -164,6 +167,19 @@ class HapaServer(LanguageServer):
         return self._jedi
 
     # ---- settings -------------------------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        """The effective settings (defaults until the layers have been applied)."""
+        if self._settings is None:
+            from hapa_lsp.config import Settings
+
+            self._settings = Settings()
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        self._settings = value
+
     def apply_settings(self, *, init_options: Any = None, workspace: Any = None, environ: Any = None) -> list[
             ConfigProblem]:
         """Re-merge every layer, apply the result, and report what was wrong (once per change)."""
@@ -181,8 +197,7 @@ class HapaServer(LanguageServer):
         log.register_secret(settings.sidecar.api_key)
         log.register_secret(settings.redis.url)
         if old.logging != settings.logging:
-            lg = settings.logging
-            log.configure(lg.level, lg.file, lg.format, lg.max_bytes, lg.backups)
+            log.configure_from_settings(settings.logging)
         if self._engine is not None:
             self._engine.update_settings(settings)
         # Each layer is re-merged on every change; tell the user about a problem once, not on every re-read.

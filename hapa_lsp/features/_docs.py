@@ -20,6 +20,19 @@ def open_document(ls: HapaServer, uri: str) -> TextDocument:
     return doc
 
 
+class LazyModule:
+    """A module imported on first attribute access: feature modules register their handlers at start
+    without paying for what those handlers import until one of them runs."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
 def bind_request(request_id: str, method: str) -> None:
     """Bind the request id to every log line written while handling this request (pygls runs each
     message in its own contextvars context, and tasks the handler starts inherit it)."""

@@ -513,8 +513,10 @@ def _guard(ls: HapaServer, command: str, exc: errors.HapaError):
 
 def register(server: HapaServer) -> None:
     """Register the generation, agent, validation, history and feedback commands."""
-    from hapa_lsp import generation, history
-    from hapa_lsp.features._docs import language_of, open_document, position_encoding
+    from hapa_lsp.features._docs import LazyModule, language_of, open_document, position_encoding
+
+    generation = LazyModule("hapa_lsp.generation")
+    history = LazyModule("hapa_lsp.history")
 
     @server.command(GENERATE)
     async def generate_code(ls: HapaServer, *args: Any) -> dict[str, Any]:

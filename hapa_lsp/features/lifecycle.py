@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
-from hapa_lsp.config import SECTION
+# hapa_lsp.config.SECTION, spelled out so the settings tree is built after the initialize response.
+SECTION = "hapa"
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
@@ -46,10 +47,13 @@ def register(server: HapaServer) -> None:
             from pygls.uris import to_fs_path
 
             ls.root_path = to_fs_path(params.root_uri)
-        ls.apply_settings(init_options=params.initialization_options)
+        # Settings are applied in `initialized`: building and validating the tree is not worth
+        # keeping the editor waiting for the initialize response.
+        ls.init_options = params.initialization_options
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: HapaServer, params: types.InitializedParams) -> None:
+        ls.apply_settings()
         # The context engine reads open documents, the jedi thread and the workspace root through the engine.
         eng = ls.engine
         eng.workspace, eng.jedi, eng.root_path = ls.workspace, ls.jedi, ls.root_path

@@ -69,6 +69,7 @@ def test_log_file_gets_the_logs_and_stdout_only_the_protocol(tmp_path):
                        "params": {"processId": None, "rootUri": None, "capabilities": {},
                                   "initializationOptions": {"backend": {"kind": "bad"}}}}).encode()
     exit_msgs = b"".join(b"Content-Length: %d\r\n\r\n" % len(m) + m for m in (
+        json.dumps({"jsonrpc": "2.0", "method": "initialized", "params": {}}).encode(),
         json.dumps({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}).encode(),
         json.dumps({"jsonrpc": "2.0", "method": "exit"}).encode()))
     proc = subprocess.run([sys.executable, "-m", "hapa_lsp", "--log-file", str(log), "--log-level", "INFO"],

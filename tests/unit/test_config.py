@@ -62,3 +62,9 @@ def test_secrets_are_masked_and_not_in_repr():
     assert rows["hapa.backend.apiKey"]["secret"] is True
     assert rows["hapa.backend.kind"]["enum"] == ["ollama", "openai"]
     assert all(r["description"] for r in rows.values())
+
+
+def test_lifecycle_asks_for_the_settings_section():
+    from hapa_lsp.features import lifecycle
+
+    assert lifecycle.SECTION == config.SECTION
