@@ -17,8 +17,15 @@ def _hostport(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT or PORT, got {value!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used by tests and the README)."""
+_LAZY_SUBCOMMANDS = ("context", "generate")
+
+
+def build_parser(full: bool = True) -> argparse.ArgumentParser:
+    """The argument parser (also used by tests and the README).
+
+    ``full=False`` leaves out the subcommands whose modules are slow to import; the server's own
+    start (no subcommand) uses it, because editors wait for that process to answer initialize.
+    """
     from hapa_lsp import __version__
 
     p = argparse.ArgumentParser(prog="hapa-lsp", description="AI coding assistant as a Language Server.")
@@ -34,12 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="print the effective configuration and probe the model server")
     d.add_argument("--settings", default=None, help="a JSON file with settings as an editor would send them")
     d.add_argument("--json", action="store_true", help="machine-readable output")
-    from hapa_lsp.context.report import add_parser as add_context_parser
+    if full:
+        from hapa_lsp.context.report import add_parser as add_context_parser
 
-    add_context_parser(sub)
-    from hapa_lsp.generation import add_parser as add_generate_parser
+        add_context_parser(sub)
+        from hapa_lsp.generation import add_parser as add_generate_parser
 
-    add_generate_parser(sub)
+        add_generate_parser(sub)
     return p
 
 
@@ -62,7 +70,9 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hapa-lsp` console script."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    full = any(w in _LAZY_SUBCOMMANDS or w in ("-h", "--help") for w in words)
+    args = build_parser(full).parse_args(argv)
     if args.command == "doctor":
         return doctor(args)
     if args.command == "generate":
