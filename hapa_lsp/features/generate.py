@@ -396,6 +396,10 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
     t0 = time.perf_counter()
     gen: Generation | None = None
     s = Stream(ls, rid, title, token=token, enabled=stream)
+    # hapa/status says "busy" while any generation runs (status bars show it), then "ok" again
+    # unless a failure changed the state meanwhile.
+    ls.busy_generations = getattr(ls, "busy_generations", 0) + 1
+    ls.set_status("busy", title)
     try:
         async with s:
             gen = await generation.generate(ls.engine, ls.settings, req, on_text=s.on_text)
@@ -418,6 +422,10 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
         await record(ls, req, uri=uri, status="rejected" if exc.code == "E4011" else "error", gen=rejected,
                      ms=ms, incident_id=exc.incident_id)
         raise
+    finally:
+        ls.busy_generations -= 1
+        if ls.busy_generations == 0 and ls.status_state == "busy":
+            ls.set_status("ok", "ready")
     return gen, (time.perf_counter() - t0) * 1000
 
 

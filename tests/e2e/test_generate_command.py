@@ -192,6 +192,9 @@ async def test_streaming_reports_progress_and_chunks(editor, fake):
     assert len(texts) >= 2 and all(b.startswith(a) for a, b in zip(texts, texts[1:]))
     assert texts[-1] == ANSWER and field(editor.chunks[-1], "done") is True
     assert {field(c, "request_id") for c in editor.chunks} == {result["request_id"]}
+    # The status bar said "busy" while it streamed, and "ok" once it was done.
+    states = [s.state for s in editor.statuses]
+    assert "busy" in states and states[-1] == "ok" and states.index("busy") < len(states) - 1
 
 
 async def test_server_creates_a_progress_token_when_the_client_sends_none(editor, fake):
