@@ -1,6 +1,7 @@
 """Cost of the sidecar and metrics on the typing path, and /metrics latency under inline load.
 
-1. Inline completion round trips with metrics and sidecar on vs off, in one run, servers alternating:
+1. Inline completion round trips with metrics and sidecar on vs off, in one run, two servers side by side
+   with requests alternating between them:
    p50 of the model path (a new context each request, the fake answers at once) and of the cache path
    (the same context again: only the server's own work). Reports the on/off ratio of the p50s.
 2. /metrics p99 while the server handles 20 inline requests per second.
@@ -21,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
@@ -39,6 +39,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def start(fake: FakeModelServer, root: str, metrics: bool) -> LanguageClient:
     """The server over stdio with metrics and the sidecar on or off, initialized like an editor."""
+    os.makedirs(root, exist_ok=True)
     client = LanguageClient("bench", "1")
 
     @client.feature("hapa/status")
@@ -105,22 +106,44 @@ class Typist:
         return ms
 
 
-async def overhead_run(fake: FakeModelServer, root: str, metrics: bool, n: int) -> tuple[float, float]:
-    """(p50 model path, p50 cache path) in ms for one server."""
-    client = await start(fake, root, metrics)
+async def overhead_run(fake: FakeModelServer, root: str, n: int) -> dict[bool, tuple[float, float]]:
+    """{metrics on?: (p50 model path, p50 cache path)} in ms, for two servers running side by side.
+
+    Requests alternate between the server with metrics off and the one with metrics on (and which goes
+    first alternates too), so background load on a shared machine falls on both alike.
+    """
+    clients = {False: await start(fake, os.path.join(root, "off"), False),
+               True: await start(fake, os.path.join(root, "on"), True)}
     try:
-        if metrics:
-            await sidecar_url(client)
-        typist = Typist(client)
+        await sidecar_url(clients[True])
+        typists = {m: Typist(c) for m, c in clients.items()}
         for _ in range(20):  # warm up imports, the connection pool and jedi
-            await typist.request(True)
-        model, cache = [], []
-        for _ in range(n):
-            model.append(await typist.request(True))
-            cache.append(await typist.request(False))
-        return statistics.median(model), statistics.median(cache)
+            for t in typists.values():
+                await t.request(True)
+        model: dict[bool, list[float]] = {False: [], True: []}
+        cache: dict[bool, list[float]] = {False: [], True: []}
+        for i in range(n):
+            for m in ((False, True) if i % 2 == 0 else (True, False)):
+                model[m].append(await typists[m].request(True))
+                cache[m].append(await typists[m].request(False))
+        return {m: (statistics.median(model[m]), statistics.median(cache[m])) for m in (False, True)}
     finally:
-        await stop(client)
+        for c in clients.values():
+            await stop(c)
+
+
+_SCRAPER = """
+import sys, time, httpx
+url, seconds = sys.argv[1], float(sys.argv[2])
+out, size, end = [], 0, time.perf_counter() + seconds
+with httpx.Client(trust_env=False) as http:
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        size = len(http.get(url).content)
+        out.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.1)
+print(*out, size)
+"""
 
 
 async def scrape_run(fake: FakeModelServer, root: str, seconds: float) -> tuple[float, float, int]:
@@ -143,19 +166,17 @@ async def scrape_run(fake: FakeModelServer, root: str, seconds: float) -> tuple[
                 tick += 0.05  # 20 per second
                 await asyncio.sleep(max(0.0, tick - time.perf_counter()))
 
-        times: list[float] = []
-        size = 0
-        async with httpx.AsyncClient(trust_env=False) as http:
-            typing = asyncio.ensure_future(type_steadily())
-            started = time.perf_counter()
-            while not typing.done():
-                t0 = time.perf_counter()
-                resp = await http.get(f"{url}/metrics")
-                times.append((time.perf_counter() - t0) * 1000)
-                size = len(resp.content)
-                await asyncio.sleep(0.1)
-            await typing
-            rate = done / (time.perf_counter() - started)
+        typing = asyncio.ensure_future(type_steadily())
+        started = time.perf_counter()
+        # The scraper is its own process, like Prometheus: this process's event loop (the typist, the
+        # LSP client) and the fake model's thread must not queue in front of its timing.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _SCRAPER, f"{url}/metrics", str(seconds), stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        await typing
+        rate = done / (time.perf_counter() - started)
+        times = [float(x) for x in out.decode().split()]
+        size = int(times.pop())
         return pct(times, 99), rate, size
     finally:
         await stop(client)
@@ -172,18 +193,25 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as root:
             rows: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
             for run in range(args.runs):
-                for metrics in (False, True) if run % 2 == 0 else (True, False):  # alternate the order
-                    rows[metrics].append(await overhead_run(fake, root, metrics, args.requests))
-                    print(f"run {run + 1} metrics {'on ' if metrics else 'off'}: model path p50 "
-                          f"{rows[metrics][-1][0]:.2f} ms, cache path p50 {rows[metrics][-1][1]:.2f} ms", flush=True)
+                res = await overhead_run(fake, os.path.join(root, str(run)), args.requests)
+                for metrics in (False, True):
+                    rows[metrics].append(res[metrics])
+                print(f"run {run + 1}: model path p50 off {res[False][0]:.2f} / on {res[True][0]:.2f} ms, "
+                      f"cache path p50 off {res[False][1]:.2f} / on {res[True][1]:.2f} ms", flush=True)
             off_m = statistics.median(r[0] for r in rows[False])
             on_m = statistics.median(r[0] for r in rows[True])
             off_c = statistics.median(r[1] for r in rows[False])
             on_c = statistics.median(r[1] for r in rows[True])
+            # Each run's servers saw the same background load, so the ratio is taken per run, then the median.
+            ratio_m = statistics.median(on[0] / off[0] for off, on in zip(rows[False], rows[True]))
+            ratio_c = statistics.median(on[1] / off[1] for off, on in zip(rows[False], rows[True]))
             print(f"\ninline round trip p50, median of {args.runs} runs x {args.requests} requests:")
-            print(f"  model path: metrics off {off_m:.2f} ms, on {on_m:.2f} ms, ratio on/off {on_m / off_m:.3f}")
-            print(f"  cache path: metrics off {off_c:.2f} ms, on {on_c:.2f} ms, ratio on/off {on_c / off_c:.3f}")
-            scrapes = [await scrape_run(fake, root, args.seconds) for _ in range(args.runs)]
+            print(f"  model path: metrics off {off_m:.2f} ms, on {on_m:.2f} ms; median per-run ratio on/off "
+                  f"{ratio_m:.3f}")
+            print(f"  cache path: metrics off {off_c:.2f} ms, on {on_c:.2f} ms; median per-run ratio on/off "
+                  f"{ratio_c:.3f}")
+            scrapes = [await scrape_run(fake, os.path.join(root, f"scrape{i}"), args.seconds)
+                       for i in range(args.runs)]
             for i, (p99, rate, size) in enumerate(scrapes, 1):
                 print(f"scrape run {i}: /metrics p99 {p99:.2f} ms at {rate:.1f} inline req/s ({size} bytes)")
             print(f"/metrics p99 under ~20 inline req/s, median of {args.runs} runs: "
