@@ -50,11 +50,17 @@ class Editor:
             [nvim_bin, "--headless", "--clean", "--listen", str(sock), "--cmd", f"set rtp^={PLUGIN}"],
             cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not sock.exists():
+        while True:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"nvim did not start (exit code {self.proc.poll()})")
+            if sock.exists():
+                try:
+                    # The socket file appears a moment before Neovim listens on it.
+                    self.nvim = pynvim.attach("socket", path=str(sock))
+                    break
+                except ConnectionRefusedError:
+                    pass
             time.sleep(0.01)
-        self.nvim = pynvim.attach("socket", path=str(sock))
 
     # ---- driving ------------------------------------------------------------------------------------------
     def lua(self, code: str, *args: Any) -> Any:
@@ -130,6 +136,9 @@ class Editor:
         self.wait_for(lambda: self.lua(
             "local c = require('hapa').client(0); return c ~= nil and c.initialized == true"),
             timeout=20, what="hapa-lsp to attach to the buffer")
+        # The server's first hapa/status ends its `initialized` work (settings pulled, sidecar started).
+        self.wait_for(lambda: self.lua("return require('hapa')._status.state ~= 'starting'"),
+                      timeout=20, what="hapa-lsp's first status")
 
     def close(self) -> None:
         """Quit Neovim (which stops the server) and reap the process."""

@@ -115,7 +115,10 @@ def test_model_outage_is_reported_once_and_typing_goes_on(start_editor, fake, tm
     ed.open(tmp_path / "calc.py")
     ed.keys("i")
     ed.type(HEADER + "\n")
-    ed.wait_for(lambda: "E5005" in ed.status(), what="the outage in the statusline")
+    try:
+        ed.wait_for(lambda: "E5005" in ed.status(), what="the outage in the statusline")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; statusline {ed.status()!r}, notes {ed.notes()!r}") from None
     status = ed.status()
     assert status in ("hapa:warning E5005", "hapa:error E5005")
     notes = ed.wait_for(lambda: [n for n in ed.notes() if "E5005" in n["msg"]], what="a notification")
@@ -180,6 +183,7 @@ def test_hapa_commands_clear_the_cache_show_stats_and_open_the_dashboard(start_e
           end
         end"""), what="the stats buffer")
     assert "requests = 0" in stats and "upstream_calls = 0" in stats  # nothing typed yet
+    ed.wait_for(lambda: ed.command("hapa.health").get("sidecar"), what="the sidecar to listen")
     ed.nvim.command("Hapa dashboard")
     url = ed.wait_for(lambda: ed.lua("return _G.hapa_test_opened"), what="the dashboard to open")
     assert url.startswith("http://127.0.0.1:") and url.endswith("/dashboard")

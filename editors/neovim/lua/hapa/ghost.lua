@@ -184,12 +184,16 @@ local function request(bufnr)
   if not client then
     return
   end
+  local tick = vim.api.nvim_buf_get_changedtick(bufnr)
+  local row, col = cursor()
+  local key = ('%d:%d:%d'):format(tick, row, col)
+  if s.request_id and s.request_key == key then
+    return -- the same text and position are already being asked for (TextChangedI and CursorMovedI both fire)
+  end
   cancel_request(s)
   local encoding = client.offset_encoding or 'utf-16'
   local params = vim.lsp.util.make_position_params(0, encoding)
   params.context = { triggerKind = TRIGGER_AUTOMATIC }
-  local tick = vim.api.nvim_buf_get_changedtick(bufnr)
-  local row, col = cursor()
   local ok, id
   ok, id = client:request(METHOD, params, function(err, result)
     if s.request_id ~= id then
@@ -226,6 +230,7 @@ local function request(bufnr)
     refresh(bufnr, s)
   end, bufnr)
   s.request_id = ok and id or nil
+  s.request_key = key
 end
 
 local function schedule_request(bufnr)

@@ -94,7 +94,8 @@ function M._on_status(_, params)
     if not notified[key] then
       notified[key] = true
       last_notified_message = st.message
-      local tail = st.incident_id and (' (' .. st.incident_id .. ')') or ''
+      local tail = (st.incident_id and not st.message:find(st.incident_id, 1, true))
+        and (' (' .. st.incident_id .. ')') or ''
       vim.schedule(function()
         vim.notify('hapa-lsp: ' .. st.message .. tail, level_of(st.state), { title = 'hapa' })
       end)
