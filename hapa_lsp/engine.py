@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
-from hapa_lsp.context import CursorText, budget_window, is_excluded, split_at, units_len
+from hapa_lsp.context import CursorText, is_excluded, split_at, split_near, units_len
 
 if TYPE_CHECKING:
     import httpx
@@ -56,6 +56,7 @@ class _DocState:
     intervals: deque = field(default_factory=lambda: deque(maxlen=12))
     shown: _Shown | None = None
     generation: int = 0
+    line_hint: tuple[int, int] | None = None  # (line, offset of its start) at the last request
 
 
 _SUFFIX_HEAD = 256
@@ -166,9 +167,19 @@ class Engine:
         return f"r{self._seq}"
 
     # ---- events ---------------------------------------------------------------------------------------------
-    def did_change(self, uri: str) -> None:
-        """A keystroke: learn the typing rhythm and abort work for the previous text."""
+    def did_change(self, uri: str, changes: Any = ()) -> None:
+        """A keystroke: learn the typing rhythm and abort work for the previous text.
+
+        ``changes`` are the LSP content changes; an edit above the remembered cursor line (or a
+        whole-document change) forgets where that line starts.
+        """
         st = self._state(uri)
+        if st.line_hint is not None:
+            for ch in changes or (None,):
+                rng = getattr(ch, "range", None)
+                if rng is None or rng.start.line < st.line_hint[0]:
+                    st.line_hint = None
+                    break
         now = time.monotonic()
         if st.last_change:
             gap = now - st.last_change
@@ -179,6 +190,17 @@ class Engine:
         for kind, task in list(st.tasks.items()):
             if not task.done():
                 task.cancel()
+
+    def split(self, uri: str, text: str, line: int, character: int, encoding: str = "utf-16") -> CursorText:
+        """The document split at the cursor, starting from the line start remembered for ``uri``."""
+        st = self._state(uri)
+        hint = st.line_hint
+        if hint is None:
+            cur = split_at(text, line, character, encoding)
+        else:
+            cur = split_near(text, line, character, encoding, hint[0], hint[1])
+        st.line_hint = (cur.line, cur.offset - cur.character)
+        return cur
 
     def did_close(self, uri: str) -> None:
         """Forget a closed document and abort its work."""
@@ -268,7 +290,7 @@ class Engine:
         t0 = time.perf_counter()
         self.counters["requests"] += 1
         s = self.settings
-        cur = split_at(text, line, character, encoding)
+        cur = self.split(uri, text, line, character, encoding)
         at = (cur.line, units_len(cur.line_prefix, encoding))
         st = self._state(uri)
 

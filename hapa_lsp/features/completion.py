@@ -57,11 +57,9 @@ def register(server: HapaServer) -> None:
         settings = ls.settings
         language = language_of(doc)
         text = doc.source
-        from hapa_lsp.context import split_at
-
         pos = params.position
         encoding = position_encoding(ls)
-        cur = split_at(text, pos.line, pos.character, encoding)
+        cur = ls.engine.split(uri, text, pos.line, pos.character, encoding)
         engine = ls.engine
         gen = engine.generation(uri)
         invoked = bool(params.context and params.context.trigger_kind == types.CompletionTriggerKind.Invoked)

@@ -87,7 +87,7 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: HapaServer, params: types.DidChangeTextDocumentParams) -> None:
-        ls.engine.did_change(params.text_document.uri)
+        ls.engine.did_change(params.text_document.uri, params.content_changes)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: HapaServer, params: types.DidCloseTextDocumentParams) -> None:

@@ -65,7 +65,7 @@ async def test_jedi_items_return_while_model_is_down(fake, tmp_path):
 
 
 async def test_slow_model_list_is_incomplete_then_ai_item_arrives(fake, tmp_path):
-    fake.latency = 1.0
+    fake.latency = 3.0
     fake.default_text = "th.exists('x')"
     client = await start_client(fake, root=tmp_path, env={"HAPA_COMPLETION_DEBOUNCE_MS": "0",
                                                           "HAPA_COMPLETION_MAX_DEBOUNCE_MS": "0",
@@ -79,9 +79,9 @@ async def test_slow_model_list_is_incomplete_then_ai_item_arrives(fake, tmp_path
         elapsed = time.perf_counter() - t0
         assert "path" in labels(first)
         assert first.is_incomplete is True
-        assert elapsed < 0.9, "the list must not wait for the slow model"
+        assert elapsed < 2.0, "the list must not wait for the slow model"
         await fake.wait_for_requests(1)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             again = await client.text_document_completion_async(completion_params("file:///ws/m.py", 5, 5))
             if any((i.detail or "").startswith("hapa AI") for i in again.items):

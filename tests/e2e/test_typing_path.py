@@ -104,3 +104,15 @@ async def test_typing_the_suggestion_serves_its_rest_without_a_model_call(lsp, f
     res = await lsp.text_document_inline_completion_async(inline_params(URI, 1, 5 + len(typed)))
     assert res.items[0].insert_text == "ute_other()"
     assert fake.count() == calls + 1
+
+
+async def test_edits_above_the_cursor_keep_the_prompt_exact(lsp, fake):
+    open_doc(lsp, URI, "import os\n\ndef f(x):\n    \n")
+    await lsp.text_document_inline_completion_async(inline_params(URI, 3, 4, invoked=True))
+    # A line inserted at the top moves the cursor's line down by one.
+    type_text(lsp, URI, 0, 0, "import sys\n", version=2)
+    fake.queue("return x")
+    res = await lsp.text_document_inline_completion_async(inline_params(URI, 4, 4, invoked=True))
+    assert res.items[0].range.start == types.Position(4, 4)
+    assert fake.requests[-1].json["prompt"].startswith("<|fim_prefix|>import sys\nimport os\n\ndef f(x):\n    <|fim_suffix|>") or \
+        "import sys\nimport os\n\ndef f(x):\n    <|fim_suffix|>" in fake.requests[-1].json["prompt"]
