@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -22,6 +23,19 @@ if TYPE_CHECKING:
 FORMAT = 1
 RETRY_AFTER = 15.0
 _TIMEOUT = 0.25
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def load_redis() -> Any:
+    """redis.asyncio, imported once under a lock (the startup warm-up imports it in a worker thread)."""
+    with _IMPORT_LOCK:
+        import redis.asyncio
+        import redis.asyncio.retry
+        import redis.backoff
+
+        return redis
 
 
 def make_cache(settings: Settings, on_error: Callable[[errors.HapaError], None] | None = None) -> ResponseCache:
@@ -56,10 +70,8 @@ class TieredCache(ResponseCache):
     # ---- Redis plumbing -----------------------------------------------------------------------------------
     def _redis(self) -> Any:
         if self._client is None:
-            import redis.asyncio as aredis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
+            redis = load_redis()
+            aredis, Retry, NoBackoff = redis.asyncio, redis.asyncio.retry.Retry, redis.backoff.NoBackoff
             # No client-side retries: one failure means "bypass", never a stalled keystroke.
             self._client = aredis.Redis.from_url(self._url, socket_timeout=_TIMEOUT,
                                                  socket_connect_timeout=_TIMEOUT, retry=Retry(NoBackoff(), 0),

@@ -9,6 +9,7 @@ boundary cannot double the allowance.
 from __future__ import annotations
 
 import fnmatch
+import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable
@@ -29,6 +30,19 @@ BUILTIN_RULES: dict[str, str] = {
 }
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def load_limits() -> Any:
+    """The `limits` package, imported once: two threads importing it at the same time can break its import."""
+    with _IMPORT_LOCK:
+        import limits
+        import limits.storage
+        import limits.strategies
+
+        return limits
+
+
 class RateLimiter:
     """Answers "may this feature run now?", re-reading its settings whenever they change."""
 
@@ -46,8 +60,8 @@ class RateLimiter:
         self.observers: list[Callable[[str, bool], None]] = []
 
     def _configure(self, s: RateLimitSettings) -> None:
-        from limits import parse, storage, strategies
-
+        limits = load_limits()
+        parse, storage, strategies = limits.parse, limits.storage, limits.strategies
         if self._limiter is None:
             self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         rules = {**BUILTIN_RULES, **s.rules}

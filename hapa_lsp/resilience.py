@@ -12,6 +12,7 @@ A 429 with Retry-After holds every call to that model until the time has passed.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +31,17 @@ RETRYABLE = frozenset({"E5001", "E5005", "E5007", "E5009"})
 BREAKING = frozenset({"E5001", "E5005", "E5008", "E5009"})
 
 Emit = Callable[..., None]
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def load_tenacity() -> Any:
+    """tenacity, imported once under a lock (the startup warm-up imports it in a worker thread)."""
+    with _IMPORT_LOCK:
+        import tenacity
+
+        return tenacity
 
 
 @dataclass(slots=True)
@@ -209,8 +221,7 @@ class ResilientBackend:
 
         if not retry:
             return await attempt()
-        import tenacity
-
+        tenacity = load_tenacity()
         s = self._settings()
         # "Full jitter": a random wait up to 0.2 s * 2^attempt, so many clients do not retry in step.
         jitter = tenacity.wait_random_exponential(multiplier=0.2, max=max(0.2, s.retry_max_wait))

@@ -244,13 +244,19 @@ class Ops:
 def _warm_imports(settings: Any) -> None:
     import importlib
 
-    names = ["prometheus_client", "limits.storage", "limits.strategies", "tenacity"]
-    if settings.sidecar.enabled:
-        names.append("aiohttp.web")
+    # The lazily imported ones go through their modules' loaders, which hold a lock: a keystroke that needs
+    # one while this thread imports it waits for the import instead of seeing a half-initialised package.
+    from hapa_lsp.cache_redis import load_redis
+    from hapa_lsp.ratelimit import load_limits
+    from hapa_lsp.resilience import load_tenacity
+
+    load_limits()
+    load_tenacity()
     if settings.redis.url:
-        names.append("redis.asyncio")
-    for name in names:
-        importlib.import_module(name)
+        load_redis()
+    importlib.import_module("prometheus_client")  # used only after this function returns
+    if settings.sidecar.enabled:
+        importlib.import_module("aiohttp.web")
 
 
 def ops_of(ls: HapaServer) -> Ops:
