@@ -172,3 +172,35 @@ async def test_dashboard_page_in_headless_chromium(fake: FakeModelServer, tmp_pa
             proc.kill()
             proc.wait(timeout=10)
         await stop_client(client)
+
+
+async def test_dashboard_with_an_api_key_in_the_url_fragment(fake: FakeModelServer, tmp_path: Path):
+    key = "dash-key-7Yp2Qw"
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_API_KEY=key))
+    proc = None
+    try:
+        url = await sidecar_url(client)
+        proc, devtools = await open_browser(tmp_path)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            targets = (await http.get(f"http://{devtools}/json/list")).json()
+            page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+            async with websockets.connect(page_ws, max_size=None) as ws:
+                page = Page(ws)
+                for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
+                    await page.send(domain)
+                # Without the key the page asks for it instead of showing numbers.
+                await page.send("Page.navigate", url=f"{url}/dashboard")
+                await page.wait_for("getComputedStyle(document.getElementById('auth')).display === 'block'")
+                assert "E4003" in await page.eval("document.getElementById('err').textContent")
+                # With the key in the fragment (never sent to the server) it loads.
+                page.errors.clear()
+                await page.send("Page.navigate", url=f"{url}/dashboard#key={key}")
+                await page.send("Page.reload")
+                await page.wait_for("document.body && document.body.dataset.loaded === '1'")
+                assert await page.eval("document.getElementById('health_status').textContent") == "healthy"
+                assert page.errors == []
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+        await stop_client(client)
