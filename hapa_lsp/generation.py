@@ -261,7 +261,7 @@ async def chat(engine: Engine, settings: Settings, messages: list[ChatMessage], 
     t0 = t_start if t_start is not None else time.perf_counter()
     key = digest("chat", b.kind, b.endpoint, model, b.chat_max_tokens, temperature,
                  *[(m.role, m.content) for m in messages])
-    cached = engine.cache.get("code_generation", key)
+    cached = await engine.cache.aget("code_generation", key)  # the shared Redis level too, when configured
     engine.emit("cache", hit=cached is not None, region="code_generation")
     if cached is not None:
         if on_text is not None:

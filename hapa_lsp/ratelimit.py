@@ -27,6 +27,8 @@ BUILTIN_RULES: dict[str, str] = {
     "hapa.errors.patterns": "100/minute",
     "hapa.analytics.performance": "100/minute",
     "textDocument/inlineCompletion": "1200/minute",
+    # The AI item of completion lists (jedi's items are never limited).
+    "textDocument/completion": "1200/minute",
 }
 
 

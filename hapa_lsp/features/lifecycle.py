@@ -95,6 +95,9 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: HapaServer, *args: Any) -> None:
+        ops = getattr(ls, "ops", None)
+        if ops is not None:
+            await ops.stop()  # the sidecar's port is free before the editor starts the next server
         if ls._engine is not None:
             await ls._engine.aclose()
         if ls._jedi is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,6 +45,9 @@ def server_env(fake: FakeModelServer | None, extra: dict[str, str] | None = None
     if fake is not None:
         env["HAPA_BACKEND_ENDPOINT"] = fake.url
     env.setdefault("HAPA_BACKEND_CONNECT_TIMEOUT", "1")
+    # Tests never write into the user's data directory nor compete for the sidecar's default port.
+    env.setdefault("HAPA_STORAGE_PATH", os.path.join(tempfile.mkdtemp(prefix="hapa-test-"), "hapa.db"))
+    env.setdefault("HAPA_SIDECAR_PORT", "0")
     env.update(extra or {})
     return env
 
