@@ -20,7 +20,8 @@ def _ghost_texts(ed) -> list[tuple[int, int, str, list[str]]]:
 def test_typing_shows_ghost_text_and_tab_inserts_it(start_editor, fake, tmp_path):
     fake.script(lambda req: "return a + b\n")
     # The plugin's default command: `hapa-lsp` from PATH, as the README tells users.
-    ed = start_editor(cmd=None, settings={"backend": {"kind": "ollama"}, "completion": {"maxLines": 8}})
+    ed = start_editor(cmd=None, settings={"backend": {"kind": "ollama", "completionModel": "qwen2.5-coder:0.5b-base"},
+                                          "completion": {"maxLines": 8}})
     ed.open(tmp_path / "calc.py")
     ed.keys("i")
     ed.type(HEADER + "\n")
@@ -29,8 +30,9 @@ def test_typing_shows_ghost_text_and_tab_inserts_it(start_editor, fake, tmp_path
     ghost = ed.wait_for(lambda: _ghost_texts(ed), what="ghost text")
     assert ghost == [(1, 4, "return a + b", [])]
     assert ed.lines() == [HEADER, "    "], "ghost text must not touch the buffer"
-    # Neovim's didChange notifications are what the server built the prompt from.
+    # Neovim's didChange notifications are what the server built the prompt from, with setup{}'s settings.
     assert HEADER + "\n    " in fake.requests[-1].prompt
+    assert fake.requests[-1].json["model"] == "qwen2.5-coder:0.5b-base"
 
     ed.keys("<Tab>")
     ed.wait_for(lambda: ed.lines() == [HEADER, "    return a + b"], what="the accepted suggestion in the buffer")
