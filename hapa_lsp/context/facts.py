@@ -463,6 +463,7 @@ class FactsEngine:
         self._usage: dict[str, dict[str, list[int]]] = {}
         self._imports: dict[str, dict[str, tuple[int, int, str]]] = {}
         self._job_s: dict[str, float] = {}
+        self._job_s_all = 0.0
 
         self.stats = {"resolved": 0, "jobs": 0, "job_ms": 0.0}
 
@@ -598,7 +599,8 @@ class FactsEngine:
         except Exception:  # noqa: BLE001 - jedi cannot read this document: no facts, no failure
             return
         # The cap starts after the parse so that a cold start (jedi's import) still resolves something.
-        deadline = time.perf_counter() + JOB_CAP_S
+        t_parsed = time.perf_counter()
+        deadline = t_parsed + JOB_CAP_S
         for k, u in enumerate(todo):
             if k and time.perf_counter() > deadline:
                 break
@@ -619,11 +621,13 @@ class FactsEngine:
         self.stats["jobs"] += 1
         took = time.perf_counter() - t0
         self.stats["job_ms"] += took * 1000
-        # Per document, how long a job takes (parse + a few names), smoothed: decides whether waiting pays.
-        per_name = took / max(1, min(len(todo), k + 1))
-        est = took - per_name * max(0, min(len(todo), k + 1) - 2)  # parse plus two names
+        # Per document, how long a job takes (parse + two names), smoothed: decides whether waiting pays.
+        per_name = (time.perf_counter() - t_parsed) / max(1, min(len(todo), k + 1))
+        est = (t_parsed - t0) + 2 * per_name
         prev = self._job_s.get(uri)
         self._job_s[uri] = est if prev is None else 0.5 * prev + 0.5 * est
+        # Across documents too: a document never seen yet is expected to cost what the others did.
+        self._job_s_all = 0.8 * self._job_s_all + 0.2 * est if self._job_s_all else est
 
     def _module_excluded(self, module: str, path: str, root: str | None) -> bool:
         """True when the file a module name points to (in the workspace or next to the document) is excluded."""
@@ -661,7 +665,7 @@ class FactsEngine:
             # Waiting is worth it only for names from other files, and only when this document's jobs have been
             # fast enough to finish inside the box (jedi parses a 2,700-line file in ~50 ms): otherwise the
             # request goes now and the results serve the next keystroke.
-            expected = self._job_s.get(uri, 0.0)
+            expected = self._job_s.get(uri, self._job_s_all)
             if wait_slow or (any(u.imported for u in fast) and expected <= timeout):
                 waits.append(job)
         if slow and (wait_slow or not self._busy()):
