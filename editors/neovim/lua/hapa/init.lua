@@ -453,6 +453,9 @@ function M.setup(opts)
     cmd_env = cfg.cmd_env,
     filetypes = cfg.filetypes,
     root_markers = cfg.root_markers,
+    -- A didChange per keystroke (as VS Code sends): the server paces its own debounce by the typing rhythm, and
+    -- Neovim's default 150 ms batching made it see 150 ms gaps and wait ~225 ms (benchmarks/editor_ghost_latency.py).
+    flags = { debounce_text_changes = 0 },
     init_options = { hapa = settings },
     settings = { hapa = settings },
     capabilities = capabilities,
