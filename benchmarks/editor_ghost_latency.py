@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=15)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 150.0])
-    ap.add_argument("--debounce-ms", type=int, default=60, help="the plugin's debounce (its default: 60)")
+    ap.add_argument("--debounce-ms", type=int, default=25, help="the plugin's debounce (its default: 25)")
     ap.add_argument("--server-debounce-ms", type=int, default=None,
                     help="fix the server's adaptive debounce (both bounds) to this; default: the server's defaults")
     args = ap.parse_args()

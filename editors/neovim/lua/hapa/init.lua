@@ -18,8 +18,9 @@ local defaults = {
     -- 'auto': Neovim's own vim.lsp.inline_completion when the running Neovim has it (0.12+), else hapa's ghost text.
     -- false: always hapa's ghost text.
     native = 'auto',
-    -- Wait after the last keystroke before asking the server (the server adds its own adaptive debounce).
-    debounce_ms = 60,
+    -- Wait after the last keystroke before asking the server: just enough to merge the events of one keystroke;
+    -- the server's adaptive debounce holds requests before any model call (superseding them costs nothing).
+    debounce_ms = 25,
     -- Insert-mode keys; set one to false to leave that key alone.
     keymaps = {
       accept = '<Tab>',
