@@ -5,7 +5,7 @@ last key the clock runs until the plugin's ghost-text extmark shows the fake mod
 latency is set on the fake (0 ms: what the editor path costs; 150 ms: a fast local model). Also counted:
 model calls per trial (the plugin's and the server's debounce should keep it near one).
 
-    python benchmarks/editor_ghost_latency.py [--trials 15] [--runs 3] [--latency-ms 0 150]
+    python benchmarks/editor_ghost_latency.py [--trials 15] [--runs 3] [--latency-ms 0 150] [--key-gap-ms 120]
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from tests.fakes.model_server import FakeModelServer  # noqa: E402
 SUGGESTION = "return a + b"
 
 
-def one_run(trials: int, latency_ms: float, debounce_ms: int, server_debounce_ms: int | None
-            ) -> tuple[list[float], list[int]]:
+def one_run(trials: int, latency_ms: float, debounce_ms: int, server_debounce_ms: int | None,
+            key_gap_ms: float = 0.0) -> tuple[list[float], list[int]]:
     """Latencies (ms) and model calls of ``trials`` typed lines in one Neovim session."""
     fake = FakeModelServer.run_in_thread(model="qwen2.5-coder:1.5b-base", latency=latency_ms / 1000)
     fake.script(lambda req: SUGGESTION + "\n")
@@ -50,7 +50,9 @@ def one_run(trials: int, latency_ms: float, debounce_ms: int, server_debounce_ms
         for n in range(trials):
             before = fake.count()
             # A new function each time, so neither the cache nor type-through answers it.
-            ed.type(f"def add_{n}(a, b):\n")
+            for ch in f"def add_{n}(a, b):\n":
+                ed.type(ch)
+                time.sleep(key_gap_ms / 1000)
             t0 = time.perf_counter()
             ed.wait_for(lambda: any(
                 "".join(c[0] for c in m["virt_text"]) == SUGGESTION for m in ed.ghost()), what="ghost text")
@@ -75,17 +77,20 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--latency-ms", type=float, nargs="+", default=[0.0, 150.0])
     ap.add_argument("--debounce-ms", type=int, default=25, help="the plugin's debounce (its default: 25)")
+    ap.add_argument("--key-gap-ms", type=float, default=0.0,
+                    help="pause between keystrokes (0: as fast as Neovim takes them; ~120: a quick human)")
     ap.add_argument("--server-debounce-ms", type=int, default=None,
                     help="fix the server's adaptive debounce (both bounds) to this; default: the server's defaults")
     args = ap.parse_args()
     server = "server defaults" if args.server_debounce_ms is None else f"server {args.server_debounce_ms} ms"
-    print(f"keystroke -> ghost text in Neovim (plugin debounce {args.debounce_ms} ms, {server} debounce), "
+    print(f"keystroke -> ghost text in Neovim (plugin debounce {args.debounce_ms} ms, {server} debounce, "
+          f"{args.key_gap_ms:.0f} ms between keys), "
           f"{args.trials} lines x {args.runs} runs")
     print(f"{'model latency':>14} {'median ms':>10} {'p90 ms':>8} {'runs (median ms)':>30} {'calls/line':>11}")
     for latency in args.latency_ms:
         medians, p90s, calls = [], [], []
         for _ in range(args.runs):
-            lat, c = one_run(args.trials, latency, args.debounce_ms, args.server_debounce_ms)
+            lat, c = one_run(args.trials, latency, args.debounce_ms, args.server_debounce_ms, args.key_gap_ms)
             medians.append(statistics.median(lat))
             p90s.append(sorted(lat)[int(0.9 * (len(lat) - 1))])
             calls.extend(c)
