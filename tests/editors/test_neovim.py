@@ -114,6 +114,7 @@ def test_generate_code_action_through_neovims_own_menu(start_editor, fake, tmp_p
 def test_model_outage_is_reported_once_and_typing_goes_on(start_editor, fake, tmp_path):
     fake.fault = "refuse"
     ed = start_editor()
+    ed.lua("vim.keymap.set('i', '<Tab>', '  # tab')")  # the user's own <Tab>, e.g. from a completion plugin
     ed.open(tmp_path / "calc.py")
     ed.keys("i")
     ed.type(HEADER + "\n")
@@ -131,6 +132,8 @@ def test_model_outage_is_reported_once_and_typing_goes_on(start_editor, fake, tm
     assert ed.lua("return vim.api.nvim_get_mode().mode") == "i"
     assert _ghost_texts(ed) == []
     assert len([n for n in ed.notes() if "E5005" in n["msg"]]) == 1, "told once, not on every keystroke"
+    ed.keys("<Tab>")  # no suggestion shown: the key does what it did before hapa mapped it
+    ed.wait_for(lambda: ed.lines() == [HEADER, "    return a  # tab"], what="the user's own <Tab>")
 
 
 def test_hapa_generate_streams_into_a_scratch_buffer_and_inserts_at_the_cursor(start_editor, fake, tmp_path):
