@@ -56,9 +56,21 @@ class TokenCounter:
 
 def estimate_tokens(text: str, chars_per_token: float = 3.4) -> int:
     """Estimated tokens: characters over the calibrated ratio, with long indentation runs counted once."""
+    if len(text) < 2000:
+        return _estimate_short(text, chars_per_token)  # facts and paths repeat on every keystroke
+    return _estimate(text, chars_per_token)
+
+
+@lru_cache(maxsize=4096)
+def _estimate_short(text: str, chars_per_token: float) -> int:
+    return _estimate(text, chars_per_token)
+
+
+def _estimate(text: str, chars_per_token: float) -> int:
     n = len(text)
     if "    " in text:
-        n -= sum(len(m) - 1 for m in _INDENT_RUN.findall(text))
+        runs = _INDENT_RUN.findall(text)
+        n -= len("".join(runs)) - len(runs)
     special = 0
     if "<" in text or "[" in text:
         for m in _SPECIAL.findall(text):
