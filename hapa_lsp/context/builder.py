@@ -271,7 +271,17 @@ class ContextEngine:
             take("fact", f"{dp}:{f.line}", dp, f.text, f)
         for sn in req.snippets:
             dp = display_path(sn.path, self.root)
+            # A fact whose definition the snippet shows in full is redundant: give its tokens back first.
+            dup = [c for c in chosen if c[0] == "fact" and c[2].split("\n", 1)[0].strip() in sn.text
+                   and _real(c[3].path) == _real(sn.path)]
+            for c in dup:
+                chosen.remove(c)
+                spent -= counter.count(c[2]) + counter.count(c[1].rsplit(":", 1)[0]) + 3
+            before = len(chosen)
             take("neighbour", f"{dp}:{sn.start + 1}", dp, sn.text, sn)
+            if len(chosen) == before:
+                for c in dup:  # the snippet did not fit after all: keep the facts
+                    take(*c[:2], c[1].rsplit(":", 1)[0], c[2], c[3])
 
         # Group by file for the multi-file formats: worst first, so the best context sits next to the prefix.
         files: dict[str, list[str]] = {}

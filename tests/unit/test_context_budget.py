@@ -74,3 +74,17 @@ def test_extra_context_takes_at_most_its_share_and_best_facts_win():
     assert extra and sum(p.tokens for p in extra) <= int(built.budget * 0.25)
     assert extra[0].where == "m0.py:1"  # ranked first, kept first
     assert len(extra) < 20
+
+
+def test_fact_shown_in_full_by_a_neighbour_snippet_is_not_repeated():
+    ce = _engine(2048, 64, 0.75, 0.35, "qwen2.5-coder:1.5b-base", False, 3.4)
+    doc = "from m import area\n\nprint(area(1, 2))\n"
+    req = ce.start(uri="file:///w/a.py", path="/w/a.py", language="python", text=doc, line=3, character=0)
+    header = "def area(w: float, h: float) -> float:"
+    req.facts = [Fact("/w/m.py", 1, "area", "function", header + '\n    """Area."""', rank=0),
+                 Fact("/w/n.py", 1, "other", "function", "def other(): ...", rank=1)]
+    req.snippets = [Snippet("file:///w/m.py", "/w/m.py", 0, header + "\n    return w * h\n", 0.5)]
+    built = ce.assemble(req)
+    assert [(p.source, p.where) for p in built.pieces if p.source in ("fact", "neighbour")] == \
+        [("fact", "n.py:1"), ("neighbour", "m.py:1")]
+    assert built.prompt.text().count(header) == 1
