@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from hapa_lsp.context import is_excluded
@@ -747,11 +747,3 @@ class FactsEngine:
             job.add_done_callback(lambda f, k=key: self._jobs.pop(k, None) if self._jobs.get(k) is f else None)
         return job
 
-
-@dataclass(slots=True)
-class FactsResult:
-    """Facts for one request, and what it cost."""
-
-    facts: list[Fact] = field(default_factory=list)
-    missing: int = 0
-    ms: float = 0.0
