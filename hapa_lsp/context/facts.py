@@ -42,6 +42,7 @@ _BINDING = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?::[^=\n]+
 # How long one resolution job may keep the jedi thread, even after the caller's time box ended.
 JOB_CAP_S = 0.12
 SLOW_PER_JOB = 2
+IDLE_S = 0.3  # a pause in requests this long lets jedi do the expensive resolutions
 _TTL_S = 300.0
 _MAX_ENTRIES = 4000
 
@@ -492,6 +493,7 @@ class FactsEngine:
         self._imports: dict[str, dict[str, tuple[int, int, str, str | None]]] = {}
         self._job_s: dict[str, float] = {}
         self._job_s_all = 0.0
+        self._requests = 0
 
         self.stats = {"resolved": 0, "jobs": 0, "job_ms": 0.0}
 
@@ -717,13 +719,15 @@ class FactsEngine:
             expected = self._job_s.get(uri, self._job_s_all)
             if wait_slow or (any(u.imported for u in fast) and expected <= timeout):
                 waits.append(job)
-        if slow and (wait_slow or not self._busy()):
-            # Only when the jedi thread has nothing else queued, a couple at a time: one inference can take
-            # 100+ ms, and the next keystroke's cheap names must not wait behind it.
-            job = self._submit((uri, "slow"), (text, path, root, slow if wait_slow else slow[:SLOW_PER_JOB]),
-                               still_wanted)
-            if wait_slow:
-                waits.append(job)
+        self._requests += 1
+        if slow and wait_slow:
+            waits.append(self._submit((uri, "slow"), (text, path, root, slow), still_wanted))
+        elif slow:
+            # Only after a pause in requests, a couple at a time: a whole-document parse or one inference can take
+            # 100+ ms, and the next keystroke's imported names must not wait behind it.
+            stamp = self._requests
+            asyncio.get_running_loop().call_later(IDLE_S, self._when_idle, stamp, (uri, "slow"),
+                                                  (text, path, root, slow[:SLOW_PER_JOB]), still_wanted)
         if timeout <= 0 or not waits:
             return
         try:
@@ -733,6 +737,11 @@ class FactsEngine:
 
     def _busy(self) -> bool:
         return any(not j.done() for j in self._jobs.values())
+
+    def _when_idle(self, stamp: int, key: tuple[str, str], snap: tuple[str, str, str | None, list[Use]],
+                   still_wanted: Callable[[], bool]) -> None:
+        if stamp == self._requests and not self._busy():
+            self._submit(key, snap, still_wanted)
 
     def _submit(self, key: tuple[str, str], snap: tuple[str, str, str | None, list[Use]],
                 still_wanted: Callable[[], bool]) -> asyncio.Future[Any]:
