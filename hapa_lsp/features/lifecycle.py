@@ -38,6 +38,9 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: HapaServer, params: types.InitializeParams) -> None:
+        from hapa_lsp.documents import install
+
+        install(ls.workspace)  # pygls creates the workspace just before calling this handler
         folders = params.workspace_folders or []
         if folders:
             from pygls.uris import to_fs_path

@@ -23,3 +23,16 @@ def test_server_start_defers_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_the_server_uses_fast_documents():
+    """Guards the one pygls internal we replace (Workspace._create_text_document)."""
+    from pygls.workspace import Workspace
+
+    from hapa_lsp.documents import FastTextDocument, install
+
+    ws = Workspace(None)
+    install(ws)
+    ws.put_text_document(__import__("lsprotocol.types", fromlist=["x"]).TextDocumentItem(
+        uri="file:///a.py", language_id="python", version=1, text="x = 1\n"))
+    assert isinstance(ws.get_text_document("file:///a.py"), FastTextDocument)
