@@ -134,6 +134,7 @@ class ContextEngine:
         self.neighbours = NeighbourIndex(tuple(ctx.exclude_globs))
         self._counter: TokenCounter | None = None
         self._counter_key: tuple = ()
+        self._uses_memo: tuple[tuple, Uses] | None = None
 
     def update_settings(self, settings: Settings) -> None:
         """Apply new settings (the exclusion list reaches the facts and the neighbour index at once)."""
@@ -171,8 +172,7 @@ class ContextEngine:
         jedi_ok = (ctx.facts and language == "python" and len(cur.text) <= ctx.jedi_max_bytes
                    and not is_excluded(path, ctx.exclude_globs))
         if jedi_ok:
-            uses = find_uses(cur.text, cur.line, cur.character, imports=self.facts.imports_for(uri))
-            uses.uses = self.facts.rerank(uri, uses.uses, cur.line)
+            uses = self._uses(uri, cur)
             facts, missing = self.facts.known(uri, uses.uses)
         t2 = time.perf_counter()
         snippets: list[Snippet] = []
@@ -186,6 +186,23 @@ class ContextEngine:
         return Request(uri, path, language, cur, decision, uses, facts, missing, snippets, t0, t0 + box,
                        {"syntax_ms": (t1 - t0) * 1000, "uses_ms": (t2 - t1) * 1000,
                         "neighbours_ms": (t3 - t2) * 1000})
+
+    def _uses(self, uri: str, cur: CursorText) -> Uses:
+        """find_uses + rerank, reused while only the word at the cursor changes (most keystrokes)."""
+        text = cur.text
+        ls = cur.offset - len(cur.line_prefix)
+        le = cur.offset + len(cur.line_suffix)
+        # Everything but the identifier being typed: other lines, and the cursor's line without its last word.
+        key = (uri, cur.line, len(text) - (le - ls), hash(text[:ls]), hash(text[le:]),
+               cur.line_prefix.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_."),
+               cur.line_suffix)
+        memo = self._uses_memo
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        uses = find_uses(text, cur.line, cur.character, imports=self.facts.imports_for(uri))
+        uses.uses = self.facts.rerank(uri, uses.uses, cur.line)
+        self._uses_memo = (key, uses)
+        return uses
 
     @staticmethod
     def _query(cur: CursorText) -> str:

@@ -42,7 +42,7 @@ _BINDING = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?::[^=\n]+
 # How long one resolution job may keep the jedi thread, even after the caller's time box ended.
 JOB_CAP_S = 0.12
 SLOW_PER_JOB = 2
-IDLE_S = 0.3  # a pause in requests this long lets jedi do the expensive resolutions
+IDLE_S = 1.5  # a pause in requests this long (the user reads or thinks) lets jedi do the expensive resolutions
 _TTL_S = 300.0
 _MAX_ENTRIES = 4000
 
@@ -183,8 +183,8 @@ def _enclosing(lines: list[str], row: int, indent: int, pattern: re.Pattern[str]
                ) -> tuple[int, re.Match[str]] | None:
     for i in range(row, max(-1, row - bound), -1):
         ln = lines[i]
-        if not ln.strip():
-            continue
+        if i != row and (len(ln) > indent and ln[:indent].isspace() or not ln.strip()):
+            continue  # deeper than the block we are looking for (a C-speed test: most lines end here)
         if _indent(ln) < indent or i == row:
             m = pattern.match(ln)
             if m and _indent(ln) < indent:
