@@ -50,17 +50,22 @@ class Editor:
             [nvim_bin, "--headless", "--clean", "--listen", str(sock), "--cmd", f"set rtp^={PLUGIN}"],
             cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nvim did not start (exit code {self.proc.poll()})")
-            if sock.exists():
-                try:
-                    # The socket file appears a moment before Neovim listens on it.
-                    self.nvim = pynvim.attach("socket", path=str(sock))
-                    break
-                except ConnectionRefusedError:
-                    pass
-            time.sleep(0.01)
+        try:
+            while True:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nvim did not start (exit code {self.proc.poll()})")
+                if sock.exists():
+                    try:
+                        # The socket file appears a moment before Neovim listens on it.
+                        self.nvim = pynvim.attach("socket", path=str(sock))
+                        break
+                    except ConnectionRefusedError:
+                        pass
+                time.sleep(0.01)
+        except BaseException:
+            self.proc.kill()  # never leave a Neovim behind
+            self.proc.wait(timeout=5)
+            raise
 
     # ---- driving ------------------------------------------------------------------------------------------
     def lua(self, code: str, *args: Any) -> Any:
