@@ -190,12 +190,15 @@ async def test_dashboard_with_an_api_key_in_the_url_fragment(fake: FakeModelServ
                     await page.send(domain)
                 # Without the key the page asks for it instead of showing numbers.
                 await page.send("Page.navigate", url=f"{url}/dashboard")
-                await page.wait_for("getComputedStyle(document.getElementById('auth')).display === 'block'")
+                await page.wait_for("(() => { const e = document.getElementById('auth'); "
+                                    "return !!e && getComputedStyle(e).display === 'block'; })()")
                 assert "E4003" in await page.eval("document.getElementById('err').textContent")
                 # With the key in the fragment (never sent to the server) it loads.
+                # A full navigation (not a same-document fragment change): leave the page first.
+                await page.send("Page.navigate", url="about:blank")
+                await page.wait_for("location.href === 'about:blank'")
                 page.errors.clear()
                 await page.send("Page.navigate", url=f"{url}/dashboard#key={key}")
-                await page.send("Page.reload")
                 await page.wait_for("document.body && document.body.dataset.loaded === '1'")
                 assert await page.eval("document.getElementById('health_status').textContent") == "healthy"
                 assert page.errors == []
