@@ -75,8 +75,9 @@ def register(server: HapaServer) -> None:
                 pass
         if _supports_configuration(ls):
             await pull_configuration(ls)
-        ls.set_status("ok", f"hapa-lsp {ls.version} ready ({ls.settings.backend.kind} "
-                      f"{ls.settings.backend.completion_model})", force=True)
+        if ls.status_state == "ok":  # a failure reported meanwhile must not be covered up by "ready"
+            ls.set_status("ok", f"hapa-lsp {ls.version} ready ({ls.settings.backend.kind} "
+                          f"{ls.settings.backend.completion_model})", force=True)
         await ls.run_startup_hooks()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
