@@ -87,6 +87,9 @@ class Engine:
         self.jedi: Any = None  # hapa_lsp.jedi_utils.JediRunner: the thread facts are resolved on
         self.root_path: str | None = None
         self._context: Any = None
+        # Asked before each typing-path model call (the rate limit): False drops the request quietly;
+        # for an explicit request it raises E4004 instead. Set by features/lifecycle.py.
+        self.model_gate: Callable[[bool], bool] | None = None
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     @property
@@ -335,6 +338,8 @@ class Engine:
                 break
             built = ctx.assemble(req)
 
+        if self.model_gate is not None and not self.model_gate(invoked):
+            return None  # over the rate limit: dropped without a popup, and counted by the limiter
         t_model = time.perf_counter()
         raw = _CONTROL.sub("", await self._call_model(prompt, single, rid, invoked))
         model_ms = (time.perf_counter() - t_model) * 1000

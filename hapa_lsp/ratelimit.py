@@ -26,9 +26,9 @@ BUILTIN_RULES: dict[str, str] = {
     "hapa.errors.dashboard": "100/minute",
     "hapa.errors.patterns": "100/minute",
     "hapa.analytics.performance": "100/minute",
+    # Model calls of the typing path: inline completions and the AI item of completion lists
+    # (jedi's items are never limited; cache hits and superseded requests do not count).
     "textDocument/inlineCompletion": "1200/minute",
-    # The AI item of completion lists (jedi's items are never limited).
-    "textDocument/completion": "1200/minute",
 }
 
 

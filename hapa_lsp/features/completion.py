@@ -72,9 +72,8 @@ def register(server: HapaServer) -> None:
                 timeout=settings.completion.jedi_timeout_ms / 1000,
                 still_wanted=lambda: engine.generation(uri) == gen))
         ai_task: asyncio.Future | None = None
-        if (settings.completion.in_completion_list and engine.applies_to(doc.path, language) is None
-                # Over the rate limit the list still has jedi's items; the AI item is dropped quietly.
-                and ls.rate_limiter.check(types.TEXT_DOCUMENT_COMPLETION, quiet=True)):
+        # Over the rate limit (checked by the engine before a model call) the list keeps jedi's items.
+        if settings.completion.in_completion_list and engine.applies_to(doc.path, language) is None:
             ai_task = asyncio.ensure_future(engine.suggest(
                 uri=uri, path=doc.path, language=language, text=text, line=pos.line, character=pos.character,
                 invoked=invoked, slot="list", encoding=encoding, request_id=rid))

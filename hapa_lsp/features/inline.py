@@ -44,8 +44,6 @@ def register(server: HapaServer) -> None:
                 if invoked:
                     raise why_not
                 return None
-            if not ls.rate_limiter.check(types.TEXT_DOCUMENT_INLINE_COMPLETION, quiet=not invoked):
-                return None  # over the limit: automatic requests are dropped quietly (and counted)
             pos = params.position
             sug = await ls.engine.suggest(uri=uri, path=doc.path, language=language, text=doc.source,
                                           line=pos.line, character=pos.character, invoked=invoked,

@@ -60,6 +60,9 @@ def register(server: HapaServer) -> None:
         # The context engine reads open documents, the jedi thread and the workspace root through the engine.
         eng = ls.engine
         eng.workspace, eng.jedi, eng.root_path = ls.workspace, ls.jedi, ls.root_path
+        # Rate limits count model calls, not keystrokes: cache hits and superseded requests are free.
+        eng.model_gate = lambda explicit: ls.rate_limiter.check(types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                                                                quiet=not explicit)
         # Warm up what the first keystroke needs, off the event loop, now that the editor is not waiting.
         loop = asyncio.get_running_loop()
         loop.run_in_executor(None, _warm_imports)
