@@ -45,7 +45,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
         from hapa_lsp.context.report import add_parser as add_context_parser
 
         add_context_parser(sub)
-        from hapa_lsp.generation import add_parser as add_generate_parser
+        from hapa_lsp.cli_generate import add_parser as add_generate_parser
 
         add_generate_parser(sub)
     return p
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         return doctor(args)
     if args.command == "generate":
-        from hapa_lsp.generation import cli_run as generate_cli
+        from hapa_lsp.cli_generate import cli_run as generate_cli
 
         return generate_cli(args)
     if args.command == "context":

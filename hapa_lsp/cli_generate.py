@@ -1,0 +1,107 @@
+"""`hapa-lsp generate "question"`: the CLI face of hapa.generateCode (code on stdout, the rest on stderr)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from hapa_lsp import errors
+from hapa_lsp.config import Settings
+from hapa_lsp.generation import (EXPLANATION_STYLES, OUTPUT_STRUCTURES, SKILL_LEVELS, Generation, GenerationRejected,
+                                 Profile, Request, generate)
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``generate`` subcommand to the CLI."""
+    g = sub.add_parser("generate", help="generate code for a question and print it (same path as hapa.generateCode)")
+    g.add_argument("question", help="what the code should do")
+    g.add_argument("--context", default=None, help="a file whose text is sent as code context")
+    g.add_argument("--language", default="python")
+    g.add_argument("--skill", choices=SKILL_LEVELS, default=None, help="overrides hapa.profile.pythonSkillLevel")
+    g.add_argument("--structure", choices=OUTPUT_STRUCTURES, default=None,
+                   help="overrides hapa.profile.codeOutputStructure")
+    g.add_argument("--style", choices=EXPLANATION_STYLES, default=None, help="overrides hapa.profile.explanationStyle")
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--json", action="store_true", help="print the hapa.generateCode result fields as JSON")
+
+
+def cli_run(args: Any) -> int:
+    """Run ``hapa-lsp generate``: code on stdout, explanation and errors on stderr; exit 1 on failure."""
+    import json
+    import os
+    import sys
+
+    from hapa_lsp import config
+    from hapa_lsp.engine import Engine
+
+    settings, problems = config.load(environ=os.environ)
+    for p in problems:
+        print(p.message, file=sys.stderr)
+    override = {k: v for k, v in (("pythonSkillLevel", args.skill), ("codeOutputStructure", args.structure),
+                                  ("explanationStyle", args.style)) if v}
+    context = ""
+    if args.context:
+        try:
+            with open(args.context, encoding="utf-8") as fh:
+                context = fh.read()
+        except OSError as exc:
+            print(errors.InputError(f"cannot read {args.context}: {exc.strerror}", code="E4001",
+                                    field="--context").message, file=sys.stderr)
+            return 2
+    profile = Profile.from_settings(settings.profile).merged(override)
+    req = Request("generate", question=args.question, code_context=context, language=args.language,
+                  profile=profile, temperature=args.temperature)
+
+    async def go() -> Generation:
+        engine = Engine(settings)
+        try:
+            return await generate(engine, settings, req)
+        finally:
+            await engine.aclose()
+
+    t0 = time.perf_counter()
+    try:
+        gen = asyncio.run(go())
+    except errors.HapaError as exc:
+        print(exc.message, file=sys.stderr)
+        if isinstance(exc, GenerationRejected):
+            print(exc.generation.code, file=sys.stderr)
+        _cli_record(settings, req, "rejected" if exc.code == "E4011" else "error", None, t0, exc.incident_id)
+        return 1
+    _cli_record(settings, req, "success", gen, t0, None)
+    if args.json:
+        print(json.dumps({"status": "success", "generated_code": gen.code, "explanation": gen.explanation,
+                          "response_time_ms": round(gen.ms, 1), "model": gen.model,
+                          "user_profile": profile.to_dict(),
+                          "validation": gen.report.to_dict() if gen.report else None}, indent=2))
+        return 0
+    print(gen.code)
+    if gen.report is not None:
+        for i in gen.report.issues:
+            print(f"warning: line {i.line + 1}: {i.rule}: {i.message}", file=sys.stderr)
+    if gen.explanation:
+        print(f"\n{gen.explanation}", file=sys.stderr)
+    return 0
+
+
+def _cli_record(settings: Settings, req: Request, status: str, gen: Generation | None, t0: float,
+                incident_id: str | None) -> None:
+    """Keep the CLI's generation in the history too; a database problem only costs the history row."""
+    from hapa_lsp import history
+    from hapa_lsp.store import Store
+
+    try:
+        store = Store(settings.storage.path).open()
+        try:
+            history.record_generation(
+                store, profile=req.profile.to_dict(), kind="generate", question=req.question, uri="",
+                language=req.language, agent="", model=gen.model if gen else "",
+                prompt_tokens=gen.prompt_tokens if gen else 0, completion_tokens=gen.completion_tokens if gen else 0,
+                latency_ms=round((time.perf_counter() - t0) * 1000, 1), status=status,
+                generated_code=gen.code if gen else "", explanation=gen.explanation if gen else "",
+                incident_id=incident_id)
+        finally:
+            store.close()
+    except errors.HapaError:
+        pass
