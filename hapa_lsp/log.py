@@ -117,13 +117,18 @@ class _LazyFormatter(logging.Formatter):
         super().__init__("%(asctime)s [%(levelname)s] %(name)s: %(message)s")
         self._kind = fmt
         self._inner: logging.Formatter | None = None
+        self._last: tuple[logging.LogRecord | None, str] = (None, "")
 
     def format(self, record: logging.LogRecord) -> str:
+        # RotatingFileHandler formats every record twice (once to decide on rollover, once to write it);
+        # render it once. Handlers call this under their lock, so one slot is enough.
+        if record is self._last[0]:
+            return self._last[1]
         if self._inner is None and "structlog" in sys.modules:
             self._inner = _processor_formatter(self._kind)
-        if self._inner is not None:
-            return self._inner.format(record)
-        return super().format(record)
+        text = self._inner.format(record) if self._inner is not None else super().format(record)
+        self._last = (record, text)
+        return text
 
 
 def _processor_formatter(kind: str) -> logging.Formatter:
