@@ -6,6 +6,7 @@ to import (httpx, jedi, structlog, prometheus) is imported on first use, after t
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,37 @@ def rpc_error(err: errors.HapaError) -> JsonRpcException:
 
 class HapaServer(LanguageServer):
     """The hapa-lsp language server."""
+
+    def _start_io_async(self, stdin: Any = None, stdout: Any = None) -> None:
+        """pygls' stdio loop with stdin read on the event loop; falls back to pygls' reader for non-pipes."""
+        import asyncio
+        import logging
+        import stat
+        import sys
+        from threading import Event
+
+        from pygls.io_ import StdoutWriter, run_async
+
+        src = stdin or sys.stdin.buffer
+        try:
+            mode = os.fstat(src.fileno()).st_mode
+            pipe = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) and not os.isatty(src.fileno())
+        except (AttributeError, OSError, ValueError):
+            pipe = False
+        if not pipe:
+            return super()._start_io_async(stdin, stdout)
+        self._stop_event = Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        log = logging.getLogger("pygls.server")
+        try:
+            asyncio.run(run_async(stop_event=self._stop_event, reader=_PipeReader(src), protocol=self.protocol,
+                                  logger=log, error_handler=self.report_server_error))
+        except BrokenPipeError:
+            log.error("Connection to the client is lost! Shutting down the server.")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
 
     def __init__(self, **kwargs: Any):
         super().__init__("hapa-lsp", __version__, protocol_cls=HapaProtocol, **kwargs)
@@ -298,6 +330,42 @@ class HapaServer(LanguageServer):
         if now - self._last_oob_message > 10:
             self._last_oob_message = now
             self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
+
+
+class _PipeReader:
+    """stdin read by the event loop itself (connect_read_pipe) instead of pygls' thread-pool reader, which
+    costs a thread hop per header line and body: the latency of every keystroke's messages."""
+
+    def __init__(self, stdin: Any):
+        self._stdin = stdin
+        self._reader: Any = None
+
+    async def _ready(self) -> Any:
+        if self._reader is None:
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=2**32, loop=loop)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), self._stdin)
+            self._reader = reader
+        return self._reader
+
+    async def readline(self) -> bytes:
+        """One header line (b"" at end of input)."""
+        return await (await self._ready()).readline()
+
+    async def readexactly(self, n: int) -> bytes:
+        """A message body (b"" when the input ended early)."""
+        import asyncio
+
+        try:
+            body = await (await self._ready()).readexactly(n)
+        except asyncio.IncompleteReadError:
+            return b""
+        # Let the handlers of the previous message start before the next one is read: a buffered burst
+        # must not be drained ahead of them (the thread reader yielded on every read).
+        await asyncio.sleep(0)
+        return body
 
 
 def create_server() -> HapaServer:
