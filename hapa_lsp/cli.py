@@ -42,7 +42,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     d.add_argument("--settings", default=None, help="a JSON file with settings as an editor would send them")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     if full:
-        from hapa_lsp.context.report import add_parser as add_context_parser
+        from hapa_lsp.cli_context import add_parser as add_context_parser
 
         add_context_parser(sub)
         from hapa_lsp.cli_generate import add_parser as add_generate_parser
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return generate_cli(args)
     if args.command == "context":
-        from hapa_lsp.context.report import run as context_report
+        from hapa_lsp.cli_context import run as context_report
 
         return context_report(args)
     _configure_logging(args)

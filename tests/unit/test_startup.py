@@ -8,7 +8,7 @@ import sys
 
 DEFERRED = ["httpx", "jedi", "parso", "structlog", "prometheus_client", "aiohttp", "limits", "stamina", "redis",
             "sqlite3", "cachetools", "hapa_lsp.config", "hapa_lsp.engine", "hapa_lsp.generation", "hapa_lsp.store",
-            "hapa_lsp.context.report"]
+            "hapa_lsp.cli_context"]
 
 
 def test_server_start_defers_heavy_modules():
