@@ -86,6 +86,15 @@ async def stop_client(client: LanguageClient) -> None:
         await client.stop()
 
 
+def reset_fake(server: FakeModelServer) -> FakeModelServer:
+    """A module-shared fake model server back to a clean state for the next test."""
+    server.restore()
+    server.configure(latency=0.0, token_delay=0.0)
+    server.responses.clear()
+    server.reset()
+    return server
+
+
 @pytest_asyncio.fixture
 async def fake() -> AsyncIterator[FakeModelServer]:
     """A fake model server (Ollama + OpenAI dialects) on an ephemeral loopback port."""

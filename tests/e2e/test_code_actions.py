@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from tests.e2e.conftest import editor_capabilities, open_doc, start_client, stop_client
+from tests.e2e.conftest import editor_capabilities, open_doc, reset_fake, start_client, stop_client
 from tests.e2e.test_generate_command import apply_text_edits, attach_editor, edits_for, env_for, run, until
 from tests.fakes.model_server import FakeModelServer
 
@@ -71,11 +71,7 @@ async def shared_editor(shared_fake, workspace):
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def fake(shared_fake):
-    shared_fake.restore()
-    shared_fake.configure(latency=0.0, token_delay=0.0)
-    shared_fake.responses.clear()
-    shared_fake.reset()
-    return shared_fake
+    return reset_fake(shared_fake)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -11,7 +11,7 @@ import pytest_asyncio
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from tests.e2e.conftest import open_doc, start_client, stop_client
+from tests.e2e.conftest import open_doc, reset_fake, start_client, stop_client
 from tests.fakes.model_server import FakeModelServer
 
 ANSWER = ("```python\ndef dedupe(items):\n    seen = set()\n    out = []\n    for x in items:\n"
@@ -108,11 +108,7 @@ async def shared_editor(shared_fake, tmp_path_factory):
 @pytest_asyncio.fixture(loop_scope="module")
 async def fake(shared_fake):
     """The module's fake model server, reset to a clean state for each test."""
-    shared_fake.restore()
-    shared_fake.configure(latency=0.0, token_delay=0.0)
-    shared_fake.responses.clear()
-    shared_fake.reset()
-    return shared_fake
+    return reset_fake(shared_fake)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
