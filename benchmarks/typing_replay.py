@@ -126,6 +126,25 @@ def pick_function(source: str) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the jedi worker, and any helper jedi starts for a virtualenv)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -204,6 +223,7 @@ async def replay(path: Path, latency: float, interval: float, mode: str, log_fil
     final_latency = results[-1][0] - t_last_key
     pid = client.proc.pid
     rss = rss_mb(pid)
+    rss_children = sum(rss_mb(c) for c in descendants(pid))
     await client.close()
     keystrokes = len(body)
     calls = fake.count("/api/generate")
@@ -241,6 +261,7 @@ async def replay(path: Path, latency: float, interval: float, mode: str, log_fil
         "final_after_last_key_ms": final_latency * 1000,
         "init_ms": init_s * 1000,
         "rss_mb": rss,
+        "rss_children_mb": rss_children,
     }
 
 
@@ -299,6 +320,8 @@ async def main() -> None:
             print(f"  final answer after last keystroke {med['final_after_last_key_ms']:.0f} ms   "
                   f"(target <= {args.latency * 1000 + 100:.0f})")
             print(f"  RSS at the end                    {med['rss_mb']:.0f} MB   (target <= 100)")
+            print(f"  + its child processes (jedi)      {med['rss_children_mb']:.0f} MB   "
+                  f"(total {med['rss_mb'] + med['rss_children_mb']:.0f} MB)")
 
 
 if __name__ == "__main__":

@@ -116,11 +116,11 @@ async def _build(settings: Any, root: str, file: Path, text: str, line: int, col
                   character=col - 1, encoding="utf-32", open_docs=opened)
         if not cold:
             # What earlier keystrokes in this file would have resolved: every fact the cursor wants.
-            await runner.run(lambda: __import__("jedi"), timeout=60.0, still_wanted=lambda: True)
+            await runner.warm_up()
             await ce.warm(ce.start(**kw))
         return await ce.build(**kw)
     finally:
-        runner.shutdown()
+        await runner.aclose()
 
 
 def _print(built: Any, file: Path) -> None:

@@ -98,6 +98,8 @@ class ContextSettings:
                                 validator=_and(_ge(1.0), _le(10.0)))
     jedi_max_bytes: int = _f(1_000_000, "Documents larger than this get no jedi analysis (AI still works).",
                              validator=_ge(0))
+    jedi_worker_max_mb: int = _f(150, "jedi runs in a worker process whose caches only grow: once it holds more "
+                                      "than this many MB it is replaced when idle.", validator=_and(_ge(40), _le(8192)))
     exclude_globs: list[str] = _f(lambda: [".env*", "**/.env*", "*.pem", "*.key", "**/secrets/**", "id_rsa*",
                                            "**/id_rsa*"],
                                   "Files matching these globs are never read for context nor completed.",

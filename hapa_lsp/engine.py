@@ -84,7 +84,7 @@ class Engine:
                                          "empty": 0, "tokens": 0}
         # Set by features/lifecycle.py once the session is initialized (the context engine reads them).
         self.workspace: Any = None  # pygls Workspace: open documents for neighbour snippets
-        self.jedi: Any = None  # hapa_lsp.jedi_utils.JediRunner: the thread facts are resolved on
+        self.jedi: Any = None  # hapa_lsp.jedi_utils.JediRunner: the worker process facts are resolved in
         self.root_path: str | None = None
         self._context: Any = None
         # Asked before each typing-path model call (the rate limit): False drops the request quietly;

@@ -1,13 +1,26 @@
-"""jedi in one place: a single worker thread, stale work skipped, and jedi -> LSP conversion."""
+"""jedi for the server: a worker process (``hapa_lsp.jedi_worker``) fed one job at a time, stale jobs skipped.
+
+The event loop never runs jedi and never waits on it beyond a caller's time box. The worker is started on
+first use (or by ``warm_up`` after the initialize response), restarted when it dies or hangs, and replaced
+when idle once it holds more than ``max_memory_mb``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
+import collections
+import pickle
+import struct
+import sys
+import time
 from typing import Any, Callable
 
 from lsprotocol import types
+
+_HEAD = struct.Struct(">I")
+# A job running longer than this means jedi is stuck (a pathological file): the worker is killed.
+HANG_S = 20.0
+WARM_HANG_S = 90.0
 
 _KINDS = {
     "module": types.CompletionItemKind.Module,
@@ -22,87 +35,221 @@ _KINDS = {
 }
 
 
-class JediRunner:
-    """Runs jedi calls on one dedicated thread (jedi is not thread-safe), never on the event loop.
+class JediError(Exception):
+    """jedi raised in the worker (the message carries its traceback)."""
 
-    The stdin reader of pygls uses the default thread pool, so jedi gets its own: a slow parse must
-    never delay reading the next message. A job whose ``still_wanted()`` is False when its turn comes
-    is skipped rather than computed: that is how a burst of keystrokes avoids a backlog.
+
+class _WorkerGone(Exception):
+    pass
+
+
+class _Job:
+    __slots__ = ("prepare", "still_wanted", "future")
+
+    def __init__(self, prepare: Callable[[], tuple[str, tuple[Any, ...]] | None],
+                 still_wanted: Callable[[], bool], future: asyncio.Future[Any]):
+        self.prepare = prepare
+        self.still_wanted = still_wanted
+        self.future = future
+
+
+class JediRunner:
+    """Client of the jedi worker process.
+
+    Jobs queue in the server and go to the worker one at a time; a job whose ``still_wanted()`` is False
+    when its turn comes is skipped rather than computed: that is how a burst of keystrokes avoids a backlog.
     """
 
-    def __init__(self) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hapa-jedi")
-        self._projects: dict[str, Any] = {}
-        self._lock = threading.Lock()
+    def __init__(self, *, max_memory_mb: float = 150.0, python: str | None = None) -> None:
+        self.max_memory_mb = max_memory_mb
+        self._python = python or sys.executable
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._reaping: set[asyncio.Future[Any]] = set()
         self.skipped = 0
+        self.restarts = 0  # replaced for memory
+        self.failures = 0  # died or hung
+        self.rss_mb = 0.0  # the worker's resident memory after its last job
 
-    def warm_up(self) -> concurrent.futures.Future:
-        """Import jedi and parso's grammar in the background so the first request is not slow.
+    # ---- public API ------------------------------------------------------------------------------------------
+    def warm_up(self) -> asyncio.Future[Any]:
+        """Start the worker and import jedi there in the background, so the first request is not slow.
 
-        No completion is run here: inferring builtins costs ~50 MB, paid only once completions are asked for.
+        No completion is run: inferring builtins costs ~50 MB, paid only once completions are asked for.
         """
+        return asyncio.ensure_future(self.submit(lambda: ("warm", ()), timeout=WARM_HANG_S))
 
-        def work() -> None:
-            import jedi
-
-            jedi.Script("x = 1\n").get_names()
-
-        return self._pool.submit(work)
-
-    def _project(self, root: str | None) -> Any:
-        import jedi
-
-        key = root or ""
-        with self._lock:
-            p = self._projects.get(key)
-            if p is None:
-                p = self._projects[key] = jedi.Project(root) if root else None
-            return p
-
-    async def run(self, fn: Callable[..., Any], *args: Any, timeout: float, still_wanted: Callable[[], bool]
+    async def run(self, op: str, *args: Any, timeout: float, still_wanted: Callable[[], bool] = lambda: True
                   ) -> Any:
-        """Run ``fn`` in the jedi thread within ``timeout``; None when skipped as stale or timed out."""
-        loop = asyncio.get_running_loop()
+        """Run worker operation ``op`` within ``timeout``; None when skipped as stale, timed out or lost."""
+        return await self.submit(lambda: (op, args), timeout=timeout, still_wanted=still_wanted)
 
-        def job() -> Any:
-            if not still_wanted():
-                self.skipped += 1
-                return None
-            return fn(*args)
+    async def submit(self, prepare: Callable[[], tuple[str, tuple[Any, ...]] | None], *, timeout: float,
+                     still_wanted: Callable[[], bool] = lambda: True) -> Any:
+        """Queue a job whose ``(op, args)`` are made by ``prepare()`` at its turn (None: nothing to do).
 
-        fut = loop.run_in_executor(self._pool, job)
+        Waits at most ``timeout``; the job itself goes on after that (its result then only reaches whoever
+        awaits the same work later, e.g. a cache filled by ``prepare``'s owner).
+        """
+        if self._closed:
+            return None
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Job(prepare, still_wanted, fut))
+        if self._pump_task is None or self._pump_task.done():
+            self._pump_task = asyncio.ensure_future(self._pump())
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             return None
 
-    def complete(self, source: str, path: str, root: str | None, line: int, column: int, line_prefix: str,
-                 encoding: str = "utf-16", limit: int = 200) -> list[types.CompletionItem]:
-        """jedi completions at a 0-based position (code points) as LSP items, in jedi's order (jedi thread)."""
-        import jedi
-
+    async def complete(self, source: str, path: str, root: str | None, line: int, column: int, line_prefix: str,
+                       encoding: str = "utf-16", limit: int = 200, *, timeout: float,
+                       still_wanted: Callable[[], bool] = lambda: True) -> list[types.CompletionItem] | None:
+        """jedi completions at a 0-based position (code points) as LSP items in jedi's order; None when not
+        ready within ``timeout`` or skipped as stale. Raises JediError when jedi failed on this code."""
+        raw = await self.run("complete", source, path, root, line, column, limit, timeout=timeout,
+                             still_wanted=still_wanted)
+        if raw is None:
+            return None
         from hapa_lsp.context import units_len
 
         end = types.Position(line, units_len(line_prefix, encoding))
-
-        script = jedi.Script(code=source, path=path or None, project=self._project(root))
         items: list[types.CompletionItem] = []
-        for i, c in enumerate(script.complete(line + 1, column)):
-            if i >= limit:
-                break
-            typed = len(c.name) - len(c.complete or "")
+        for i, (name, kind, description, typed) in enumerate(raw):
             start = types.Position(line, units_len(line_prefix[:max(0, column - typed)], encoding))
-            rng = types.Range(start, end)
             items.append(types.CompletionItem(
-                label=c.name,
-                kind=_KINDS.get(c.type, types.CompletionItemKind.Text),
-                detail=c.description[:80] if c.description else None,
+                label=name,
+                kind=_KINDS.get(kind, types.CompletionItemKind.Text),
+                detail=description or None,
                 sort_text=f"b{i:04d}",
-                filter_text=c.name,
-                text_edit=types.TextEdit(rng, c.name),
+                filter_text=name,
+                text_edit=types.TextEdit(types.Range(start, end), name),
             ))
         return items
 
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (None when not running)."""
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    async def aclose(self) -> None:
+        """``shutdown`` and wait for the worker to exit, so that its pipes close on this event loop."""
+        self.shutdown()
+        if self._reaping:
+            await asyncio.wait(self._reaping, timeout=5.0)
+
     def shutdown(self) -> None:
-        """Stop the worker thread without waiting for a running parse."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker at once and fail nothing loudly: queued jobs answer None."""
+        self._closed = True
+        while self._queue:
+            job = self._queue.popleft()
+            if not job.future.done():
+                job.future.set_result(None)
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+        self._kill()
+
+    # ---- the worker ------------------------------------------------------------------------------------------
+    async def _pump(self) -> None:
+        while self._queue and not self._closed:
+            job = self._queue.popleft()
+            if job.future.done():
+                continue
+            try:
+                if not job.still_wanted():
+                    self.skipped += 1
+                    job.future.set_result(None)
+                    continue
+                call = job.prepare()
+            except Exception as exc:  # noqa: BLE001 - the job's owner sees its own failure
+                job.future.set_exception(exc)
+                continue
+            if call is None:
+                job.future.set_result(None)
+                continue
+            try:
+                ok, value = await self._call(call[0], call[1])
+            except _WorkerGone as exc:
+                self.failures += 1
+                self._log_warning("jedi worker lost; starting a new one", reason=str(exc), op=call[0])
+                self._kill()
+                if not job.future.done():
+                    job.future.set_result(None)
+                continue
+            if job.future.done():
+                continue
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(JediError(value))
+        if not self._closed and self._proc is not None and self.rss_mb > self.max_memory_mb:
+            # Idle and too big: jedi's caches never shrink, so the process is replaced; the next job starts a
+            # fresh one (the server's own caches of facts stay).
+            self.restarts += 1
+            self._log_info("jedi worker replaced", rss_mb=round(self.rss_mb, 1), limit_mb=self.max_memory_mb)
+            self._kill()
+            self.rss_mb = 0.0
+
+    async def _ensure(self) -> asyncio.subprocess.Process:
+        proc = self._proc
+        if proc is not None and proc.returncode is not None:
+            self.failures += 1  # it was not stopped by us (that clears self._proc)
+            self._log_warning("jedi worker exited; starting a new one", returncode=proc.returncode)
+        if proc is None or proc.returncode is not None:
+            proc = self._proc = await asyncio.create_subprocess_exec(
+                self._python, "-m", "hapa_lsp.jedi_worker",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
+        return proc
+
+    async def _call(self, op: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        try:
+            proc = await self._ensure()
+        except OSError as exc:
+            raise _WorkerGone(f"cannot start: {exc}") from None
+        data = pickle.dumps((op, args), protocol=pickle.HIGHEST_PROTOCOL)
+        assert proc.stdin is not None and proc.stdout is not None
+        limit = WARM_HANG_S if op == "warm" else HANG_S
+        t0 = time.monotonic()
+        try:
+            proc.stdin.write(_HEAD.pack(len(data)) + data)
+            await proc.stdin.drain()
+            head = await asyncio.wait_for(proc.stdout.readexactly(_HEAD.size), limit)
+            body = await asyncio.wait_for(proc.stdout.readexactly(_HEAD.unpack(head)[0]),
+                                          max(1.0, limit - (time.monotonic() - t0)))
+        except TimeoutError:
+            raise _WorkerGone(f"no answer within {limit:.0f} s") from None
+        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
+            raise _WorkerGone(f"exited ({type(exc).__name__})") from None
+        ok, value, rss = pickle.loads(body)
+        self.rss_mb = rss
+        return ok, value
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+        try:
+            # Reaped on this loop, so its pipes close here (not at garbage collection after the loop is gone).
+            reap = asyncio.ensure_future(proc.wait())
+            self._reaping.add(reap)
+            reap.add_done_callback(self._reaping.discard)
+        except RuntimeError:  # no running loop (interpreter exit)
+            pass
+
+    @staticmethod
+    def _log_warning(msg: str, **kw: Any) -> None:
+        from hapa_lsp.log import get_logger
+
+        get_logger().warning(msg, **kw)
+
+    @staticmethod
+    def _log_info(msg: str, **kw: Any) -> None:
+        from hapa_lsp.log import get_logger
+
+        get_logger().info(msg, **kw)

@@ -195,7 +195,7 @@ class HapaServer(LanguageServer):
         if self._jedi is None:
             from hapa_lsp.jedi_utils import JediRunner
 
-            self._jedi = JediRunner()
+            self._jedi = JediRunner(max_memory_mb=self.settings.context.jedi_worker_max_mb)
         return self._jedi
 
     # ---- settings -------------------------------------------------------------------------------------------
@@ -232,6 +232,8 @@ class HapaServer(LanguageServer):
             log.configure_from_settings(settings.logging)
         if self._engine is not None:
             self._engine.update_settings(settings)
+        if self._jedi is not None:
+            self._jedi.max_memory_mb = settings.context.jedi_worker_max_mb
         # Each layer is re-merged on every change; tell the user about a problem once, not on every re-read.
         seen = getattr(self, "_config_seen", set())
         for p in problems:

@@ -5,7 +5,7 @@ Used by the server's typing path (``Engine._suggest``), by ``hapa-lsp context`` 
 
 1. ``start`` (sync, on the event loop, ~1 ms): cursor split, multi-line decision, the names used near
    the cursor, neighbour snippets, and the facts already cached from earlier keystrokes;
-2. ``complete`` (async): resolve the missing facts on the jedi thread until the time box ends;
+2. ``complete`` (async): resolve the missing facts in the jedi worker until the time box ends;
 3. ``assemble`` (sync): fit window + facts + snippets into the token budget and render the prompt in the
    model family's multi-file format. The whole prompt is counted, so the budget is never exceeded.
 """
@@ -223,7 +223,7 @@ class ContextEngine:
 
     # ---- 2. complete -------------------------------------------------------------------------------------
     async def complete(self, req: Request, *, still_wanted: Any = None) -> bool:
-        """Resolve missing facts on the jedi thread until the time box ends; True when new facts arrived."""
+        """Resolve missing facts in the jedi worker until the time box ends; True when new facts arrived."""
         if not req.missing or req.uses is None or self.runner is None:
             return False
         t = time.perf_counter()

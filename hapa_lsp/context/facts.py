@@ -1,7 +1,7 @@
 """Semantic facts from jedi: signatures and first docstring lines of what the code near the cursor uses.
 
 Finding the names is cheap text work done on the event loop (``find_uses``). Resolving them is jedi work
-done on the server's one jedi thread (``FactsEngine.resolve``), time-boxed by the caller: whatever is
+done in the jedi worker process (``FactsEngine.resolve``), time-boxed by the caller: whatever is
 resolved when the box ends is used, and the job keeps filling the per-document cache a little longer so
 the next keystroke has it. Resolutions are cached per (document, expression) across keystrokes; a job is
 coalesced per document (one queued at a time, always working on the latest text).
@@ -15,7 +15,6 @@ import keyword
 import math
 import os
 import re
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -39,7 +38,7 @@ _IMPORT = re.compile(r"^(\s*)import\s+([\w., ]+)")
 _BINDING = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?::[^=\n]+)?(?<![=!<>])=(?!=)"
                       r"|\bfor\s+\(?([A-Za-z_][\w\s,]*?)\)?\s+in\b|\bas\s+([A-Za-z_]\w*)")
 
-# How long one resolution job may keep the jedi thread, even after the caller's time box ended.
+# How long one resolution job may keep the jedi worker, even after the caller's time box ended.
 JOB_CAP_S = 0.12
 SLOW_PER_JOB = 2
 IDLE_S = 1.5  # a pause in requests this long (the user reads or thinks) lets jedi do the expensive resolutions
@@ -476,17 +475,125 @@ def _import_script(uses: list[Use], imports: dict[str, tuple[int, int, str, str 
     return "\n".join(lines) + "\n", where
 
 
+def _usage_rows(text: str, uses: list[Use]) -> dict[str, list[int]]:
+    """Where the file's far imports are used (so that the ranking knows their distance to the cursor)."""
+    names = [u.expr for u in uses if u.imported and u.dist >= 1000 and "." not in u.expr]
+    if not names:
+        return {}
+    import bisect
+
+    starts = [0]
+    starts.extend(m.end() for m in re.finditer("\n", text))
+    usage: dict[str, list[int]] = {}
+    for name in names:
+        usage[name] = sorted({bisect.bisect_right(starts, m.start()) - 1
+                              for m in re.finditer(rf"(?<![\w.]){re.escape(name)}\b", text)})
+    return usage
+
+
+def module_excluded(module: str, path: str, root: str | None, exclude_globs: tuple[str, ...]) -> bool:
+    """True when the file a module name points to (in the workspace or next to the document) is excluded."""
+    if not exclude_globs:
+        return False
+    dots = len(module) - len(module.lstrip("."))
+    rel = module.lstrip(".").replace(".", "/")
+    bases = []
+    if dots and path:
+        base = os.path.dirname(path)
+        for _ in range(dots - 1):
+            base = os.path.dirname(base)
+        bases.append(base)
+    elif root:
+        bases.append(root)
+    for base in bases:
+        for cand in (f"{base}/{rel}.py", f"{base}/{rel}/__init__.py", f"{base}/{rel}"):
+            if is_excluded(cand, exclude_globs):
+                return True
+    return is_excluded(rel + ".py", exclude_globs) or is_excluded(rel + "/", exclude_globs)
+
+
+def resolve_batch(text: str, path: str, root: str | None, todo: list[Use], far_uses: list[Use],
+                  exclude_globs: tuple[str, ...], cap_s: float, *, project: Any = None, environment: Any = None
+                  ) -> dict[str, Any]:
+    """One resolution job's jedi work (in the jedi worker process): facts for ``todo`` until ``cap_s`` after
+    the first parse, the document's imports, and where the far imports of ``far_uses`` are used.
+
+    Returns plain data for ``FactsEngine._apply``: {"imports", "usage", "facts": [(expr, [Fact])], "resolved",
+    "took_s", "est_s"} (no "est_s" when nothing was parsed).
+    """
+    out: dict[str, Any] = {"imports": None, "usage": _usage_rows(text, far_uses) if far_uses else {},
+                           "facts": [], "resolved": 0}
+    if not todo:
+        return out
+    t0 = time.perf_counter()
+    fresh = imports_of(text)
+    out["imports"] = fresh
+    # Imports not used near the cursor are resolved at their import statement, as it is in this text.
+    todo = [replace(u, line=fresh[u.expr][0], col=fresh[u.expr][1]) if u.dist >= 1000 and u.expr in fresh
+            else u for u in todo]
+    import jedi
+
+    # Imported names are resolved in a few-line script of just their imports (next to the document, so
+    # relative imports work): parsing the whole document costs ~50 ms on 2,700 lines, this ~1 ms.
+    small, where = _import_script([u for u in todo if u.module], fresh)
+    todo = [u for u in todo if u.expr in where] + [u for u in todo if u.expr not in where]
+    scripts: dict[bool, Any] = {}
+
+    def script_for(synthetic: bool) -> Any:
+        if synthetic not in scripts:
+            if synthetic:
+                side = os.path.join(os.path.dirname(path), "__hapa_imports__.py") if path else None
+                scripts[True] = jedi.Script(code=small, path=side, project=project, environment=environment)
+            else:
+                scripts[False] = jedi.Script(code=text, path=path or None, project=project, environment=environment)
+        return scripts[synthetic]
+
+    try:
+        script_for(bool(where))
+    except Exception:  # noqa: BLE001 - jedi cannot read this document: no facts, no failure
+        return out
+    # The cap starts after the first parse so that a cold start (jedi's import) still resolves something.
+    t_parsed = time.perf_counter()
+    deadline = t_parsed + cap_s
+    k = 0
+    for k, u in enumerate(todo):
+        if k and time.perf_counter() > deadline:
+            break
+        facts: list[Fact] = []
+        if u.module and module_excluded(u.module, path, root, exclude_globs):
+            out["facts"].append((u.expr, facts))  # jedi would have to read an excluded file: it is not asked to
+            continue
+        try:
+            at = where.get(u.expr)
+            if at is not None:
+                names = script_for(True).goto(at[0], at[1], follow_imports=True)
+            else:
+                names = script_for(False).goto(u.line + 1, u.col, follow_imports=True)
+            for n in names[:2]:
+                f = render(n)
+                if f is not None and not is_excluded(f.path, exclude_globs):
+                    facts.append(f)
+        except Exception:  # noqa: BLE001 - jedi fails on odd code; that name simply has no fact
+            facts = []
+        out["facts"].append((u.expr, facts))
+        out["resolved"] += 1
+    out["took_s"] = time.perf_counter() - t0
+    per_name = (time.perf_counter() - t_parsed) / max(1, min(len(todo), k + 1))
+    out["est_s"] = (t_parsed - t0) + 2 * per_name
+    return out
+
+
 class FactsEngine:
-    """Resolves uses to facts on the jedi thread, with a per-document cache shared across keystrokes."""
+    """Resolves uses to facts in the jedi worker, with a per-document cache (on the event loop) across keystrokes."""
 
     def __init__(self, runner: Any, *, exclude_globs: tuple[str, ...] = ()):
         self.runner = runner
         self.exclude_globs = tuple(exclude_globs)
         self._cache: OrderedDict[tuple[str, str], tuple[float, tuple[Fact, ...]]] = OrderedDict()
-        self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], tuple[str, str, str | None, list[Use]]] = {}
         self._jobs: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._started: set[tuple[str, str]] = set()
+        self._wanted: dict[tuple[str, str], Callable[[], bool]] = {}
         # Per document: the lines where each imported name is used, and the imports themselves (refreshed by
         # resolution jobs, so that a keystroke does not rescan the whole file).
         self._usage: dict[str, dict[str, list[int]]] = {}
@@ -503,30 +610,27 @@ class FactsEngine:
 
     # ---- cache ----------------------------------------------------------------------------------------------
     def _get(self, uri: str, expr: str) -> tuple[Fact, ...] | None:
-        with self._lock:
-            hit = self._cache.get((uri, expr))
-            if hit is None:
-                return None
-            if time.monotonic() - hit[0] > _TTL_S:
-                del self._cache[(uri, expr)]
-                return None
-            self._cache.move_to_end((uri, expr))
-            return hit[1]
+        hit = self._cache.get((uri, expr))
+        if hit is None:
+            return None
+        if time.monotonic() - hit[0] > _TTL_S:
+            del self._cache[(uri, expr)]
+            return None
+        self._cache.move_to_end((uri, expr))
+        return hit[1]
 
     def _put(self, uri: str, expr: str, facts: tuple[Fact, ...]) -> None:
-        with self._lock:
-            self._cache[(uri, expr)] = (time.monotonic(), facts)
-            self._cache.move_to_end((uri, expr))
-            while len(self._cache) > _MAX_ENTRIES:
-                self._cache.popitem(last=False)
+        self._cache[(uri, expr)] = (time.monotonic(), facts)
+        self._cache.move_to_end((uri, expr))
+        while len(self._cache) > _MAX_ENTRIES:
+            self._cache.popitem(last=False)
 
     def forget(self, uri: str) -> None:
         """Drop a document's cached resolutions (it was closed)."""
-        with self._lock:
-            self._usage.pop(uri, None)
-            self._imports.pop(uri, None)
-            for k in [k for k in self._cache if k[0] == uri]:
-                del self._cache[k]
+        self._usage.pop(uri, None)
+        self._imports.pop(uri, None)
+        for k in [k for k in self._cache if k[0] == uri]:
+            del self._cache[k]
 
     def known(self, uri: str, uses: list[Use]) -> tuple[list[Fact], list[Use]]:
         """Facts already resolved for ``uses`` (ranked by their best use) and the uses still unresolved."""
@@ -544,36 +648,49 @@ class FactsEngine:
                     best[f.key] = Fact(f.path, f.line, f.name, f.kind, f.text, r, f.source)
         return sorted(best.values(), key=lambda f: f.rank), missing
 
-    # ---- resolution (jedi thread) ---------------------------------------------------------------------------
-    def _job(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            snap = self._pending.pop(key, None)
-            self._started.add(key)
+    # ---- resolution (jedi worker process) ------------------------------------------------------------------
+    def _prepare(self, key: tuple[str, str]) -> tuple[str, tuple[Any, ...]] | None:
+        """At the job's turn in the worker queue: the latest snapshot, minus what is cached meanwhile."""
+        snap = self._pending.pop(key, None)
+        if snap is None:
+            return None
+        text, path, root, uses = snap
+        uri = key[0]
+        todo = [u for u in uses if self._get(uri, u.expr) is None]
+        far = [u for u in uses if u.imported and u.dist >= 1000 and "." not in u.expr] if key[1] == "fast" else []
+        if not todo and not far:
+            return None
+        self._started.add(key)
+        return "facts", (text, path, root, todo, far, self.exclude_globs, JOB_CAP_S)
+
+    async def _job(self, key: tuple[str, str], still_wanted: Callable[[], bool]) -> None:
         try:
-            if snap is not None:
-                if key[1] == "fast":
-                    self._index_usage(key[0], snap[0], snap[3])
-                self._work(key[0], snap)
+            out = await self.runner.submit(lambda: self._prepare(key), timeout=JOB_CAP_S + 60.0,
+                                           still_wanted=lambda: self._wanted.get(key, still_wanted)())
         finally:
-            with self._lock:
-                self._started.discard(key)
+            self._started.discard(key)
+        if out:
+            self._apply(key[0], out)
 
-    def _index_usage(self, uri: str, text: str, uses: list[Use]) -> None:
-        """Where the file's far imports are used (so that the ranking knows their distance to the cursor)."""
-        names = [u.expr for u in uses if u.imported and u.dist >= 1000 and "." not in u.expr]
-        if not names:
+    def _apply(self, uri: str, out: dict[str, Any]) -> None:
+        """Store what a worker job resolved (event loop)."""
+        if out.get("imports") is not None:
+            self._imports[uri] = out["imports"]
+        if out.get("usage"):
+            self._usage[uri] = {**self._usage.get(uri, {}), **out["usage"]}
+        for expr, facts in out.get("facts", ()):
+            self._put(uri, expr, tuple(facts))
+        self.stats["resolved"] += out.get("resolved", 0)
+        if out.get("est_s") is None:
             return
-        import bisect
-
-        starts = [0]
-        starts.extend(m.end() for m in re.finditer("\n", text))
-        usage: dict[str, list[int]] = {}
-        for name in names:
-            rows = sorted({bisect.bisect_right(starts, m.start()) - 1
-                           for m in re.finditer(rf"(?<![\w.]){re.escape(name)}\b", text)})
-            usage[name] = rows
-        with self._lock:
-            self._usage[uri] = {**self._usage.get(uri, {}), **usage}
+        self.stats["jobs"] += 1
+        self.stats["job_ms"] += out["took_s"] * 1000
+        est = out["est_s"]
+        # Per document, how long a job takes (parse + two names), smoothed: decides whether waiting pays.
+        prev = self._job_s.get(uri)
+        self._job_s[uri] = est if prev is None else 0.5 * prev + 0.5 * est
+        # Across documents too: a document never seen yet is expected to cost what the others did.
+        self._job_s_all = 0.8 * self._job_s_all + 0.2 * est if self._job_s_all else est
 
     def rerank(self, uri: str, uses: list[Use], row: int) -> list[Use]:
         """Far imports ranked by their nearest use in the whole file (from the last resolution job)."""
@@ -609,99 +726,10 @@ class FactsEngine:
         out.sort(key=lambda x: x.rank)
         return out
 
-    def _work(self, uri: str, snap: tuple[str, str, str | None, list[Use]]) -> None:
-        text, path, root, uses = snap
-        todo = [u for u in uses if self._get(uri, u.expr) is None]
-        if not todo:
-            return
-        t0 = time.perf_counter()
-        fresh = imports_of(text)
-        with self._lock:
-            self._imports[uri] = fresh
-        # Imports not used near the cursor are resolved at their import statement, as it is in this text.
-        todo = [replace(u, line=fresh[u.expr][0], col=fresh[u.expr][1]) if u.dist >= 1000 and u.expr in fresh
-                else u for u in todo]
-        import jedi
-
-        project = self.runner._project(root) if hasattr(self.runner, "_project") else None
-        # Imported names are resolved in a few-line script of just their imports (next to the document, so
-        # relative imports work): parsing the whole document costs ~50 ms on 2,700 lines, this ~1 ms.
-        small, where = _import_script([u for u in todo if u.module], fresh)
-        todo = [u for u in todo if u.expr in where] + [u for u in todo if u.expr not in where]
-        scripts: dict[bool, Any] = {}
-
-        def script_for(synthetic: bool) -> Any:
-            if synthetic not in scripts:
-                if synthetic:
-                    side = os.path.join(os.path.dirname(path), "__hapa_imports__.py") if path else None
-                    scripts[True] = jedi.Script(code=small, path=side, project=project)
-                else:
-                    scripts[False] = jedi.Script(code=text, path=path or None, project=project)
-            return scripts[synthetic]
-
-        try:
-            script_for(bool(where))
-        except Exception:  # noqa: BLE001 - jedi cannot read this document: no facts, no failure
-            return
-        # The cap starts after the first parse so that a cold start (jedi's import) still resolves something.
-        t_parsed = time.perf_counter()
-        deadline = t_parsed + JOB_CAP_S
-        for k, u in enumerate(todo):
-            if k and time.perf_counter() > deadline:
-                break
-            facts: list[Fact] = []
-            if u.module and self._module_excluded(u.module, path, root):
-                self._put(uri, u.expr, ())  # jedi would have to read an excluded file: it is not asked to
-                continue
-            try:
-                at = where.get(u.expr)
-                if at is not None:
-                    names = script_for(True).goto(at[0], at[1], follow_imports=True)
-                else:
-                    names = script_for(False).goto(u.line + 1, u.col, follow_imports=True)
-                for n in names[:2]:
-                    f = render(n)
-                    if f is not None and not is_excluded(f.path, self.exclude_globs):
-                        facts.append(f)
-            except Exception:  # noqa: BLE001 - jedi fails on odd code; that name simply has no fact
-                facts = []
-            self._put(uri, u.expr, tuple(facts))
-            self.stats["resolved"] += 1
-        self.stats["jobs"] += 1
-        took = time.perf_counter() - t0
-        self.stats["job_ms"] += took * 1000
-        # Per document, how long a job takes (parse + two names), smoothed: decides whether waiting pays.
-        per_name = (time.perf_counter() - t_parsed) / max(1, min(len(todo), k + 1))
-        est = (t_parsed - t0) + 2 * per_name
-        prev = self._job_s.get(uri)
-        self._job_s[uri] = est if prev is None else 0.5 * prev + 0.5 * est
-        # Across documents too: a document never seen yet is expected to cost what the others did.
-        self._job_s_all = 0.8 * self._job_s_all + 0.2 * est if self._job_s_all else est
-
-    def _module_excluded(self, module: str, path: str, root: str | None) -> bool:
-        """True when the file a module name points to (in the workspace or next to the document) is excluded."""
-        if not self.exclude_globs:
-            return False
-        dots = len(module) - len(module.lstrip("."))
-        rel = module.lstrip(".").replace(".", "/")
-        bases = []
-        if dots and path:
-            base = os.path.dirname(path)
-            for _ in range(dots - 1):
-                base = os.path.dirname(base)
-            bases.append(base)
-        elif root:
-            bases.append(root)
-        for base in bases:
-            for cand in (f"{base}/{rel}.py", f"{base}/{rel}/__init__.py", f"{base}/{rel}"):
-                if is_excluded(cand, self.exclude_globs):
-                    return True
-        return is_excluded(rel + ".py", self.exclude_globs) or is_excluded(rel + "/", self.exclude_globs)
-
     async def resolve(self, uri: str, path: str, root: str | None, text: str, uses: list[Use], *,
                       timeout: float, still_wanted: Callable[[], bool] = lambda: True, wait_slow: bool = False
                       ) -> None:
-        """Resolve ``uses`` on the jedi thread, waiting at most ``timeout``; the job may finish later."""
+        """Resolve ``uses`` in the jedi worker, waiting at most ``timeout``; the job may finish later."""
         if self.runner is None or not uses:
             return
         # Imported names resolve in a tiny import script (cheap); everything else needs the whole document
@@ -745,13 +773,12 @@ class FactsEngine:
 
     def _submit(self, key: tuple[str, str], snap: tuple[str, str, str | None, list[Use]],
                 still_wanted: Callable[[], bool]) -> asyncio.Future[Any]:
-        with self._lock:
-            self._pending[key] = snap
+        self._pending[key] = snap
+        self._wanted[key] = still_wanted  # a queued job works for the newest request, so asks it
         job = self._jobs.get(key)
         if job is None or job.done() or key in self._started:
             # A running job already took its snapshot: queue another (it runs next, on the latest text).
-            job = asyncio.ensure_future(self.runner.run(self._job, key, timeout=JOB_CAP_S + 30.0,
-                                                        still_wanted=still_wanted))
+            job = asyncio.ensure_future(self._job(key, still_wanted))
             self._jobs[key] = job
             job.add_done_callback(lambda f, k=key: self._jobs.pop(k, None) if self._jobs.get(k) is f else None)
         return job

@@ -45,7 +45,7 @@ class TokenCounter:
         if not text:
             return 0
         if self._tok is not None:
-            with self._lock:  # a Rust tokenizer object is shared by the loop and the jedi thread
+            with self._lock:  # one Rust tokenizer object, whatever thread counts
                 return len(self._tok.encode(text, add_special_tokens=False).ids)
         return estimate_tokens(text, self.chars_per_token)
 

@@ -47,5 +47,7 @@ def register(server: HapaServer) -> None:
         out = ls.engine.stats()
         if ls._jedi is not None:
             out["jedi_skipped"] = ls._jedi.skipped
+            out["jedi_worker"] = {"pid": ls._jedi.pid, "rss_mb": round(ls._jedi.rss_mb, 1),
+                                  "replaced": ls._jedi.restarts, "failures": ls._jedi.failures}
         out["status"] = ls.status_state
         return out

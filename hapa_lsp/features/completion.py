@@ -67,8 +67,8 @@ def register(server: HapaServer) -> None:
         jedi_task: asyncio.Future | None = None
         if (settings.completion.jedi and language == "python"
                 and len(text) <= settings.context.jedi_max_bytes):
-            jedi_task = asyncio.ensure_future(ls.jedi.run(
-                ls.jedi.complete, text, doc.path, ls.root_path, cur.line, cur.character, cur.line_prefix, encoding,
+            jedi_task = asyncio.ensure_future(ls.jedi.complete(
+                text, doc.path, ls.root_path, cur.line, cur.character, cur.line_prefix, encoding,
                 timeout=settings.completion.jedi_timeout_ms / 1000,
                 still_wanted=lambda: engine.generation(uri) == gen))
         ai_task: asyncio.Future | None = None
@@ -88,7 +88,7 @@ def register(server: HapaServer) -> None:
                 except Exception:  # noqa: BLE001 - jedi failing on odd code must not cost the AI item
                     from hapa_lsp.log import get_logger
 
-                    get_logger().warning("jedi failed", exc_info=True)
+                    get_logger().warning("jedi failed", exc_info=True)  # the worker's traceback is in the message
                     jedi_items = None
                 if jedi_items is None:
                     incomplete = True  # timed out or skipped: ask again on the next keystroke

@@ -57,7 +57,7 @@ def register(server: HapaServer) -> None:
     @server.feature(types.INITIALIZED)
     async def initialized(ls: HapaServer, params: types.InitializedParams) -> None:
         ls.apply_settings()
-        # The context engine reads open documents, the jedi thread and the workspace root through the engine.
+        # The context engine reads open documents, the jedi worker and the workspace root through the engine.
         eng = ls.engine
         eng.workspace, eng.jedi, eng.root_path = ls.workspace, ls.jedi, ls.root_path
         # Rate limits count model calls, not keystrokes: cache hits and superseded requests are free.
@@ -66,7 +66,7 @@ def register(server: HapaServer) -> None:
         # Warm up what the first keystroke needs, off the event loop, now that the editor is not waiting.
         loop = asyncio.get_running_loop()
         loop.run_in_executor(None, _warm_imports)
-        if ls.settings.completion.jedi:
+        if ls.settings.completion.jedi or ls.settings.context.facts:
             ls.jedi.warm_up()
         dyn = ls.client_capabilities.workspace
         if dyn and dyn.did_change_configuration and dyn.did_change_configuration.dynamic_registration:
@@ -108,7 +108,7 @@ def register(server: HapaServer) -> None:
         if ls._engine is not None:
             await ls._engine.aclose()
         if ls._jedi is not None:
-            ls._jedi.shutdown()
+            await ls._jedi.aclose()
 
 
 def _warm_imports() -> None:

@@ -97,3 +97,21 @@ async def test_non_python_documents_get_only_the_ai_item(lsp, fake):
     open_doc(lsp, "file:///ws/a.js", "const x = 1;\ncons\n", language="javascript")
     result = await lsp.text_document_completion_async(completion_params("file:///ws/a.js", 1, 4, invoked=True))
     assert labels(result) == ["console.log(x);"]
+
+
+async def test_jedi_runs_in_a_worker_that_is_replaced_when_it_dies(lsp, fake):
+    import os
+    import signal
+
+    open_doc(lsp, "file:///ws/m.py", SOURCE)
+    params = completion_params("file:///ws/m.py", 5, 5, invoked=True)
+    assert "path" in labels(await complete_when_jedi_ready(lsp, params))
+    stats = await lsp.workspace_execute_command_async(types.ExecuteCommandParams(command="hapa.stats"))
+    worker = stats["jedi_worker"]
+    assert worker["pid"] not in (None, lsp._server.pid) and worker["rss_mb"] > 10
+    os.kill(worker["pid"], signal.SIGKILL)
+    # The user keeps typing: jedi's items come back from a new worker, the server never noticed more than that.
+    assert "path" in labels(await complete_when_jedi_ready(lsp, params))
+    stats = await lsp.workspace_execute_command_async(types.ExecuteCommandParams(command="hapa.stats"))
+    assert stats["jedi_worker"]["pid"] not in (None, worker["pid"])
+    assert stats["jedi_worker"]["failures"] == 1

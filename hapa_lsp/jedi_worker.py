@@ -1,0 +1,143 @@
+"""The jedi worker process: every jedi call of the server runs here, never in the server's own process.
+
+Why a process and not a thread: jedi holds the GIL for most of its work, so a jedi thread slows the event
+loop that answers keystrokes; and jedi's inference caches (parse trees of every module it touched) stay in
+the heap for good, freed memory included (fragmentation). Here jedi gets its own core, and the server can
+replace the worker when it has grown too large (``hapa_lsp.jedi_utils.JediRunner``).
+
+Protocol on the worker's stdin/stdout pipes (private to the server; the editor's stdio is never touched):
+frames of a 4-byte big-endian length and a pickle. Request ``(op, args)``; reply
+``(ok, result_or_error_text, rss_mb)``. One request at a time. EOF on stdin ends the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import sys
+import traceback
+from typing import Any, Callable
+
+_HEAD = struct.Struct(">I")
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (0.0 where the platform does not say)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1048576
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # peak: kB on Linux, bytes on macOS
+        return peak / (1048576 if sys.platform == "darwin" else 1024)
+    except (ImportError, OSError):
+        return 0.0
+
+
+class Jedi:
+    """The worker's jedi state: projects per workspace root and the environment to infer in."""
+
+    def __init__(self) -> None:
+        self._projects: dict[str, Any] = {}
+        self._env: Any = None
+
+    def environment(self) -> Any:
+        """jedi's default environment; when that is this very interpreter, infer in-process.
+
+        jedi's default runs a helper process of its own for compiled modules; in a disposable worker that is a
+        third Python process (~30 MB) for nothing. A virtualenv named by VIRTUAL_ENV/CONDA_PREFIX keeps it.
+        """
+        if self._env is None:
+            import jedi
+
+            env = jedi.get_default_environment()
+            if os.path.normcase(os.path.abspath(getattr(env, "path", ""))) == os.path.normcase(
+                    os.path.abspath(sys.prefix)):
+                env = jedi.InterpreterEnvironment()
+            self._env = env
+        return self._env
+
+    def project(self, root: str | None) -> Any:
+        if not root:
+            return None
+        p = self._projects.get(root)
+        if p is None:
+            import jedi
+
+            p = self._projects[root] = jedi.Project(root)
+        return p
+
+    def warm(self) -> None:
+        """Import jedi and load parso's grammar, so that the first real request is not slow."""
+        import jedi
+
+        jedi.Script("x = 1\n", environment=self.environment()).get_names()
+
+    def complete(self, source: str, path: str, root: str | None, line: int, column: int, limit: int
+                 ) -> list[tuple[str, str, str, int]]:
+        """jedi completions at a 0-based line and code-point column: (name, type, description, chars typed)."""
+        import jedi
+
+        script = jedi.Script(code=source, path=path or None, project=self.project(root),
+                             environment=self.environment())
+        out = []
+        for i, c in enumerate(script.complete(line + 1, column)):
+            if i >= limit:
+                break
+            out.append((c.name, c.type, (c.description or "")[:80], len(c.name) - len(c.complete or "")))
+        return out
+
+    def facts(self, text: str, path: str, root: str | None, todo: list, far: list, exclude_globs: tuple,
+              cap_s: float) -> dict[str, Any]:
+        """Resolve uses to facts (``hapa_lsp.context.facts.resolve_batch``)."""
+        from hapa_lsp.context.facts import resolve_batch
+
+        return resolve_batch(text, path, root, todo, far, exclude_globs, cap_s, project=self.project(root),
+                             environment=self.environment())
+
+
+def serve(inp: Any, out: Any) -> None:
+    """Answer requests until EOF."""
+    state = Jedi()
+    ops: dict[str, Callable[..., Any]] = {"warm": state.warm, "complete": state.complete, "facts": state.facts}
+    while True:
+        head = inp.read(_HEAD.size)
+        if len(head) < _HEAD.size:
+            return
+        body = inp.read(_HEAD.unpack(head)[0])
+        try:
+            op, args = pickle.loads(body)
+            reply: tuple[Any, ...] = (True, ops[op](*args))
+        except Exception as exc:  # noqa: BLE001 - the server logs it; the worker keeps serving
+            reply = (False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
+        try:
+            data = pickle.dumps((*reply, rss_mb()), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # noqa: BLE001 - an unpicklable result
+            data = pickle.dumps((False, f"unpicklable result: {exc}", rss_mb()))
+        out.write(_HEAD.pack(len(data)) + data)
+        out.flush()
+
+
+def main() -> None:
+    """Entry point: ``python -m hapa_lsp.jedi_worker`` (started by the server, not by people)."""
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    # The pipe to the server carries frames only: anything printed (by jedi, a plugin, a warning) goes to stderr.
+    sys.stdout = sys.stderr
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - nothing here may read the request pipe but serve()
+    import hapa_lsp.context.facts  # noqa: F401 - imported before sys.path loses the working directory
+
+    # The entry that ``-m`` put first (the server's working directory) is not part of the user's sys.path.
+    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.abspath(os.getcwd()):
+        del sys.path[0]
+    try:
+        serve(inp, out)
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The jedi worker process: answers, skips stale work, survives a crash or a hang, and is replaced when big."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import pytest
+
+from hapa_lsp import jedi_utils
+from hapa_lsp.jedi_utils import JediError, JediRunner
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals")
+
+SOURCE = "import os\nos.pa"
+
+
+@pytest.fixture
+async def runner():
+    r = JediRunner()
+    yield r
+    await r.aclose()
+
+
+async def _gone(pid: int) -> bool:
+    """True once ``pid`` has exited and been reaped (within 5 s)."""
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def _labels(r: JediRunner, source: str = SOURCE, column: int = 5) -> list[str] | None:
+    items = await r.complete(source, "", None, 1, column, source.split("\n")[1][:column], timeout=60.0)
+    return None if items is None else [i.label for i in items]
+
+
+async def test_completions_come_from_another_process_with_lsp_ranges(runner):
+    items = await runner.complete(SOURCE, "", None, 1, 5, "os.pa", timeout=60.0)
+    assert items is not None
+    labels = [i.label for i in items]
+    assert "path" in labels and "pardir" in labels
+    path = items[labels.index("path")]
+    # The edit replaces the two characters typed ("pa") with the whole name.
+    assert (path.text_edit.range.start.character, path.text_edit.range.end.character) == (3, 5)
+    assert path.text_edit.new_text == "path"
+    assert runner.pid is not None and runner.pid != os.getpid()
+    assert runner.rss_mb > 10
+    assert "jedi" not in sys.modules or runner.pid != os.getpid()
+
+
+async def test_stale_jobs_are_skipped_not_computed(runner):
+    await runner.warm_up()
+    got = await asyncio.gather(*(runner.run("complete", SOURCE, "", None, 1, 5, 50, timeout=60.0,
+                                            still_wanted=lambda: False) for _ in range(5)))
+    assert got == [None] * 5
+    assert runner.skipped == 5
+
+
+async def test_jedi_failure_is_an_error_and_the_worker_keeps_serving(runner):
+    with pytest.raises(JediError, match="ValueError"):
+        await runner.complete(SOURCE, "", None, 40, 5, "", timeout=60.0)  # line 41 does not exist
+    assert "path" in (await _labels(runner))
+
+
+async def test_a_killed_worker_is_replaced_on_the_next_job(runner):
+    assert await _labels(runner)
+    first = runner.pid
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    # The job in flight when the worker dies answers None; the one after runs in a fresh worker.
+    labels = await _labels(runner) or await _labels(runner)
+    assert "path" in labels
+    assert runner.pid not in (None, first)
+    assert runner.failures == 1
+
+
+async def test_a_hung_worker_is_killed_and_the_queue_goes_on(runner, monkeypatch):
+    monkeypatch.setattr(jedi_utils, "HANG_S", 1.0)
+    assert await _labels(runner)
+    hung = runner.pid
+    os.kill(hung, signal.SIGSTOP)  # jedi stuck in a pathological file, as far as the server can tell
+    try:
+        first = asyncio.ensure_future(_labels(runner))
+        second = asyncio.ensure_future(_labels(runner))
+        assert await asyncio.wait_for(first, 10) is None
+        assert "path" in await asyncio.wait_for(second, 60)
+    finally:
+        try:
+            os.kill(hung, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert runner.failures == 1 and runner.pid != hung
+
+
+async def test_a_worker_over_its_memory_limit_is_replaced_when_idle():
+    r = JediRunner(max_memory_mb=40)  # a worker that inferred os.path is well above 40 MB
+    try:
+        await r.warm_up()
+        first = r.pid
+        assert first is not None and r.rss_mb < 40 and r.restarts == 0
+        assert "path" in await _labels(r)
+        for _ in range(50):
+            if r.restarts:
+                break
+            await asyncio.sleep(0.05)
+        assert r.restarts == 1 and r.pid is None  # replaced once idle; the next job starts a fresh one
+        assert await _gone(first)
+        assert "path" in await _labels(r)
+    finally:
+        await r.aclose()
+
+
+async def test_after_shutdown_jobs_answer_none_at_once(runner):
+    assert await _labels(runner)
+    proc_pid = runner.pid
+    await runner.aclose()
+    assert await _labels(runner) is None
+    assert await _gone(proc_pid)
