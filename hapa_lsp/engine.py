@@ -329,11 +329,14 @@ class Engine:
             if attempt:
                 break
             debounce = self.debounce_seconds(uri) if not invoked else 0.0
-            # Facts not cached yet are resolved on the jedi thread during the debounce, within the time box.
+            prepare_ms = (time.perf_counter() - t0) * 1000
+            # The debounce counts from the request's arrival: preparing the prompt above took part of it.
+            # Facts not cached yet are resolved in the jedi worker meanwhile, within the time box.
+            rest = debounce - (time.perf_counter() - t0)
             gen = st.generation
             # A keystroke after this request makes its jedi work stale: skip it instead of queueing it.
             waits = [ctx.complete(req, still_wanted=lambda: st.generation == gen)] + (
-                [asyncio.sleep(debounce)] if debounce > 0 else [])
+                [asyncio.sleep(rest)] if rest > 0 else [])
             if not (await asyncio.gather(*waits))[0]:
                 break
             built = ctx.assemble(req)
@@ -352,7 +355,7 @@ class Engine:
                          prefix_tail=win.prefix[-200:])
         total_ms = (time.perf_counter() - t0) * 1000
         timings = {"total_ms": total_ms, "model_ms": model_ms, "debounce_ms": debounce * 1000,
-                   "overhead_ms": total_ms - model_ms - debounce * 1000}
+                   "overhead_ms": total_ms - model_ms - debounce * 1000, "prepare_ms": prepare_ms}
         if text_out is None:
             self.counters["empty"] += 1
             # An empty answer is an answer: cache it so the same context does not call again.
