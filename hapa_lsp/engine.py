@@ -60,6 +60,7 @@ class _DocState:
 
 
 _SUFFIX_HEAD = 256
+_TIMER_SLACK_S = 0.001
 # Control characters a model may emit as garbage; never worth showing (tabs and newlines are kept).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -332,7 +333,9 @@ class Engine:
             prepare_ms = (time.perf_counter() - t0) * 1000
             # The debounce counts from the request's arrival: preparing the prompt above took part of it.
             # Facts not cached yet are resolved in the jedi worker meanwhile, within the time box.
-            rest = debounce - (time.perf_counter() - t0)
+            # asyncio's epoll selector rounds a timeout up to whole milliseconds and fires timers within its clock
+            # resolution, so a sleep ends 0.5-1.5 ms late: aim that much early.
+            rest = debounce - (time.perf_counter() - t0) - _TIMER_SLACK_S
             gen = st.generation
             # A keystroke after this request makes its jedi work stale: skip it instead of queueing it.
             waits = [ctx.complete(req, still_wanted=lambda: st.generation == gen)] + (
