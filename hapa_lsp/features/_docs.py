@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
 
@@ -39,6 +39,19 @@ def bind_request(request_id: str, method: str) -> None:
     import structlog
 
     structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+
+
+def after_response(fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Run ``fn`` once the current request's response has been written, not before it.
+
+    pygls writes a response from the handler task's done callback, scheduled when the handler returns;
+    a callback that reschedules itself once runs in the loop iteration after that one. Bookkeeping such as
+    the per-request log line then costs the user nothing.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    loop.call_soon(lambda: loop.call_soon(lambda: fn(*args, **kwargs)))
 
 
 def position_encoding(ls: HapaServer) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 
 from hapa_lsp import errors
-from hapa_lsp.features._docs import bind_request, language_of, open_document, position_encoding
+from hapa_lsp.features._docs import after_response, bind_request, language_of, open_document, position_encoding
 
 if TYPE_CHECKING:
     from hapa_lsp.engine import Suggestion
@@ -71,11 +71,15 @@ def register(server: HapaServer) -> None:
             return None
         if sug is None:
             return None
-        from hapa_lsp.log import get_logger
-
-        get_logger().info("inline", request_id=sug.request_id, source=sug.source, chars=len(sug.text),
-                          **{k: round(v, 2) for k, v in sug.timings.items()})
+        after_response(_log_answer, sug)
         at = types.Position(*sug.at)
         item = types.InlineCompletionItem(insert_text=sug.text, range=types.Range(at, at),
                                           command=accept_command(sug, uri, language))
         return types.InlineCompletionList(items=[item])
+
+
+def _log_answer(sug: Suggestion) -> None:
+    from hapa_lsp.log import get_logger
+
+    get_logger().info("inline", request_id=sug.request_id, source=sug.source, chars=len(sug.text),
+                      **{k: round(v, 2) for k, v in sug.timings.items()})
