@@ -249,6 +249,11 @@ async def replay(path: Path, latency: float, interval: float, mode: str, log_fil
         else:
             rtts["cache"].append(rtt_ms)
     server_overhead = [ev["overhead_ms"] for ev in timings if "overhead_ms" in ev]
+    # Completion lists: how many came with jedi's items, and how fast (jedi works in the server's worker).
+    lists = [(t1 - t0, m.get("result") or {}) for t0, t1, m in answers if isinstance(m.get("result"), dict)
+             and "isIncomplete" in m["result"]]
+    with_jedi = [dt * 1000 for dt, r in lists
+                 if any(not (i.get("detail") or "").startswith("hapa AI") for i in r.get("items", []))]
     prepare = [ev["prepare_ms"] for ev in timings if "prepare_ms" in ev]
     return {
         "keystrokes": keystrokes,
@@ -260,6 +265,9 @@ async def replay(path: Path, latency: float, interval: float, mode: str, log_fil
         "prepare_p50_ms": pct(prepare, 50),
         "cache_rtt_p50_ms": pct(rtts["cache"], 50),
         "reuse_answers": len(rtts["cache"]),
+        "lists": len(lists),
+        "lists_with_jedi": len(with_jedi),
+        "jedi_list_p50_ms": pct(with_jedi, 50),
         "final_after_last_key_ms": final_latency * 1000,
         "init_ms": init_s * 1000,
         "rss_mb": rss,
@@ -320,6 +328,9 @@ async def main() -> None:
                 print(f"  prompt preparation p50 (log)      {med['prepare_p50_ms']:.2f} ms   (inside the debounce)")
                 print(f"  cache / type-through round trip   {med['cache_rtt_p50_ms']:.2f} ms p50 over "
                       f"{med['reuse_answers']:.0f} answers   (target <= 3)")
+            if mode == "completion":
+                print(f"  lists with jedi's items           {med['lists_with_jedi']:.0f} of {med['lists']:.0f}, "
+                      f"round trip p50 {med['jedi_list_p50_ms']:.1f} ms")
             print(f"  final answer after last keystroke {med['final_after_last_key_ms']:.0f} ms   "
                   f"(target <= {args.latency * 1000 + 100:.0f})")
             print(f"  RSS at the end                    {med['rss_mb']:.0f} MB   (target <= 100)")
