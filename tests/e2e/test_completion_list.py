@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 
+import pytest
 from lsprotocol import types
 
 from tests.e2e.conftest import open_doc, start_client, stop_client
@@ -115,3 +118,35 @@ async def test_jedi_runs_in_a_worker_that_is_replaced_when_it_dies(lsp, fake):
     stats = await lsp.workspace_execute_command_async(types.ExecuteCommandParams(command="hapa.stats"))
     assert stats["jedi_worker"]["pid"] not in (None, worker["pid"])
     assert stats["jedi_worker"]["failures"] == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_the_jedi_worker_never_outlives_the_server(fake, tmp_path):
+    """An editor that kills its server (crash, force quit) leaves no jedi process behind."""
+    import os
+    import signal
+
+    client = await start_client(fake, root=tmp_path)
+    try:
+        open_doc(client, "file:///ws/m.py", SOURCE)
+        params = completion_params("file:///ws/m.py", 5, 5, invoked=True)
+        assert "path" in labels(await complete_when_jedi_ready(client, params))
+        stats = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="hapa.stats"))
+        worker = stats["jedi_worker"]["pid"]
+        os.kill(client._server.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{worker}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break  # exited; waiting for init to reap it
+            except FileNotFoundError:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"jedi worker {worker} still running after its server was killed")
+    finally:
+        try:
+            await client.stop()
+        except Exception:  # noqa: BLE001 - the server is gone on purpose
+            pass
