@@ -178,7 +178,7 @@ def _settings(strategy: str) -> Settings:
 
 async def run_once(samples: list[Sample], pkgs: dict[str, dict[str, Module]], seed: int) -> dict[str, dict]:
     runner = JediRunner()
-    await runner.run(lambda: __import__("jedi"), timeout=120, still_wanted=lambda: True)
+    await runner.warm_up()
     results: dict[str, dict] = {}
     try:
         for strategy in STRATEGIES:
@@ -224,9 +224,9 @@ async def run_once(samples: list[Sample], pkgs: dict[str, dict[str, Module]], se
             results[strategy] = {"recall": hits / max(1, total), "identifiers": total,
                                  "p50": statistics.median(times), "p95": times[int(0.95 * (len(times) - 1))]}
             # Let background jedi work of this strategy finish before timing the next one.
-            await runner.run(lambda: None, timeout=120, still_wanted=lambda: True)
+            await runner.idle(timeout=120)
     finally:
-        runner.shutdown()
+        await runner.aclose()
     return results
 
 

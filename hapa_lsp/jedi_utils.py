@@ -21,6 +21,7 @@ _HEAD = struct.Struct(">I")
 # A job running longer than this means jedi is stuck (a pathological file): the worker is killed.
 HANG_S = 20.0
 WARM_HANG_S = 90.0
+START_BACKOFF_S = 60.0
 
 _KINDS = {
     "module": types.CompletionItemKind.Module,
@@ -40,7 +41,9 @@ class JediError(Exception):
 
 
 class _WorkerGone(Exception):
-    pass
+    def __init__(self, reason: str, *, quiet: bool = False):
+        super().__init__(reason)
+        self.quiet = quiet
 
 
 class _Job:
@@ -67,6 +70,7 @@ class JediRunner:
         self._proc: asyncio.subprocess.Process | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._no_start_until = 0.0
         self._reaping: set[asyncio.Future[Any]] = set()
         self.skipped = 0
         self.restarts = 0  # replaced for memory
@@ -96,6 +100,8 @@ class JediRunner:
         if self._closed:
             return None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # A failure that arrives after the caller stopped waiting is not an unhandled error.
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queue.append(_Job(prepare, still_wanted, fut))
         if self._pump_task is None or self._pump_task.done():
             self._pump_task = asyncio.ensure_future(self._pump())
@@ -103,6 +109,10 @@ class JediRunner:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             return None
+
+    async def idle(self, timeout: float) -> None:
+        """Wait until every job queued so far has finished (benchmarks: background work done)."""
+        await self.submit(lambda: None, timeout=timeout)
 
     async def complete(self, source: str, path: str, root: str | None, line: int, column: int, line_prefix: str,
                        encoding: str = "utf-16", limit: int = 200, *, timeout: float,
@@ -171,12 +181,21 @@ class JediRunner:
                 continue
             try:
                 ok, value = await self._call(call[0], call[1])
+            except asyncio.CancelledError:  # shutdown
+                if not job.future.done():
+                    job.future.set_result(None)
+                raise
             except _WorkerGone as exc:
-                self.failures += 1
-                self._log_warning("jedi worker lost; starting a new one", reason=str(exc), op=call[0])
+                if not exc.quiet:
+                    self.failures += 1
+                    self._log_warning("jedi worker lost; starting a new one", reason=str(exc), op=call[0])
                 self._kill()
                 if not job.future.done():
                     job.future.set_result(None)
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. arguments that cannot be pickled: the caller's bug
+                if not job.future.done():
+                    job.future.set_exception(exc)
                 continue
             if job.future.done():
                 continue
@@ -204,10 +223,14 @@ class JediRunner:
         return proc
 
     async def _call(self, op: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        if time.monotonic() < self._no_start_until:
+            raise _WorkerGone("not restarted yet", quiet=True)
         try:
             proc = await self._ensure()
-        except OSError as exc:
-            raise _WorkerGone(f"cannot start: {exc}") from None
+        except (OSError, ValueError) as exc:
+            # Said once per minute at most; meanwhile jedi's items and facts are simply missing.
+            self._no_start_until = time.monotonic() + START_BACKOFF_S
+            raise _WorkerGone(f"cannot start {self._python!r}: {exc}") from None
         data = pickle.dumps((op, args), protocol=pickle.HIGHEST_PROTOCOL)
         assert proc.stdin is not None and proc.stdout is not None
         limit = WARM_HANG_S if op == "warm" else HANG_S

@@ -122,3 +122,19 @@ async def test_after_shutdown_jobs_answer_none_at_once(runner):
     await runner.aclose()
     assert await _labels(runner) is None
     assert await _gone(proc_pid)
+
+
+async def test_a_worker_that_cannot_start_costs_one_warning_and_no_items(tmp_path):
+    r = JediRunner(python=str(tmp_path / "no-such-python"))
+    try:
+        for _ in range(3):
+            assert await _labels(r) is None
+        assert r.failures == 1  # reported once, not on every keystroke
+    finally:
+        await r.aclose()
+
+
+async def test_a_job_that_cannot_be_sent_fails_alone(runner):
+    with pytest.raises(Exception, match="pickle"):
+        await runner.run("complete", lambda: None, timeout=10.0)
+    assert "path" in await _labels(runner)
