@@ -71,6 +71,7 @@ class JediRunner:
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
         self._no_start_until = 0.0
+        self._last_op = ""
         self._reaping: set[asyncio.Future[Any]] = set()
         self.skipped = 0
         self.restarts = 0  # replaced for memory
@@ -203,13 +204,15 @@ class JediRunner:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(JediError(value))
-        if not self._closed and self._proc is not None and self.rss_mb > self.max_memory_mb:
-            # Idle and too big: jedi's caches never shrink, so the process is replaced; the next job starts a
-            # fresh one (the server's own caches of facts stay).
+        if (not self._closed and self._proc is not None and self.rss_mb > self.max_memory_mb
+                and self._last_op != "warm"):  # a fresh worker over the limit would be replaced forever
+            # Idle and too big: jedi's caches never shrink, so the process is replaced by a fresh one, warmed
+            # now so that the next keystroke does not wait for its start (the server's cache of facts stays).
             self.restarts += 1
             self._log_info("jedi worker replaced", rss_mb=round(self.rss_mb, 1), limit_mb=self.max_memory_mb)
             self._kill()
             self.rss_mb = 0.0
+            self.warm_up()
 
     async def _ensure(self) -> asyncio.subprocess.Process:
         proc = self._proc
@@ -247,6 +250,7 @@ class JediRunner:
             raise _WorkerGone(f"exited ({type(exc).__name__})") from None
         ok, value, rss = pickle.loads(body)
         self.rss_mb = rss
+        self._last_op = op
         return ok, value
 
     def _kill(self) -> None:
