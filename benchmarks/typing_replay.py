@@ -298,8 +298,11 @@ async def main() -> None:
           f"{args.latency * 1000:.0f} ms; {args.interval * 1000:.0f} ms per character, {args.line_pause * 1000:.0f} ms "
           f"pause at line ends; medians of {args.runs} runs")
     base, ours = [], []
-    for _ in range(args.runs):
+    for _ in range(max(args.runs, 5)):
+        # A pause before each start: the previous server's exit (and its jedi worker's) must not be measured.
+        await asyncio.sleep(0.5)
         base.append(await baseline_init())
+        await asyncio.sleep(0.5)
         client, t = await start([sys.executable, "-m", "hapa_lsp"], {**os.environ, "HAPA_SIDECAR_ENABLED": "false"})
         await client.close()
         ours.append(t * 1000)
