@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 from pygls.workspace import TextDocument
 
-from hapa_lsp.context import split_at, split_near
+from hapa_lsp.context import has_lone_cr, remember_line_breaks, split_at, split_near
 
 if TYPE_CHECKING:
     from pygls.workspace import Workspace
@@ -45,6 +45,11 @@ class FastTextDocument(TextDocument):
             end = split_near(text, rng.end.line, rng.end.character, enc, start.line, start_line_offset)
             end_offset = max(start.offset, end.offset)
         self._source = text[: start.offset] + change.text + text[end_offset:]
+        # A lone CR (a line break for LSP) can only appear through the new text or where the edit joins
+        # a CR to what follows: everything else keeps the old answer, with no scan of the document.
+        if (not has_lone_cr(text) and "\r" not in change.text
+                and not (start.offset > 0 and text[start.offset - 1] == "\r")):
+            remember_line_breaks(self._source, False)
         # The edit began on this line, so the line's start did not move.
         self._hint = (start.line, start_line_offset)
 

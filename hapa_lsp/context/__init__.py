@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -56,9 +57,47 @@ def _units_to_index(line: str, units: int, encoding: str) -> int:
     return len(line)
 
 
+_LONE_CR = re.compile("\r(?!\n)")
+_LINE_BREAK = re.compile("\r\n|\r|\n")
+# The last text checked for lone CR line breaks, and the answer (a document's text is split several times).
+_known_breaks: list = [None, False]
+
+
+def remember_line_breaks(text: str, lone_cr: bool) -> None:
+    """Record whether ``text`` has a lone CR line break (documents.py knows it from the edit, for free)."""
+    _known_breaks[0], _known_breaks[1] = text, lone_cr
+
+
+def has_lone_cr(text: str) -> bool:
+    """True when ``text`` breaks a line with a CR not followed by LF (LSP counts it as a line break)."""
+    if "\r" not in text:
+        return False
+    if text is _known_breaks[0]:
+        return bool(_known_breaks[1])
+    found = _LONE_CR.search(text) is not None
+    remember_line_breaks(text, found)
+    return found
+
+
 def split_at(text: str, line: int, character: int, encoding: str = "utf-16") -> CursorText:
     """Split ``text`` at an LSP position; positions past the end are clamped, never an error."""
+    if has_lone_cr(text):
+        return _split_any_breaks(text, line, character, encoding)
     return _split_from(text, line, character, encoding, 0, 0)
+
+
+def _split_any_breaks(text: str, line: int, character: int, encoding: str) -> CursorText:
+    # Documents with lone CR line breaks (old Mac files, mixed endings) are rare: a full scan is fine here.
+    starts = [0]
+    ends = []
+    for m in _LINE_BREAK.finditer(text):
+        ends.append(m.start())
+        starts.append(m.end())
+    ends.append(len(text))
+    row = min(max(0, line), len(starts) - 1)
+    line_text = text[starts[row]:ends[row]]
+    col = len(line_text) if row < line else _units_to_index(line_text, max(0, character), encoding)
+    return CursorText(text, starts[row] + col, row, col, line_text[:col], line_text[col:])
 
 
 def split_near(text: str, line: int, character: int, encoding: str, known_line: int, known_start: int
@@ -69,7 +108,9 @@ def split_near(text: str, line: int, character: int, encoding: str, known_line: 
     (no edit above it since it was computed); on a 4,600-line file this turns ~0.7 ms into microseconds.
     """
     if known_line <= 0 or known_start <= 0 or known_start > len(text) or text[known_start - 1] != "\n":
-        return _split_from(text, line, character, encoding, 0, 0)
+        return split_at(text, line, character, encoding)
+    if has_lone_cr(text):
+        return _split_any_breaks(text, line, character, encoding)
     return _split_from(text, line, character, encoding, known_line, known_start)
 
 

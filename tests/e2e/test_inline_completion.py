@@ -82,3 +82,16 @@ async def test_mid_line_suggestion_is_single_line_and_trims_overlap(lsp, fake):
     result = await lsp.text_document_inline_completion_async(inline_params("file:///ws/m.py", 0, 10))
     assert result is not None
     assert result.items[0].insert_text == "1, 2"
+
+
+async def test_lone_cr_line_endings_put_the_cursor_where_the_editor_has_it(lsp, fake):
+    # An old Mac file: every line ends with a lone CR, which LSP counts as a line break like LF and CRLF.
+    fake.queue("return a + b")
+    text = "def add(a, b):\r    \r\rprint(add(1, 2))\r"
+    open_doc(lsp, "file:///ws/mac.py", text)
+    result = await lsp.text_document_inline_completion_async(inline_params("file:///ws/mac.py", 1, 4))
+    items = result.items if isinstance(result, types.InlineCompletionList) else result
+    assert [i.insert_text for i in items] == ["return a + b"]
+    assert items[0].range.start == types.Position(1, 4)
+    prompt = fake.requests[-1].json["prompt"]
+    assert prompt.startswith("<|fim_prefix|>def add(a, b):\r    <|fim_suffix|>\r\rprint(add(1, 2))")

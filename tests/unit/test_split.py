@@ -5,6 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lsprotocol import types
+from pygls.workspace import TextDocument
+
 from hapa_lsp.context import split_at, split_near
 
 LINES = st.lists(st.text(alphabet=st.sampled_from(list("ab \t(é😀\r")), max_size=12), min_size=1, max_size=30)
@@ -37,3 +40,28 @@ def test_split_near_equals_split_at(lines, data):
     b = split_near(text, line, col, "utf-16", known_line, known.offset)
     assert (a.offset, a.line, a.character, a.line_prefix, a.line_suffix) == (
         b.offset, b.line, b.character, b.line_prefix, b.line_suffix)
+
+
+BREAKS = st.lists(st.sampled_from(["a", "é", " ", "\n", "\r", "\r\n"]), max_size=40).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(BREAKS, st.data())
+def test_every_lsp_line_break_counts_as_pygls_does(text, data):
+    """\n, \r\n and a lone \r each end a line (LSP 3.17); offsets agree with pygls' own position mapping."""
+    doc = TextDocument("file:///a.txt", text)
+    lines = doc.lines
+    if not lines:
+        return
+    line = data.draw(st.integers(0, len(lines) - 1))
+    col = data.draw(st.integers(0, len(lines[line].rstrip("\r\n"))))
+    cur = split_at(text, line, col)
+    assert cur.offset == doc.offset_at_position(types.Position(line, col))
+    assert cur.line_prefix + cur.line_suffix == lines[line].rstrip("\r\n")
+
+
+def test_a_lone_cr_starts_a_new_line():
+    text = "old\rmac\r\nwin\nunix"
+    assert [split_at(text, n, 0).line_suffix for n in range(4)] == ["old", "mac", "win", "unix"]
+    assert split_at(text, 1, 2).offset == text.index("mac") + 2
+    assert split_near(text, 3, 1, "utf-16", 2, text.index("win")).line_prefix == "u"
