@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.fakes.model_server import RequestRecord
 
 HEADER = "def add(a, b):"
@@ -199,3 +201,28 @@ def test_hapa_commands_clear_the_cache_show_stats_and_open_the_dashboard(start_e
     report = "\n".join(ed.lines())
     assert "OK server command:" in report and "OK client" in report and "OK status: ok" in report, report
     assert "ERROR" not in report and "WARNING" not in report, report
+
+
+def test_omni_completion_menu_lists_jedis_items_and_the_ai_item(start_editor, fake, tmp_path):
+    """<C-x><C-o> in a real Neovim: jedi's names (from the server's jedi worker) and the AI item in one menu."""
+    fake.script(lambda req: "th.join('a', 'b')")
+    ed = start_editor()
+    ed.open(tmp_path / "paths.py")
+    ed.keys("i")
+    ed.type("import os\nos.pa")
+    words: list[str] = []
+    labels: list[str] = []
+
+    def menu() -> list[str]:
+        # Ask again while the list comes back incomplete (jedi still warming up), as a user would.
+        ed.keys("<C-x><C-o>")
+        time.sleep(0.3)
+        items = ed.lua("return vim.fn.complete_info({'items'}).items")
+        words[:] = [i["word"] for i in items]
+        labels[:] = [i["abbr"] for i in items]
+        return words if "path" in words else []
+
+    ed.wait_for(menu, timeout=20, what="jedi's 'path' in the completion menu")
+    assert "pardir" in words
+    assert "path.join('a', 'b')" in labels, labels  # the AI item, labelled with the whole suggestion
+    ed.keys("<C-e><Esc>")
