@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import pickle
 import struct
 import sys
@@ -105,7 +106,8 @@ class JediRunner:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queue.append(_Job(prepare, still_wanted, fut))
         if self._pump_task is None or self._pump_task.done():
-            self._pump_task = asyncio.ensure_future(self._pump())
+            # A context of its own: the queue serves every request, its log lines belong to none of them.
+            self._pump_task = asyncio.get_running_loop().create_task(self._pump(), context=contextvars.Context())
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
