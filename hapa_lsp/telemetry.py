@@ -60,6 +60,12 @@ class Telemetry:
                              ["model"], registry=r)
         self.redis_up = Gauge("hapa_redis_up", "1 when the shared Redis cache level is in use, 0 when bypassed.",
                               registry=r)
+        self.jedi_rss = Gauge("hapa_jedi_worker_resident_bytes", "Resident memory of the jedi worker process after "
+                              "its last job (0 while none runs).", registry=r)
+        self.jedi_restarts = Counter("hapa_jedi_worker_restarts", "jedi worker processes replaced, by reason "
+                                     "(memory: over hapa.context.jediWorkerMaxMb; failure: died or hung).",
+                                     ["reason"], registry=r)
+        self._jedi_seen = {"memory": 0, "failure": 0}
         self.started = time.time()
         self._recent: deque[tuple[float, str, float, str]] = deque(maxlen=20_000)
         self.total_requests = 0
@@ -74,6 +80,17 @@ class Telemetry:
         self.last_upstream: dict[str, Any] = {}
 
     # ---- inputs -------------------------------------------------------------------------------------------
+    def sync_jedi(self, runner: Any) -> None:
+        """Copy the jedi worker's state (hapa_lsp.jedi_utils.JediRunner, or None) into the metrics at scrape time."""
+        running = runner is not None and runner.pid is not None
+        self.jedi_rss.set(runner.rss_mb * 1048576 if running else 0)
+        if runner is None:
+            return
+        for reason, n in (("memory", runner.restarts), ("failure", runner.failures)):
+            if n > self._jedi_seen[reason]:
+                self.jedi_restarts.labels(reason).inc(n - self._jedi_seen[reason])
+                self._jedi_seen[reason] = n
+
     def on_request(self, method: str, seconds: float, status: str) -> None:
         """One request answered (from the protocol-level accounting)."""
         self.requests.labels(method, status).inc()

@@ -173,6 +173,7 @@ class Ops:
         status = getattr(cache, "status", None)
         if status is not None:
             self.telemetry.redis_up.set(1 if status == "ok" else 0)
+        self.telemetry.sync_jedi(self.ls._jedi)
         return self.telemetry.exposition()
 
     async def health(self) -> dict[str, Any]:

@@ -244,3 +244,28 @@ async def test_old_incidents_are_pruned_at_start(fake: FakeModelServer, tmp_path
         assert gone["code"] == "E4001" and "kept 7 days" in gone["detail"]
     finally:
         await stop_client(client)
+
+
+async def test_metrics_show_the_jedi_workers_memory_and_restarts(fake: FakeModelServer, tmp_path: Path):
+    import os
+    import signal
+
+    from tests.e2e.test_completion_list import SOURCE, complete_when_jedi_ready, completion_params, labels
+
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path))
+    try:
+        url = await sidecar_url(client)
+        open_doc(client, "file:///ws/m.py", SOURCE)
+        params = completion_params("file:///ws/m.py", 5, 5, invoked=True)
+        assert "path" in labels(await complete_when_jedi_ready(client, params))
+        async with httpx.AsyncClient(trust_env=False) as http:
+            smp = samples((await http.get(f"{url}/metrics")).text)
+            assert value(smp, "hapa_jedi_worker_resident_bytes") > 10 * 1024 * 1024
+            pid = (await command(client, "hapa.stats"))["jedi_worker"]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            assert "path" in labels(await complete_when_jedi_ready(client, params))
+            smp = samples((await http.get(f"{url}/metrics")).text)
+        assert value(smp, "hapa_jedi_worker_restarts_total", reason="failure") == 1
+        assert value(smp, "hapa_jedi_worker_resident_bytes") > 10 * 1024 * 1024  # the new worker
+    finally:
+        await stop_client(client)
