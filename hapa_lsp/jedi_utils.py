@@ -48,13 +48,14 @@ class _WorkerGone(Exception):
 
 
 class _Job:
-    __slots__ = ("prepare", "still_wanted", "future")
+    __slots__ = ("prepare", "still_wanted", "future", "abandoned")
 
     def __init__(self, prepare: Callable[[], tuple[str, tuple[Any, ...]] | None],
                  still_wanted: Callable[[], bool], future: asyncio.Future[Any]):
         self.prepare = prepare
         self.still_wanted = still_wanted
         self.future = future
+        self.abandoned = False  # its caller was cancelled: nobody will read the result
 
 
 class JediRunner:
@@ -73,6 +74,7 @@ class JediRunner:
         self._closed = False
         self._no_start_until = 0.0
         self._last_op = ""
+        self._fresh = False
         self._reaping: set[asyncio.Future[Any]] = set()
         self.skipped = 0
         self.restarts = 0  # replaced for memory
@@ -104,7 +106,8 @@ class JediRunner:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         # A failure that arrives after the caller stopped waiting is not an unhandled error.
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._queue.append(_Job(prepare, still_wanted, fut))
+        job = _Job(prepare, still_wanted, fut)
+        self._queue.append(job)
         if self._pump_task is None or self._pump_task.done():
             # A context of its own: the queue serves every request, its log lines belong to none of them.
             self._pump_task = asyncio.get_running_loop().create_task(self._pump(), context=contextvars.Context())
@@ -112,6 +115,10 @@ class JediRunner:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             return None
+        except asyncio.CancelledError:
+            # The editor cancelled the request (or a newer one replaced it): skip the job if not started yet.
+            job.abandoned = True
+            raise
 
     async def idle(self, timeout: float) -> None:
         """Wait until every job queued so far has finished (benchmarks: background work done)."""
@@ -171,7 +178,7 @@ class JediRunner:
             if job.future.done():
                 continue
             try:
-                if not job.still_wanted():
+                if job.abandoned or not job.still_wanted():
                     self.skipped += 1
                     job.future.set_result(None)
                     continue
@@ -225,6 +232,7 @@ class JediRunner:
             proc = self._proc = await asyncio.create_subprocess_exec(
                 self._python, "-m", "hapa_lsp.jedi_worker",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
+            self._fresh = True
         return proc
 
     async def _call(self, op: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
@@ -238,7 +246,8 @@ class JediRunner:
             raise _WorkerGone(f"cannot start {self._python!r}: {exc}") from None
         data = pickle.dumps((op, args), protocol=pickle.HIGHEST_PROTOCOL)
         assert proc.stdin is not None and proc.stdout is not None
-        limit = WARM_HANG_S if op == "warm" else HANG_S
+        # A new worker's first job includes importing jedi: it is not hung for taking a few seconds.
+        limit = WARM_HANG_S if op == "warm" or self._fresh else HANG_S
         t0 = time.monotonic()
         try:
             proc.stdin.write(_HEAD.pack(len(data)) + data)
@@ -251,6 +260,7 @@ class JediRunner:
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError) as exc:
             raise _WorkerGone(f"exited ({type(exc).__name__})") from None
         ok, value, rss = pickle.loads(body)
+        self._fresh = False
         self.rss_mb = rss
         self._last_op = op
         return ok, value

@@ -214,12 +214,18 @@ def test_omni_completion_menu_lists_jedis_items_and_the_ai_item(start_editor, fa
     labels: list[str] = []
 
     def menu() -> list[str]:
-        # Ask again while the list comes back incomplete (jedi still warming up), as a user would.
+        # Ask, wait for the menu; ask again while it lacks jedi's names (worker still warming up), as a user would.
         ed.keys("<C-x><C-o>")
-        time.sleep(0.3)
-        items = ed.lua("return vim.fn.complete_info({'items'}).items")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            items = ed.lua("return vim.fn.complete_info({'items'}).items")
+            if items:
+                break
+            time.sleep(0.05)
         words[:] = [i["word"] for i in items]
         labels[:] = [i["abbr"] for i in items]
+        if "path" not in words:
+            ed.keys("<C-e>")  # close the incomplete menu before asking again
         return words if "path" in words else []
 
     ed.wait_for(menu, timeout=20, what="jedi's 'path' in the completion menu")

@@ -81,8 +81,8 @@ async def test_a_killed_worker_is_replaced_on_the_next_job(runner):
 
 
 async def test_a_hung_worker_is_killed_and_the_queue_goes_on(runner, monkeypatch):
+    assert await _labels(runner)  # the first answer (jedi's import, os inferred) may take seconds on a busy machine
     monkeypatch.setattr(jedi_utils, "HANG_S", 1.0)
-    assert await _labels(runner)
     hung = runner.pid
     os.kill(hung, signal.SIGSTOP)  # jedi stuck in a pathological file, as far as the server can tell
     try:
@@ -145,3 +145,16 @@ async def test_a_job_that_cannot_be_sent_fails_alone(runner):
     with pytest.raises(Exception, match="pickle"):
         await runner.run("complete", lambda: None, timeout=10.0)
     assert "path" in await _labels(runner)
+
+
+async def test_a_cancelled_callers_job_is_skipped_not_computed(runner):
+    await runner.warm_up()
+    blocker = asyncio.ensure_future(_labels(runner))  # keeps the worker busy while the others queue
+    await asyncio.sleep(0)
+    waiting = [asyncio.ensure_future(_labels(runner)) for _ in range(3)]
+    await asyncio.sleep(0)
+    for w in waiting:
+        w.cancel()  # the editor sent $/cancelRequest for each
+    assert "path" in await blocker
+    await runner.idle(timeout=30)
+    assert runner.skipped == 3
