@@ -37,10 +37,14 @@ _TOKENS = re.compile("|".join((
     r"#[^\n]*",
     r'"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*(?:"""|\Z)',
     r"'''[^'\\]*(?:(?:\\.|'(?!''))[^'\\]*)*(?:'''|\Z)",
+    # A one-line string continued by a backslash-newline runs to its closing quote, whatever lines follow
+    # (as parso tokenizes it), then the plain one-line string.
+    r'"[^"\\\n]*(?:\\[^\n][^"\\\n]*)*\\\n[^"\\]*(?:\\.[^"\\]*)*"?',
+    r"'[^'\\\n]*(?:\\[^\n][^'\\\n]*)*\\\n[^'\\]*(?:\\.[^'\\]*)*'?",
     r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"?',
     r"'[^'\\\n]*(?:\\.[^'\\\n]*)*'?",
     r"[()\[\]{}]",
-)))
+)), re.S)  # re.S: a backslash escapes a newline too (a string continued on the next line)
 
 
 def open_brackets(code: str) -> str:

@@ -34,6 +34,8 @@ def parso_open_brackets(code: str) -> str | None:
     ("d = {'a': (1,", "{("), ('x = f"{a[0]}" + (', "("), ("s = '''unterminated (", ""),
     ("a = ')' + \"]\" + (", "("), ("r'\\(' + (", "("), ("x = 'it\\'s (' + [", "["),
     ('s = """a ""b"" ("""; (', "("), ("x = '(\ny = [", "["), ("# only a comment (", ""), ("a = [1,\n  2,\n", "["),
+    ("r'\\\n('", ""), ("s = 'a\\\n(' + [", "["),  # a backslash-newline continues the string
+    ("'\\\n\n('", ""),  # ... up to its closing quote, as parso reads it
 ])
 def test_known_cases(code, expected):
     assert open_brackets(code) == expected
