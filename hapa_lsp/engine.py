@@ -330,12 +330,13 @@ class Engine:
             if attempt:
                 break
             debounce = self.debounce_seconds(uri) if not invoked else 0.0
-            prepare_ms = (time.perf_counter() - t0) * 1000
+            prepared = time.perf_counter() - t0
+            prepare_ms = prepared * 1000
             # The debounce counts from the request's arrival: preparing the prompt above took part of it.
             # Facts not cached yet are resolved in the jedi worker meanwhile, within the time box.
             # asyncio's epoll selector rounds a timeout up to whole milliseconds and fires timers within its clock
             # resolution, so a sleep ends 0.5-1.5 ms late: aim that much early.
-            rest = debounce - (time.perf_counter() - t0) - _TIMER_SLACK_S
+            rest = debounce - prepared - _TIMER_SLACK_S
             gen = st.generation
             # A keystroke after this request makes its jedi work stale: skip it instead of queueing it.
             waits = [ctx.complete(req, still_wanted=lambda: st.generation == gen)] + (

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 from lsprotocol import types
 
+from hapa_lsp.context import units_len
+
 _HEAD = struct.Struct(">I")
 # A job running longer than this means jedi is stuck (a pathological file): the worker is killed.
 HANG_S = 20.0
@@ -133,8 +135,6 @@ class JediRunner:
                              still_wanted=still_wanted)
         if raw is None:
             return None
-        from hapa_lsp.context import units_len
-
         end = types.Position(line, units_len(line_prefix, encoding))
         items: list[types.CompletionItem] = []
         for i, (name, kind, description, typed) in enumerate(raw):
@@ -198,7 +198,7 @@ class JediRunner:
             except _WorkerGone as exc:
                 if not exc.quiet:
                     self.failures += 1
-                    self._log_warning("jedi worker lost; starting a new one", reason=str(exc), op=call[0])
+                    _log("warning", "jedi worker lost; starting a new one", reason=str(exc), op=call[0])
                 self._kill()
                 if not job.future.done():
                     job.future.set_result(None)
@@ -218,7 +218,7 @@ class JediRunner:
             # Idle and too big: jedi's caches never shrink, so the process is replaced by a fresh one, warmed
             # now so that the next keystroke does not wait for its start (the server's cache of facts stays).
             self.restarts += 1
-            self._log_info("jedi worker replaced", rss_mb=round(self.rss_mb, 1), limit_mb=self.max_memory_mb)
+            _log("info", "jedi worker replaced", rss_mb=round(self.rss_mb, 1), limit_mb=self.max_memory_mb)
             self._kill()
             self.rss_mb = 0.0
             self.warm_up()
@@ -227,7 +227,7 @@ class JediRunner:
         proc = self._proc
         if proc is not None and proc.returncode is not None:
             self.failures += 1  # it was not stopped by us (that clears self._proc)
-            self._log_warning("jedi worker exited; starting a new one", returncode=proc.returncode)
+            _log("warning", "jedi worker exited; starting a new one", returncode=proc.returncode)
         if proc is None or proc.returncode is not None:
             proc = self._proc = await asyncio.create_subprocess_exec(
                 self._python, "-m", "hapa_lsp.jedi_worker",
@@ -281,14 +281,8 @@ class JediRunner:
         except RuntimeError:  # no running loop (interpreter exit)
             pass
 
-    @staticmethod
-    def _log_warning(msg: str, **kw: Any) -> None:
-        from hapa_lsp.log import get_logger
 
-        get_logger().warning(msg, **kw)
+def _log(level: str, msg: str, **kw: Any) -> None:
+    from hapa_lsp.log import get_logger
 
-    @staticmethod
-    def _log_info(msg: str, **kw: Any) -> None:
-        from hapa_lsp.log import get_logger
-
-        get_logger().info(msg, **kw)
+    getattr(get_logger(), level)(msg, **kw)

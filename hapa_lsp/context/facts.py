@@ -475,11 +475,8 @@ def _import_script(uses: list[Use], imports: dict[str, tuple[int, int, str, str 
     return "\n".join(lines) + "\n", where
 
 
-def _usage_rows(text: str, uses: list[Use]) -> dict[str, list[int]]:
-    """Where the file's far imports are used (so that the ranking knows their distance to the cursor)."""
-    names = [u.expr for u in uses if u.imported and u.dist >= 1000 and "." not in u.expr]
-    if not names:
-        return {}
+def _usage_rows(text: str, names: list[str]) -> dict[str, list[int]]:
+    """Where the file's far imports ``names`` are used (so that the ranking knows their distance to the cursor)."""
     import bisect
 
     starts = [0]
@@ -512,16 +509,16 @@ def module_excluded(module: str, path: str, root: str | None, exclude_globs: tup
     return is_excluded(rel + ".py", exclude_globs) or is_excluded(rel + "/", exclude_globs)
 
 
-def resolve_batch(text: str, path: str, root: str | None, todo: list[Use], far_uses: list[Use],
+def resolve_batch(text: str, path: str, root: str | None, todo: list[Use], far_names: list[str],
                   exclude_globs: tuple[str, ...], cap_s: float, *, project: Any = None, environment: Any = None
                   ) -> dict[str, Any]:
     """One resolution job's jedi work (in the jedi worker process): facts for ``todo`` until ``cap_s`` after
-    the first parse, the document's imports, and where the far imports of ``far_uses`` are used.
+    the first parse, the document's imports, and where the far imports ``far_names`` are used.
 
     Returns plain data for ``FactsEngine._apply``: {"imports", "usage", "facts": [(expr, [Fact])], "resolved",
     "took_s", "est_s"} (no "est_s" when nothing was parsed).
     """
-    out: dict[str, Any] = {"imports": None, "usage": _usage_rows(text, far_uses) if far_uses else {},
+    out: dict[str, Any] = {"imports": None, "usage": _usage_rows(text, far_names) if far_names else {},
                            "facts": [], "resolved": 0}
     if not todo:
         return out
@@ -629,6 +626,9 @@ class FactsEngine:
         """Drop a document's cached resolutions (it was closed)."""
         self._usage.pop(uri, None)
         self._imports.pop(uri, None)
+        for kind in ("fast", "slow"):
+            self._pending.pop((uri, kind), None)  # a queued job for it then has nothing to do
+            self._wanted.pop((uri, kind), None)
         for k in [k for k in self._cache if k[0] == uri]:
             del self._cache[k]
 
@@ -657,7 +657,8 @@ class FactsEngine:
         text, path, root, uses = snap
         uri = key[0]
         todo = [u for u in uses if self._get(uri, u.expr) is None]
-        far = [u for u in uses if u.imported and u.dist >= 1000 and "." not in u.expr] if key[1] == "fast" else []
+        far = ([u.expr for u in uses if u.imported and u.dist >= 1000 and "." not in u.expr]
+               if key[1] == "fast" else [])
         if not todo and not far:
             return None
         self._started.add(key)
