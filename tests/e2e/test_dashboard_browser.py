@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import httpx
 import pytest
@@ -104,6 +105,24 @@ async def open_browser(tmp_path: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("chromium did not start its DevTools endpoint")
 
 
+@contextlib.asynccontextmanager
+async def browser_page(tmp_path: Path) -> AsyncIterator[tuple[Page, httpx.AsyncClient]]:
+    """A headless Chromium tab driven over DevTools (Runtime, Log and Page enabled), and an HTTP client."""
+    proc, devtools = await open_browser(tmp_path)
+    try:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            targets = (await http.get(f"http://{devtools}/json/list")).json()
+            page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+            async with websockets.connect(page_ws, max_size=None) as ws:
+                page = Page(ws)
+                for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
+                    await page.send(domain)
+                yield page, http
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 SHOWN = ["avg_response_time", "requests_per_minute", "total_requests", "p50_response_time", "p95_response_time",
          "p99_response_time", "suggestions_shown", "suggestions_accepted", "cache_hit_rate", "acceptance_rate",
          "total_tokens", "avg_tokens_per_request", "total_errors", "version", "health_status"]
@@ -111,7 +130,6 @@ SHOWN = ["avg_response_time", "requests_per_minute", "total_requests", "p50_resp
 
 async def test_dashboard_page_in_headless_chromium(fake: FakeModelServer, tmp_path: Path):
     client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path))
-    proc = None
     try:
         url = await sidecar_url(client)
         # Real traffic: a model answer, a cache hit, an acceptance and a failure.
@@ -124,34 +142,27 @@ async def test_dashboard_page_in_headless_chromium(fake: FakeModelServer, tmp_pa
         open_doc(client, "file:///ws/sub.py", "def sub(a, b):\n    \n")
         assert await inline(client, "file:///ws/sub.py", 1, 4) is None
 
-        proc, devtools = await open_browser(tmp_path)
-        async with httpx.AsyncClient(trust_env=False) as http:
-            targets = (await http.get(f"http://{devtools}/json/list")).json()
-            page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-            async with websockets.connect(page_ws, max_size=None) as ws:
-                page = Page(ws)
-                for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
-                    await page.send(domain)
-                await page.send("Page.navigate", url=f"{url}/dashboard")
-                await page.wait_for("document.body && document.body.dataset.loaded === '1'")
-                shown = await page.eval("(() => { const o = {}; for (const id of %s) "
-                                        "o[id] = document.getElementById(id).textContent; return o; })()"
-                                        % json.dumps(SHOWN))
-                perf = (await http.get(f"{url}/analytics/performance")).json()
-                dash = (await http.get(f"{url}/errors/dashboard")).json()
-                rows = await page.eval("document.querySelectorAll('#recent tbody tr').length")
-                methods = await page.eval("[...document.querySelectorAll('#methods tbody tr td:first-child')]"
-                                          ".map(td => td.textContent)")
-                bars = await page.eval("document.querySelectorAll('#methods_chart rect').length")
-                resources = await page.eval("performance.getEntriesByType('resource').map(e => e.name)")
+        async with browser_page(tmp_path) as (page, http):
+            await page.send("Page.navigate", url=f"{url}/dashboard")
+            await page.wait_for("document.body && document.body.dataset.loaded === '1'")
+            shown = await page.eval("(() => { const o = {}; for (const id of %s) "
+                                    "o[id] = document.getElementById(id).textContent; return o; })()"
+                                    % json.dumps(SHOWN))
+            perf = (await http.get(f"{url}/analytics/performance")).json()
+            dash = (await http.get(f"{url}/errors/dashboard")).json()
+            rows = await page.eval("document.querySelectorAll('#recent tbody tr').length")
+            methods = await page.eval("[...document.querySelectorAll('#methods tbody tr td:first-child')]"
+                                      ".map(td => td.textContent)")
+            bars = await page.eval("document.querySelectorAll('#methods_chart rect').length")
+            resources = await page.eval("performance.getEntriesByType('resource').map(e => e.name)")
 
-                # The page refreshes itself: a new request shows up without reloading.
-                before = int(shown["total_requests"])
-                await page.eval("(() => { const s = document.getElementById('every'); s.value = '2000'; "
-                                "s.dispatchEvent(new Event('change')); })()")
-                await command(client, "hapa.stats")
-                await page.wait_for(f"Number(document.getElementById('total_requests').textContent) > {before}")
-                errors_seen = list(page.errors)
+            # The page refreshes itself: a new request shows up without reloading.
+            before = int(shown["total_requests"])
+            await page.eval("(() => { const s = document.getElementById('every'); s.value = '2000'; "
+                            "s.dispatchEvent(new Event('change')); })()")
+            await command(client, "hapa.stats")
+            await page.wait_for(f"Number(document.getElementById('total_requests').textContent) > {before}")
+            errors_seen = list(page.errors)
         assert errors_seen == []
         for key in ("avg_response_time", "requests_per_minute", "total_requests", "p50_response_time",
                     "p95_response_time", "p99_response_time", "suggestions_shown", "suggestions_accepted"):
@@ -169,42 +180,28 @@ async def test_dashboard_page_in_headless_chromium(fake: FakeModelServer, tmp_pa
         # Self-contained: everything it loaded came from the sidecar itself.
         assert resources and all(r.startswith(url) for r in resources)
     finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait(timeout=10)
         await stop_client(client)
 
 
 async def test_dashboard_with_an_api_key_in_the_url_fragment(fake: FakeModelServer, tmp_path: Path):
     key = "dash-key-7Yp2Qw"
     client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_API_KEY=key))
-    proc = None
     try:
         url = await sidecar_url(client)
-        proc, devtools = await open_browser(tmp_path)
-        async with httpx.AsyncClient(trust_env=False) as http:
-            targets = (await http.get(f"http://{devtools}/json/list")).json()
-            page_ws = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-            async with websockets.connect(page_ws, max_size=None) as ws:
-                page = Page(ws)
-                for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
-                    await page.send(domain)
-                # Without the key the page asks for it instead of showing numbers.
-                await page.send("Page.navigate", url=f"{url}/dashboard")
-                await page.wait_for("(() => { const e = document.getElementById('auth'); "
-                                    "return !!e && getComputedStyle(e).display === 'block'; })()")
-                assert "E4003" in await page.eval("document.getElementById('err').textContent")
-                # With the key in the fragment (never sent to the server) it loads.
-                # A full navigation (not a same-document fragment change): leave the page first.
-                await page.send("Page.navigate", url="about:blank")
-                await page.wait_for("location.href === 'about:blank'")
-                page.errors.clear()
-                await page.send("Page.navigate", url=f"{url}/dashboard#key={key}")
-                await page.wait_for("document.body && document.body.dataset.loaded === '1'")
-                assert await page.eval("document.getElementById('health_status').textContent") == "healthy"
-                assert page.errors == []
+        async with browser_page(tmp_path) as (page, _http):
+            # Without the key the page asks for it instead of showing numbers.
+            await page.send("Page.navigate", url=f"{url}/dashboard")
+            await page.wait_for("(() => { const e = document.getElementById('auth'); "
+                                "return !!e && getComputedStyle(e).display === 'block'; })()")
+            assert "E4003" in await page.eval("document.getElementById('err').textContent")
+            # With the key in the fragment (never sent to the server) it loads.
+            # A full navigation (not a same-document fragment change): leave the page first.
+            await page.send("Page.navigate", url="about:blank")
+            await page.wait_for("location.href === 'about:blank'")
+            page.errors.clear()
+            await page.send("Page.navigate", url=f"{url}/dashboard#key={key}")
+            await page.wait_for("document.body && document.body.dataset.loaded === '1'")
+            assert await page.eval("document.getElementById('health_status').textContent") == "healthy"
+            assert page.errors == []
     finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait(timeout=10)
         await stop_client(client)
