@@ -44,13 +44,9 @@ def _root_for(path: Path) -> str:
 
 
 def _language(path: str) -> str:
-    from hapa_lsp.features._docs import language_of
+    from hapa_lsp.features._docs import language_for
 
-    class _Doc:
-        language_id = ""
-        filename = path
-
-    return language_of(_Doc())  # type: ignore[arg-type]
+    return language_for(path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -88,6 +88,8 @@ class Engine:
         self.jedi: Any = None  # hapa_lsp.jedi_utils.JediRunner: the worker process facts are resolved in
         self.root_path: str | None = None
         self._context: Any = None
+        # Work started for no request (warming a newly opened document): referenced until done.
+        self._background: set[asyncio.Task] = set()
         # Asked before each typing-path model call (the rate limit): False drops the request quietly;
         # for an explicit request it raises E4004 instead. Set by features/lifecycle.py.
         self.model_gate: Callable[[bool], bool] | None = None
@@ -206,12 +208,34 @@ class Engine:
         st.line_hint = (cur.line, cur.offset - cur.character)
         return cur
 
+    def did_open(self, uri: str, path: str, language: str, text: str, on_disk: bool = True) -> None:
+        """A document was opened: warm jedi for it in the background (its imports parsed, facts resolved)."""
+        s = self.settings
+        if self.jedi is None or language != "python" or not (s.completion.jedi or s.context.facts):
+            return
+        task = asyncio.ensure_future(self.context.warm_document(
+            uri=uri, path=path, language=language, text=text, on_disk=on_disk,
+            still_wanted=lambda: uri in self._docs))
+        self._state(uri)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            from hapa_lsp.log import get_logger
+
+            get_logger().warning("background work failed", error=repr(task.exception())[:500])
+
     def did_close(self, uri: str) -> None:
-        """Forget a closed document and abort its work."""
+        """Forget a closed document and abort its work (per-document state must not grow with every file ever
+        opened)."""
         st = self._docs.pop(uri, None)
         if st:
             for task in st.tasks.values():
                 task.cancel()
+        if self._context is not None:
+            self._context.facts.forget(uri)
 
     def generation(self, uri: str) -> int:
         """Changes seen for ``uri``; a request remembers it to know when it went stale."""
@@ -241,7 +265,7 @@ class Engine:
 
     async def suggest(self, *, uri: str, path: str, language: str, text: str, line: int, character: int,
                       invoked: bool, slot: str = "inline", request_id: str | None = None,
-                      encoding: str = "utf-16") -> Suggestion | None:
+                      encoding: str = "utf-16", on_disk: bool = True) -> Suggestion | None:
         """Compute a suggestion for one cursor context (or None), sharing work between identical requests.
 
         Requests for the same document text and position (an inline request and a completion list
@@ -249,7 +273,8 @@ class Engine:
         context supersedes the older ones: they return None and their upstream HTTP request is closed
         at once. A request cancelled by the client raises CancelledError; when it was the last one
         waiting, the computation and its upstream request are cancelled too. ``slot`` names the
-        caller for logs.
+        caller for logs. ``uri`` is the document's key (``hapa_lsp.documents.doc_key``), ``path`` its decoded
+        path or name; ``on_disk`` is False for documents that are not files (jedi then gets no path).
         """
         st = self._state(uri)
         ctx = (st.generation, len(text), line, character, encoding)
@@ -262,7 +287,7 @@ class Engine:
         if task is None or task.done():
             rid = request_id or self.next_request_id()
             task = asyncio.ensure_future(self._suggest(uri, path, language, text, line, character, invoked, rid,
-                                                     encoding))
+                                                     encoding, on_disk))
             st.tasks[ctx] = task
             st.waiters[ctx] = 0
             task.add_done_callback(lambda t, st=st, ctx=ctx: self._forget(st, ctx, t))
@@ -290,7 +315,7 @@ class Engine:
             st.waiters.pop(ctx, None)
 
     async def _suggest(self, uri: str, path: str, language: str, text: str, line: int, character: int,
-                       invoked: bool, rid: str, encoding: str = "utf-16") -> Suggestion | None:
+                       invoked: bool, rid: str, encoding: str = "utf-16", on_disk: bool = True) -> Suggestion | None:
         t0 = time.perf_counter()
         self.counters["requests"] += 1
         s = self.settings
@@ -313,7 +338,8 @@ class Engine:
         from hapa_lsp.context.builder import open_documents
 
         ctx = self.context
-        req = ctx.start(uri=uri, path=path, language=language, cur=cur, open_docs=open_documents(self.workspace))
+        req = ctx.start(uri=uri, path=path, language=language, cur=cur, on_disk=on_disk,
+                        open_docs=open_documents(self.workspace))
         built = ctx.assemble(req)
         for attempt in (0, 1):
             prompt, win, single = built.prompt, built.window, built.single_line

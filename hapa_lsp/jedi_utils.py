@@ -65,12 +65,16 @@ class JediRunner:
 
     Jobs queue in the server and go to the worker one at a time; a job whose ``still_wanted()`` is False
     when its turn comes is skipped rather than computed: that is how a burst of keystrokes avoids a backlog.
+    Background jobs (warming a document that was just opened) run only when no request's job is waiting.
     """
 
     def __init__(self, *, max_memory_mb: float = 150.0, python: str | None = None) -> None:
         self.max_memory_mb = max_memory_mb
         self._python = python or sys.executable
         self._queue: collections.deque[_Job] = collections.deque()
+        self._background: collections.deque[_Job] = collections.deque()
+        self._served = False  # the current worker has answered a real job (jedi imported, builtins inferred)
+        self._in_background = False  # the job in the worker now is a background one
         self._proc: asyncio.subprocess.Process | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -89,15 +93,23 @@ class JediRunner:
 
         No completion is run: inferring builtins costs ~50 MB, paid only once completions are asked for.
         """
-        return asyncio.ensure_future(self.submit(lambda: ("warm", ()), timeout=WARM_HANG_S))
+        return asyncio.ensure_future(self.submit(lambda: ("warm", ()), timeout=WARM_HANG_S, background=True))
 
-    async def run(self, op: str, *args: Any, timeout: float, still_wanted: Callable[[], bool] = lambda: True
-                  ) -> Any:
+    @property
+    def warming(self) -> bool:
+        """True while jedi is warming up: the current worker has not answered a real job yet (its first one pays
+        for starting, importing jedi and inferring builtins: seconds on a cold disk cache), or it is parsing a
+        newly opened document's imports. An explicit request then waits longer than the usual time box."""
+        return not self._served or self._proc is None or self._in_background or bool(self._background)
+
+    async def run(self, op: str, *args: Any, timeout: float, still_wanted: Callable[[], bool] = lambda: True,
+                  background: bool = False) -> Any:
         """Run worker operation ``op`` within ``timeout``; None when skipped as stale, timed out or lost."""
-        return await self.submit(lambda: (op, args), timeout=timeout, still_wanted=still_wanted)
+        return await self.submit(lambda: (op, args), timeout=timeout, still_wanted=still_wanted,
+                                 background=background)
 
     async def submit(self, prepare: Callable[[], tuple[str, tuple[Any, ...]] | None], *, timeout: float,
-                     still_wanted: Callable[[], bool] = lambda: True) -> Any:
+                     still_wanted: Callable[[], bool] = lambda: True, background: bool = False) -> Any:
         """Queue a job whose ``(op, args)`` are made by ``prepare()`` at its turn (None: nothing to do).
 
         Waits at most ``timeout``; the job itself goes on after that (its result then only reaches whoever
@@ -109,7 +121,7 @@ class JediRunner:
         # A failure that arrives after the caller stopped waiting is not an unhandled error.
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         job = _Job(prepare, still_wanted, fut)
-        self._queue.append(job)
+        (self._background if background else self._queue).append(job)
         if self._pump_task is None or self._pump_task.done():
             # A context of its own: the queue serves every request, its log lines belong to none of them.
             self._pump_task = asyncio.get_running_loop().create_task(self._pump(), context=contextvars.Context())
@@ -124,7 +136,7 @@ class JediRunner:
 
     async def idle(self, timeout: float) -> None:
         """Wait until every job queued so far has finished (benchmarks: background work done)."""
-        await self.submit(lambda: None, timeout=timeout)
+        await self.submit(lambda: None, timeout=timeout, background=True)
 
     async def complete(self, source: str, path: str, root: str | None, line: int, column: int, line_prefix: str,
                        encoding: str = "utf-16", limit: int = 200, *, timeout: float,
@@ -163,18 +175,20 @@ class JediRunner:
     def shutdown(self) -> None:
         """Stop the worker at once and fail nothing loudly: queued jobs answer None."""
         self._closed = True
-        while self._queue:
-            job = self._queue.popleft()
-            if not job.future.done():
-                job.future.set_result(None)
+        for queue in (self._queue, self._background):
+            while queue:
+                job = queue.popleft()
+                if not job.future.done():
+                    job.future.set_result(None)
         if self._pump_task is not None:
             self._pump_task.cancel()
         self._kill()
 
     # ---- the worker ------------------------------------------------------------------------------------------
     async def _pump(self) -> None:
-        while self._queue and not self._closed:
-            job = self._queue.popleft()
+        while (self._queue or self._background) and not self._closed:
+            self._in_background = not self._queue
+            job = self._queue.popleft() if self._queue else self._background.popleft()
             if job.future.done():
                 continue
             try:
@@ -213,6 +227,7 @@ class JediRunner:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(JediError(value))
+        self._in_background = False
         if (not self._closed and self._proc is not None and self.rss_mb > self.max_memory_mb
                 and self._last_op != "warm"):  # a fresh worker over the limit would be replaced forever
             # Idle and too big: jedi's caches never shrink, so the process is replaced by a fresh one, warmed
@@ -233,6 +248,7 @@ class JediRunner:
                 self._python, "-m", "hapa_lsp.jedi_worker",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
             self._fresh = True
+            self._served = False
         return proc
 
     async def _call(self, op: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
@@ -261,6 +277,8 @@ class JediRunner:
             raise _WorkerGone(f"exited ({type(exc).__name__})") from None
         ok, value, rss = pickle.loads(body)
         self._fresh = False
+        if op != "warm":
+            self._served = True
         self.rss_mb = rss
         self._last_op = op
         return ok, value

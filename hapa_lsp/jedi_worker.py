@@ -8,6 +8,12 @@ replace the worker when it has grown too large (``hapa_lsp.jedi_utils.JediRunner
 Protocol on the worker's stdin/stdout pipes (private to the server; the editor's stdio is never touched):
 frames of a 4-byte big-endian length and a pickle. Request ``(op, args)``; reply
 ``(ok, result_or_error_text, rss_mb)``. One request at a time. EOF on stdin ends the worker.
+
+jedi's parse cache: jedi and parso keep pickled parse trees in a cache directory that every jedi-based tool of
+the user shares (``~/.cache/jedi``), written in place: a process killed mid-write leaves a truncated file that
+then breaks jedi for every tool, until deleted by hand. The worker is killed on purpose (hung, too big), so it
+never writes there: it uses a directory of hapa-lsp's own under the user cache dir, writes each entry atomically
+(temporary file + rename), and treats an entry that cannot be read as missing (it is removed and re-parsed).
 """
 
 from __future__ import annotations
@@ -20,6 +26,70 @@ import traceback
 from typing import Any, Callable
 
 _HEAD = struct.Struct(">I")
+#: Errors a damaged pickle raises on load (truncated, garbage, written by another parso version).
+_CORRUPT = (EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError, ValueError,
+            MemoryError)
+
+
+def cache_directory() -> str:
+    """hapa-lsp's own jedi/parso cache directory (``HAPA_JEDI_CACHE_DIR`` or ``<user cache>/hapa-lsp/jedi``)."""
+    explicit = os.environ.get("HAPA_JEDI_CACHE_DIR")
+    if explicit:
+        return explicit
+    import platformdirs
+
+    return os.path.join(platformdirs.user_cache_dir("hapa-lsp", appauthor=False), "jedi")
+
+
+def use_own_cache(directory: str | None = None) -> str:
+    """Point jedi at hapa-lsp's cache directory and make parso's cache writes atomic and its loads self-healing.
+
+    parso has no public hook for either; these are the two functions its cache goes through
+    (``tests/unit/test_jedi_worker.py`` guards that they exist and are used).
+    """
+    import tempfile
+
+    import jedi
+    import parso.cache as pc
+
+    directory = directory or cache_directory()
+    jedi.settings.cache_directory = directory
+    if getattr(pc._save_to_file_system, "_hapa", False):
+        return directory
+    original_load = pc._load_from_file_system
+
+    def save(hashed_grammar: str, path: Any, item: Any, cache_path: Any = None) -> None:
+        target = pc._get_hashed_path(hashed_grammar, path, cache_path=cache_path)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-", suffix=".pkl")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(item, fh, pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, target)  # readers see the old entry or the whole new one, never a part
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def load(hashed_grammar: str, path: Any, p_time: Any, cache_path: Any = None) -> Any:
+        try:
+            return original_load(hashed_grammar, path, p_time, cache_path=cache_path)
+        except _CORRUPT as exc:
+            # A damaged entry is a cache miss: the module is parsed again and the entry rewritten.
+            target = pc._get_hashed_path(hashed_grammar, path, cache_path=cache_path)
+            try:
+                os.unlink(target)
+            except OSError:
+                pass
+            print(f"hapa jedi worker: removed a damaged parse cache entry {target} ({type(exc).__name__})",
+                  file=sys.stderr)
+            return None
+
+    save._hapa = True  # type: ignore[attr-defined]
+    pc._save_to_file_system = save
+    pc._load_from_file_system = load
+    return directory
 
 
 def rss_mb() -> float:
@@ -129,6 +199,8 @@ def main() -> None:
     sys.stdout = sys.stderr
     sys.stdin = open(os.devnull)  # noqa: SIM115 - nothing here may read the request pipe but serve()
     import hapa_lsp.context.facts  # noqa: F401 - imported before sys.path loses the working directory
+
+    use_own_cache()
 
     # The entry that ``-m`` put first (the server's working directory) is not part of the user's sys.path.
     if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.abspath(os.getcwd()):

@@ -313,6 +313,23 @@ class HapaServer(LanguageServer):
             self._reported_codes.add(err.code)
             self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
 
+    def degraded(self, component: str, exc: BaseException, what: str) -> None:
+        """An optional part failed (jedi): the answer goes out without it, and the user is told once, with the
+        catalog code and an incident id, instead of silently getting less. Each distinct failure is logged."""
+        from hapa_lsp.log import get_logger
+
+        detail = f"{type(exc).__name__}: {exc}"
+        sig = (component, detail.split("\n", 1)[0][:160])
+        seen: set = self.__dict__.setdefault("_degraded_seen", set())
+        if sig in seen:
+            return
+        seen.add(sig)
+        err = errors.HapaError(f"{component} failed, {what} ({sig[1]})", code="E5004")
+        self.record_incident(err, component)
+        get_logger().warning(f"{component} failed", incident_id=err.incident_id, error=detail[:2000])
+        if not any(s[0] == component for s in seen - {sig}):
+            self.window_show_message(types.ShowMessageParams(types.MessageType.Warning, f"hapa-lsp: {err.message}"))
+
     def background_success(self) -> None:
         """A model call worked: clear the error state so the next outage is reported again."""
         if self.status_state != "ok" or self._reported_codes:

@@ -48,7 +48,7 @@ class Request:
     """The state of one prompt being built (between ``start`` and ``assemble``)."""
 
     uri: str
-    path: str
+    path: str  # the document's decoded path, or its name when it is not a file (hapa_lsp.documents.name_of)
     language: str
     cur: CursorText
     decision: Decision
@@ -59,6 +59,12 @@ class Request:
     t0: float
     deadline: float
     timings: dict[str, float] = field(default_factory=dict)
+    on_disk: bool = True  # False for untitled buffers and notebook cells: jedi gets no path for them
+
+    @property
+    def jedi_path(self) -> str:
+        """The path jedi analyses the document as ("" when it is not a file)."""
+        return self.path if self.on_disk else ""
 
 
 @dataclass(slots=True)
@@ -155,8 +161,34 @@ class ContextEngine:
             self._counter_key = key
         return self._counter
 
+    def wants_jedi(self, path: str, language: str, text: str) -> bool:
+        """Whether jedi facts are built for this document at all."""
+        ctx = self.settings.context
+        return (ctx.facts and language == "python" and len(text) <= ctx.jedi_max_bytes
+                and not is_excluded(path, ctx.exclude_globs))
+
+    async def warm_document(self, *, uri: str, path: str, language: str, text: str, on_disk: bool = True,
+                            still_wanted: Any = None) -> None:
+        """A document was opened: resolve its imports in the jedi worker (background priority), so that the
+        first completion and the first prompt do not pay for parsing every module it imports."""
+        if self.runner is None or language != "python" or len(text) > self.settings.context.jedi_max_bytes:
+            return
+        wanted = still_wanted or (lambda: True)
+        if self.wants_jedi(path, language, text):
+            await self.facts.warm_document(uri, path if on_disk else "", self.root, text, wanted)
+        if self.settings.completion.jedi and wanted():
+            # A completion on the document itself: parses it and loads what completing needs (builtins).
+            from hapa_lsp.jedi_utils import JediError
+
+            try:
+                await self.runner.run("complete", text, path if on_disk else "", self.root, 0, 0, 1, timeout=60.0,
+                                      still_wanted=wanted, background=True)
+            except JediError:
+                pass  # the first real completion reports it
+
     # ---- 1. start ---------------------------------------------------------------------------------------
     def start(self, *, uri: str, path: str, language: str, text: str = "", line: int = 0, character: int = 0,
+              on_disk: bool = True,
               encoding: str = "utf-16", cur: CursorText | None = None,
               open_docs: Iterable[tuple[str, str, Any, str]] = (), time_box_ms: float | None = None) -> Request:
         """Everything that needs no waiting: cursor, multi-line decision, uses, snippets, cached facts."""
@@ -169,9 +201,7 @@ class ContextEngine:
         uses: Uses | None = None
         facts: list[Fact] = []
         missing: list[Any] = []
-        jedi_ok = (ctx.facts and language == "python" and len(cur.text) <= ctx.jedi_max_bytes
-                   and not is_excluded(path, ctx.exclude_globs))
-        if jedi_ok:
+        if self.wants_jedi(path, language, cur.text):
             uses = self._uses(uri, cur)
             facts, missing = self.facts.known(uri, uses.uses)
         t2 = time.perf_counter()
@@ -185,7 +215,7 @@ class ContextEngine:
         box = (ctx.facts_time_budget_ms if time_box_ms is None else time_box_ms) / 1000
         return Request(uri, path, language, cur, decision, uses, facts, missing, snippets, t0, t0 + box,
                        {"syntax_ms": (t1 - t0) * 1000, "uses_ms": (t2 - t1) * 1000,
-                        "neighbours_ms": (t3 - t2) * 1000})
+                        "neighbours_ms": (t3 - t2) * 1000}, on_disk)
 
     def _uses(self, uri: str, cur: CursorText) -> Uses:
         """find_uses + rerank, reused while only the word at the cursor changes (most keystrokes)."""
@@ -228,7 +258,7 @@ class ContextEngine:
             return False
         t = time.perf_counter()
         remaining = max(0.0, req.deadline - t)
-        await self.facts.resolve(req.uri, req.path, self.root, req.cur.text, req.missing, timeout=remaining,
+        await self.facts.resolve(req.uri, req.jedi_path, self.root, req.cur.text, req.missing, timeout=remaining,
                                  still_wanted=still_wanted or (lambda: True))
         before = {f.key for f in req.facts}
         req.facts, req.missing = self.facts.known(req.uri, req.uses.uses)
@@ -240,7 +270,7 @@ class ContextEngine:
         for _ in range(rounds):
             if not req.missing or req.uses is None or self.runner is None:
                 return
-            await self.facts.resolve(req.uri, req.path, self.root, req.cur.text, req.missing, timeout=60.0,
+            await self.facts.resolve(req.uri, req.jedi_path, self.root, req.cur.text, req.missing, timeout=60.0,
                                      wait_slow=True)
             req.facts, req.missing = self.facts.known(req.uri, req.uses.uses)
 
@@ -390,11 +420,14 @@ def fit_window(cur: CursorText, tokens: int, prefix_ratio: float, counter: Token
 
 
 def open_documents(workspace: Any) -> list[tuple[str, str, Any, str]]:
-    """``(uri, path, version, text)`` of a pygls workspace's open documents (the editor's text, not the disk)."""
+    """``(key, name, version, text)`` of a pygls workspace's open documents (the editor's text, not the disk),
+    keyed by ``hapa_lsp.documents.doc_key``."""
+    from hapa_lsp.documents import doc_key, name_of
+
     if workspace is None:
         return []
     try:
         docs = list(workspace.text_documents.values())
     except Exception:  # noqa: BLE001 - a workspace without documents has no neighbours
         return []
-    return [(d.uri, d.path or d.uri, d.version, d.source) for d in docs]
+    return [(doc_key(d.uri), name_of(d), d.version, d.source) for d in docs]

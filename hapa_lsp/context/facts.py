@@ -40,6 +40,9 @@ _BINDING = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*(?::[^=\n]+
 
 # How long one resolution job may keep the jedi worker, even after the caller's time box ended.
 JOB_CAP_S = 0.12
+# Warming a newly opened document: every import resolved, in background jobs of this length, at most this long.
+OPEN_JOB_CAP_S = 0.4
+OPEN_TOTAL_S = 20.0
 SLOW_PER_JOB = 2
 IDLE_S = 1.5  # a pause in requests this long (the user reads or thinks) lets jedi do the expensive resolutions
 _TTL_S = 300.0
@@ -598,6 +601,7 @@ class FactsEngine:
         self._job_s: dict[str, float] = {}
         self._job_s_all = 0.0
         self._requests = 0
+        self._failures_seen: set[str] = set()
 
         self.stats = {"resolved": 0, "jobs": 0, "job_ms": 0.0}
 
@@ -626,7 +630,8 @@ class FactsEngine:
         """Drop a document's cached resolutions (it was closed)."""
         self._usage.pop(uri, None)
         self._imports.pop(uri, None)
-        for kind in ("fast", "slow"):
+        self._job_s.pop(uri, None)
+        for kind in ("fast", "slow", "open"):
             self._pending.pop((uri, kind), None)  # a queued job for it then has nothing to do
             self._wanted.pop((uri, kind), None)
         for k in [k for k in self._cache if k[0] == uri]:
@@ -658,20 +663,54 @@ class FactsEngine:
         uri = key[0]
         todo = [u for u in uses if self._get(uri, u.expr) is None]
         far = ([u.expr for u in uses if u.imported and u.dist >= 1000 and "." not in u.expr]
-               if key[1] == "fast" else [])
+               if key[1] in ("fast", "open") else [])
         if not todo and not far:
             return None
         self._started.add(key)
-        return "facts", (text, path, root, todo, far, self.exclude_globs, JOB_CAP_S)
+        return "facts", (text, path, root, todo, far, self.exclude_globs,
+                         OPEN_JOB_CAP_S if key[1] == "open" else JOB_CAP_S)
 
     async def _job(self, key: tuple[str, str], still_wanted: Callable[[], bool]) -> None:
+        from hapa_lsp.jedi_utils import JediError
+
         try:
             out = await self.runner.submit(lambda: self._prepare(key), timeout=JOB_CAP_S + 60.0,
-                                           still_wanted=lambda: self._wanted.get(key, still_wanted)())
+                                           still_wanted=lambda: self._wanted.get(key, still_wanted)(),
+                                           background=key[1] == "open")
+        except JediError as exc:
+            # Facts are optional: a prompt without them is still a prompt. Said once per kind of failure.
+            self._jedi_failed(exc)
+            return
         finally:
             self._started.discard(key)
         if out:
             self._apply(key[0], out)
+
+    def _jedi_failed(self, exc: Exception) -> None:
+        sig = str(exc).split("\n", 1)[0][:120]
+        if sig not in self._failures_seen:
+            self._failures_seen.add(sig)
+            from hapa_lsp.log import get_logger
+
+            get_logger().warning("jedi failed resolving facts; prompts go without them", error=str(exc)[:2000])
+
+    async def warm_document(self, uri: str, path: str, root: str | None, text: str,
+                            still_wanted: Callable[[], bool]) -> None:
+        """Resolve every name the document imports, in background jobs, right after it was opened: the worker
+        parses the modules it imports (the first completion then answers fast) and the first prompt has facts."""
+        if self.runner is None:
+            return
+        uses = [Use(name, row, col, 1000, 1, True, False, module)
+                for name, (row, col, module, _orig) in imports_of(text).items()]
+        if not uses:
+            return
+        deadline = time.monotonic() + OPEN_TOTAL_S
+        key = (uri, "open")
+        while still_wanted() and time.monotonic() < deadline:
+            before = self.stats["resolved"]
+            await self._submit(key, (text, path, root, uses), still_wanted)
+            if self.stats["resolved"] == before:
+                return  # all resolved (or jedi cannot resolve the rest)
 
     def _apply(self, uri: str, out: dict[str, Any]) -> None:
         """Store what a worker job resolved (event loop)."""

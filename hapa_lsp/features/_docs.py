@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
+from hapa_lsp.documents import find_open, name_of
 
 if TYPE_CHECKING:
     from pygls.workspace import TextDocument
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 def open_document(ls: HapaServer, uri: str) -> TextDocument:
     """The editor's copy of an open document; E4006 when the editor never opened it (disk is not read)."""
-    doc = ls.workspace.text_documents.get(uri)
+    doc = find_open(ls.workspace, uri)
     if doc is None:
         raise errors.InputError(f"{uri} is not open in the editor", code="E4006")
     return doc
@@ -64,7 +65,12 @@ def language_of(doc: TextDocument) -> str:
     """The document's language id, guessed from the file name when the editor sent none."""
     if doc.language_id:
         return doc.language_id
-    name = (doc.filename or "").lower()
+    return language_for(name_of(doc))
+
+
+def language_for(name: str) -> str:
+    """The language of a file, from its name."""
+    name = name.lower()
     for ext, lang in ((".py", "python"), (".pyi", "python"), (".js", "javascript"), (".ts", "typescript"),
                       (".rs", "rust"), (".go", "go"), (".java", "java"), (".c", "c"), (".cpp", "cpp"),
                       (".rb", "ruby"), (".lua", "lua"), (".sh", "shellscript")):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from hapa_lsp import errors
+from hapa_lsp.documents import find_open, fs_path, name_of
 # Imported at run time: pygls resolves command handlers' annotations with typing.get_type_hints.
 from hapa_lsp.server import HapaServer  # noqa: TC001
 
@@ -233,15 +234,22 @@ def _slug(name: str) -> str:
 
 # ---- resolve -------------------------------------------------------------------------------------------------------
 def _tests_target(ls: HapaServer, doc: TextDocument) -> tuple[str, str, bool]:
-    """(path, uri, exists) of ``tests/test_<module>.py`` under the workspace root."""
+    """(path, uri, exists) of ``tests/test_<module>.py`` under the workspace root; when the editor has that file
+    open, its URI as the editor spelled it (so the edit lands in the open buffer)."""
     from pygls.uris import from_fs_path
 
-    root = ls.root_path or os.path.dirname(doc.path)
-    stem = os.path.splitext(os.path.basename(doc.path))[0]
+    here = fs_path(doc)
+    root = ls.root_path or (os.path.dirname(here) if here else None)
+    if not root:
+        raise errors.InputError("this document is not a file and no workspace folder is open: there is no "
+                                "place for a tests file; save the file first", code="E4005", field="uri")
+    stem = os.path.splitext(os.path.basename(name_of(doc)))[0]
     path = os.path.join(root, "tests", f"test_{stem}.py")
     uri = from_fs_path(path) or path
-    exists = uri in ls.workspace.text_documents or os.path.exists(path)
-    return path, uri, exists
+    open_doc = find_open(ls.workspace, uri)
+    if open_doc is not None:
+        return path, open_doc.uri, True
+    return path, uri, os.path.exists(path)
 
 
 async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = True
@@ -258,7 +266,7 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
     uri = data["uri"]
     doc = open_document(ls, uri)
     language = language_of(doc)
-    why_not = ls.engine.applies_to(doc.path, language)
+    why_not = ls.engine.applies_to(name_of(doc), language)
     if why_not is not None:
         raise why_not
     version = data.get("version")
@@ -284,9 +292,9 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
             "document": "document", "tests": "tests", "agent": "agent"}.get(action)
     if task is None:
         raise errors.InputError(f"unknown code action {action!r}", code="E4001", field="data.action")
-    module = g.module_name(doc.path, ls.root_path) if action == "tests" else ""
+    module = g.module_name(name_of(doc), ls.root_path) if action == "tests" else ""
     req = generation.Request(task, target=target, code_context=context if task != "tests" else "",
-                             language=language, path=doc.path, module=module, profile=profile, agent=agent)
+                             language=language, path=name_of(doc), module=module, profile=profile, agent=agent)
     gen, ms = await g.run_generation(ls, req, uri=uri, title=f"hapa: {action}", stream=stream)
     asyncio.ensure_future(g.record(ls, req, uri=uri, status="success", gen=gen, ms=ms))
     code = gen.code
@@ -294,7 +302,7 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
     if action == "tests":
         path, t_uri, exists = _tests_target(ls, doc)
         if exists:
-            t_doc = ls.workspace.text_documents.get(t_uri)
+            t_doc = find_open(ls.workspace, t_uri)
             if t_doc is not None:
                 t_text, version = t_doc.source, t_doc.version
             else:
@@ -364,7 +372,7 @@ def register(server: HapaServer) -> None:
             return None
         from hapa_lsp.features._docs import language_of
 
-        if ls.engine.applies_to(doc.path, language_of(doc)) is not None:
+        if ls.engine.applies_to(name_of(doc), language_of(doc)) is not None:
             return None
         only = params.context.only if params.context else None
         actions = list_actions(ls, doc, params.range, only)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 
 from hapa_lsp import errors
+from hapa_lsp.documents import doc_key, fs_path, name_of
 from hapa_lsp.features._docs import bind_request, language_of, open_document, position_encoding
 from hapa_lsp.features.inline import accept_command
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
 
 _WORD_TAIL = re.compile(r"[A-Za-z0-9_]*$")
+# How long an explicitly invoked completion waits for jedi while the worker is warming up.
+JEDI_WARMING_WAIT_S = 10.0
 
 
 def ai_item(sug: Suggestion, line_prefix: str, uri: str, language: str) -> types.CompletionItem:
@@ -59,23 +62,29 @@ def register(server: HapaServer) -> None:
         text = doc.source
         pos = params.position
         encoding = position_encoding(ls)
-        cur = ls.engine.split(uri, text, pos.line, pos.character, encoding)
+        key, name, disk = doc_key(uri), name_of(doc), fs_path(doc)
+        cur = ls.engine.split(key, text, pos.line, pos.character, encoding)
         engine = ls.engine
-        gen = engine.generation(uri)
+        gen = engine.generation(key)
         invoked = bool(params.context and params.context.trigger_kind == types.CompletionTriggerKind.Invoked)
 
         jedi_task: asyncio.Future | None = None
         if (settings.completion.jedi and language == "python"
                 and len(text) <= settings.context.jedi_max_bytes):
+            box = settings.completion.jedi_timeout_ms / 1000
+            if invoked and ls.jedi.warming:
+                # The user asked for completions: an empty jedi part just because jedi is starting or parsing
+                # what a newly opened file imports would be a wrong answer. Wait for it (bounded).
+                box = max(box, JEDI_WARMING_WAIT_S)
             jedi_task = asyncio.ensure_future(ls.jedi.complete(
-                text, doc.path, ls.root_path, cur.line, cur.character, cur.line_prefix, encoding,
-                timeout=settings.completion.jedi_timeout_ms / 1000,
-                still_wanted=lambda: engine.generation(uri) == gen))
+                text, disk or "", ls.root_path, cur.line, cur.character, cur.line_prefix, encoding,
+                timeout=box,
+                still_wanted=lambda: engine.generation(key) == gen))
         ai_task: asyncio.Future | None = None
         # Over the rate limit (checked by the engine before a model call) the list keeps jedi's items.
-        if settings.completion.in_completion_list and engine.applies_to(doc.path, language) is None:
+        if settings.completion.in_completion_list and engine.applies_to(name, language) is None:
             ai_task = asyncio.ensure_future(engine.suggest(
-                uri=uri, path=doc.path, language=language, text=text, line=pos.line, character=pos.character,
+                uri=key, path=name, on_disk=disk is not None, language=language, text=text, line=pos.line, character=pos.character,
                 invoked=invoked, slot="list", encoding=encoding, request_id=rid))
             ai_task.add_done_callback(_swallow)
 
@@ -85,10 +94,8 @@ def register(server: HapaServer) -> None:
             if jedi_task is not None:
                 try:
                     jedi_items = await jedi_task
-                except Exception:  # noqa: BLE001 - jedi failing on odd code must not cost the AI item
-                    from hapa_lsp.log import get_logger
-
-                    get_logger().warning("jedi failed", exc_info=True)  # the worker's traceback is in the message
+                except Exception as exc:  # noqa: BLE001 - jedi failing on odd code must not cost the AI item
+                    ls.degraded("jedi", exc, "jedi's completions are missing")
                     jedi_items = None
                 if jedi_items is None:
                     incomplete = True  # timed out or skipped: ask again on the next keystroke

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from hapa_lsp import errors
+from hapa_lsp.documents import name_of
 # Imported at run time: pygls resolves command handlers' annotations with typing.get_type_hints.
 from hapa_lsp.server import HapaServer  # noqa: TC001
 from hapa_lsp.features.commands import first_object
@@ -562,7 +563,7 @@ def register(server: HapaServer) -> None:
         except errors.HapaError as exc:
             raise _guard(ls, GENERATE, exc) from exc
         req = generation.Request("generate", question=question, code_context=code_context, language=language,
-                                 path=doc.path if doc else "", profile=profile, temperature=temperature)
+                                 path=name_of(doc) if doc else "", profile=profile, temperature=temperature)
         t0 = time.perf_counter()
         try:
             gen, ms = await run_generation(ls, req, uri=uri, title="hapa: generating code", stream=stream,
@@ -638,7 +639,7 @@ def register(server: HapaServer) -> None:
             stream = want_bool(a, "stream", True)
         except errors.HapaError as exc:
             raise _guard(ls, EXPLAIN, exc) from exc
-        req = generation.Request("explain", target=text_of(lines, rng), language=language_of(doc), path=doc.path,
+        req = generation.Request("explain", target=text_of(lines, rng), language=language_of(doc), path=name_of(doc),
                                  profile=profile)
         t0 = time.perf_counter()
         try:
@@ -647,7 +648,7 @@ def register(server: HapaServer) -> None:
             return _failure(exc, (time.perf_counter() - t0) * 1000)
         gen.explanation, gen.code = gen.raw.strip(), ""
         hid = await record(ls, req, uri=uri, status="success", gen=gen, ms=ms)
-        shown = await explanation_document(ls, f"Explanation of {os.path.basename(doc.path)} lines "
+        shown = await explanation_document(ls, f"Explanation of {os.path.basename(name_of(doc))} lines "
                                            f"{rng.start.line + 1}-{rng.end.line + 1}", gen.explanation,
                                            ls.engine.next_request_id())
         return {"status": "success", "explanation": gen.explanation, "document_uri": shown, "history_id": hid,
@@ -837,7 +838,7 @@ async def run_agent(ls: HapaServer, agent: Agent, *, question: str, code: str, l
     from hapa_lsp import generation
 
     req = generation.Request("agent", question=question, target=code, language=language,
-                             path=doc.path if doc else "", profile=profile, agent=agent, temperature=temperature,
+                             path=name_of(doc) if doc else "", profile=profile, agent=agent, temperature=temperature,
                              prose=prose)
     t0 = time.perf_counter()
     try:

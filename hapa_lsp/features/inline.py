@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 
 from hapa_lsp import errors
+from hapa_lsp.documents import doc_key, fs_path, name_of
 from hapa_lsp.features._docs import after_response, bind_request, language_of, open_document, position_encoding
 
 if TYPE_CHECKING:
@@ -39,13 +40,15 @@ def register(server: HapaServer) -> None:
                 return None
             doc = open_document(ls, uri)
             language = language_of(doc)
-            why_not = ls.engine.applies_to(doc.path, language)
+            name = name_of(doc)
+            why_not = ls.engine.applies_to(name, language)
             if why_not is not None:
                 if invoked:
                     raise why_not
                 return None
             pos = params.position
-            sug = await ls.engine.suggest(uri=uri, path=doc.path, language=language, text=doc.source,
+            sug = await ls.engine.suggest(uri=doc_key(uri), path=name, on_disk=fs_path(doc) is not None,
+                                          language=language, text=doc.source,
                                           line=pos.line, character=pos.character, invoked=invoked,
                                           encoding=position_encoding(ls), request_id=rid)
         except errors.HapaError as exc:

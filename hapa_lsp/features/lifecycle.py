@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
+from hapa_lsp.documents import doc_key
+
 # hapa_lsp.config.SECTION, spelled out so the settings tree is built after the initialize response.
 SECTION = "hapa"
 
@@ -92,13 +94,23 @@ def register(server: HapaServer) -> None:
             if isinstance(settings, dict):
                 ls.apply_settings(workspace=settings.get(SECTION, settings))
 
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: HapaServer, params: types.DidOpenTextDocumentParams) -> None:
+        from hapa_lsp.documents import find_open, fs_path, name_of
+        from hapa_lsp.features._docs import language_of
+
+        doc = find_open(ls.workspace, params.text_document.uri)
+        if doc is not None:
+            ls.engine.did_open(doc_key(doc.uri), name_of(doc), language_of(doc), doc.source,
+                               on_disk=fs_path(doc) is not None)
+
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: HapaServer, params: types.DidChangeTextDocumentParams) -> None:
-        ls.engine.did_change(params.text_document.uri, params.content_changes)
+        ls.engine.did_change(doc_key(params.text_document.uri), params.content_changes)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: HapaServer, params: types.DidCloseTextDocumentParams) -> None:
-        ls.engine.did_close(params.text_document.uri)
+        ls.engine.did_close(doc_key(params.text_document.uri))
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: HapaServer, *args: Any) -> None:

@@ -150,3 +150,37 @@ async def test_the_jedi_worker_never_outlives_the_server(fake, tmp_path):
             await client.stop()
         except Exception:  # noqa: BLE001 - the server is gone on purpose
             pass
+
+
+async def test_the_first_invoked_list_after_didopen_has_jedis_items_even_with_a_cold_cache(fake, tmp_path):
+    """A user opens a file and asks for completions once: the menu has jedi's names, not just the AI item."""
+    client = await start_client(fake, root=tmp_path, env={"HAPA_JEDI_CACHE_DIR": str(tmp_path / "cold-jedi-cache")})
+    try:
+        uri = (tmp_path / "m.py").as_uri()
+        open_doc(client, uri, SOURCE)
+        await asyncio.sleep(1.0)
+        result = await client.text_document_completion_async(completion_params(uri, 5, 5, invoked=True))
+        assert "path" in labels(result) and "pardir" in labels(result)
+        assert result.is_incomplete is False
+    finally:
+        await stop_client(client)
+
+
+async def test_a_jedi_that_keeps_failing_is_reported_once_with_its_code(fake, tmp_path):
+    """jedi cannot work (here: its cache directory is a file): the lists still carry the AI item, and the user is
+    told once, with a catalog code and an incident id, instead of silently getting less."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    fake.default_text = "th.join('a', 'b')"
+    client = await start_client(fake, root=tmp_path, env={"HAPA_JEDI_CACHE_DIR": str(blocker)})
+    try:
+        uri = (tmp_path / "m.py").as_uri()
+        open_doc(client, uri, SOURCE)
+        for col in (5, 4, 5):
+            result = await client.text_document_completion_async(completion_params(uri, 5, col, invoked=True))
+            assert any((i.detail or "").startswith("hapa AI") for i in result.items)
+        shown = [m.message for m in client.messages if "jedi" in m.message]
+        assert len(shown) == 1, shown
+        assert "E5004" in shown[0] and "INC-" in shown[0]
+    finally:
+        await stop_client(client)

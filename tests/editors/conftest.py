@@ -178,7 +178,7 @@ def start_editor(fake: FakeModelServer, tmp_path: Path) -> Iterator[Callable[...
     def start(**opts: Any) -> Editor:
         home = tmp_path / "nvim-home"
         home.mkdir(exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HAPA_", "AI_MODEL_", "NVIM"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HAPA_", "AI_MODEL_", "NVIM")) or k.startswith("HAPA_LOGGING")}
         env.update({
             "HAPA_BACKEND_ENDPOINT": fake.url,
             "HAPA_BACKEND_CONNECT_TIMEOUT": "1",

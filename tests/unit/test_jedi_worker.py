@@ -158,3 +158,82 @@ async def test_a_cancelled_callers_job_is_skipped_not_computed(runner):
     assert "path" in await blocker
     await runner.idle(timeout=30)
     assert runner.skipped == 3
+
+
+# ---- jedi's parse cache: hapa-lsp's own, written atomically, damaged entries healed --------------------------------
+def test_parso_cache_functions_that_the_worker_wraps_still_exist():
+    """The worker wraps two functions of parso's cache (it has no public hook); a parso release that renames them
+    must fail here, not silently write the shared cache in place again."""
+    import inspect
+
+    import parso.cache as pc
+
+    from hapa_lsp import jedi_worker
+
+    for name in ("_save_to_file_system", "_load_from_file_system", "_get_hashed_path"):
+        assert callable(getattr(pc, name)), name
+    assert list(inspect.signature(pc._save_to_file_system).parameters)[:3] == ["hashed_grammar", "path", "item"]
+    assert list(inspect.signature(pc._load_from_file_system).parameters)[:3] == ["hashed_grammar", "path", "p_time"]
+    assert "_load_from_file_system(" in inspect.getsource(pc.load_module)
+    assert "_save_to_file_system(" in inspect.getsource(pc.try_to_save_module)
+    assert jedi_worker.cache_directory()  # a path under the user cache dir (or HAPA_JEDI_CACHE_DIR)
+
+
+async def test_the_worker_never_writes_the_cache_other_jedi_tools_share(tmp_path, monkeypatch):
+    monkeypatch.delenv("HAPA_JEDI_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    r = JediRunner()
+    try:
+        assert "path" in (await _labels(r) or [])
+    finally:
+        await r.aclose()
+    assert not (tmp_path / "jedi").exists(), "wrote into jedi's shared cache directory"
+    own = list((tmp_path / "hapa-lsp" / "jedi").rglob("*.pkl"))
+    assert own, "jedi's parse cache should be in hapa-lsp's own cache directory"
+
+
+async def test_a_damaged_cache_entry_is_removed_and_jedi_still_answers(tmp_path, monkeypatch):
+    cache = tmp_path / "jedi-cache"
+    monkeypatch.setenv("HAPA_JEDI_CACHE_DIR", str(cache))
+    r = JediRunner()
+    try:
+        assert "path" in (await _labels(r) or [])
+        entries = sorted(cache.rglob("*.pkl"))
+        assert entries
+        for f in entries:  # what a process killed mid-write used to leave behind
+            data = f.read_bytes()
+            f.write_bytes(data[: len(data) // 3])
+        old = r.pid
+        os.kill(old, signal.SIGKILL)  # a new worker has no parse trees in memory: it must read the files
+        assert await _gone(old)
+        assert "path" in (await _labels(r) or [])
+        assert r.pid != old
+    finally:
+        await r.aclose()
+    import pickle
+
+    for f in cache.rglob("*.pkl"):
+        with open(f, "rb") as fh:
+            pickle.load(fh)  # every entry whole again
+    assert not list(cache.rglob(".tmp-*")), "temporary files left behind"
+
+
+async def test_a_worker_killed_while_it_writes_leaves_no_partial_entry(tmp_path, monkeypatch):
+    """Kill the worker at many moments during its first (cold) completions: no entry is ever truncated."""
+    import pickle
+
+    cache = tmp_path / "jedi-cache"
+    monkeypatch.setenv("HAPA_JEDI_CACHE_DIR", str(cache))
+    r = JediRunner()
+    try:
+        for delay in (0.3, 0.6, 0.9, 1.2):
+            job = asyncio.ensure_future(_labels(r, "import email.mime.multipart, json, asyncio\nos.pa"))
+            await asyncio.sleep(delay)
+            if r.pid is not None:
+                os.kill(r.pid, signal.SIGKILL)
+            await job
+    finally:
+        await r.aclose()
+    for f in cache.rglob("*.pkl"):
+        with open(f, "rb") as fh:
+            pickle.load(fh)
