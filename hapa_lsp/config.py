@@ -261,6 +261,10 @@ class ResilienceSettings:
                                validator=_and(_ge(1), _le(1000)))
     breaker_cooldown: float = _f(30.0, "Seconds a model marked down is not called before it is tried again.",
                                  validator=_and(_ge(0.1), _le(3600.0)))
+    request_deadline: float = _f(600.0, "Seconds after which a request still unanswered is answered with E5004 and "
+                                 "logged with its request id (a last resort: everything has its own, shorter "
+                                 "timeouts); completion requests get a tenth of it.",
+                                 validator=_and(_ge(1.0), _le(86400.0)))
 
 
 @attrs.frozen

@@ -82,14 +82,52 @@ class HapaProtocol(LanguageServerProtocol):
         if getattr(ls, "request_observers", None):
             self.__dict__.setdefault("_request_starts", {})[msg_id] = (label, time.perf_counter())
         super()._handle_request(msg_id, method_name, params)
+        if msg_id in self._request_futures:  # an async handler: still running
+            self._watch(msg_id, label)
+
+    # Every request gets an answer: one still running after its deadline is answered with E5004 and logged with
+    # its id, and its handler cancelled. A last resort; every wait inside has its own, shorter timeout.
+    def _watch(self, msg_id: Any, label: str) -> None:
+        import asyncio
+
+        ls = self._server
+        deadline = ls.settings.resilience.request_deadline
+        if label in _TYPING_METHODS:
+            deadline = deadline / 10
+        try:
+            asyncio.get_running_loop().call_later(deadline, self._overdue, msg_id, label, deadline)
+        except RuntimeError:  # no running loop (a unit test driving the protocol by hand)
+            pass
+
+    def _overdue(self, msg_id: Any, label: str, deadline: float) -> None:
+        fut = self._request_futures.get(msg_id)
+        if fut is None or fut.done():
+            return
+        from hapa_lsp.log import get_logger
+
+        err = errors.HapaError(f"{label} (request {msg_id}) got no answer within {deadline:g} s", code="E5004")
+        get_logger().error("request overdue", request=msg_id, method=label, incident_id=err.incident_id)
+        self._server.record_incident(err, label)
+        self.__dict__.setdefault("_overdue_errors", {})[msg_id] = err
+        fut.cancel()
 
     def _send_handler_result(self, future: Any, *, msg_id: Any):
         starts = self.__dict__.get("_request_starts")
         started = starts.pop(msg_id, None) if starts else None
-        super()._send_handler_result(future, msg_id=msg_id)
+        overdue = self.__dict__.get("_overdue_errors")
+        err = overdue.pop(msg_id, None) if overdue else None
+        if err is not None and future.cancelled():
+            self._request_futures.pop(msg_id, None)
+            self._send_response(msg_id, error=rpc_error(err).to_response_error())
+        else:
+            super()._send_handler_result(future, msg_id=msg_id)
         if started is not None:
             status = "cancelled" if future.cancelled() else "error" if future.exception() is not None else "ok"
             _notify_request_observers(self._server, started[0], time.perf_counter() - started[1], status)
+
+
+_TYPING_METHODS = frozenset({types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION,
+                             types.TEXT_DOCUMENT_CODE_ACTION})
 
 
 def _notify_request_observers(ls: Any, label: str, seconds: float, status: str) -> None:

@@ -79,11 +79,25 @@ async def start_client(fake: FakeModelServer | None, *, init_options: dict[str, 
 
 
 async def stop_client(client: LanguageClient) -> None:
-    """Shut the session down the way an editor does."""
+    """Shut the session down the way an editor does; a server that does not exit is killed (pytest-lsp's
+    ``stop`` alone waits for the process forever)."""
     try:
-        await client.shutdown_session()
+        await asyncio.wait_for(client.shutdown_session(), 10)
+    except Exception:  # noqa: BLE001 - the test's own assertion is what matters; the server must go anyway
+        pass
     finally:
-        await client.stop()
+        await kill_server(client)
+
+
+async def kill_server(client: LanguageClient) -> None:
+    """End the server process (SIGKILL after 5 s) and the client."""
+    proc = getattr(client, "_server", None)
+    if proc is not None and proc.returncode is None:
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+    await asyncio.wait_for(client.stop(), 10)
 
 
 def reset_fake(server: FakeModelServer) -> FakeModelServer:

@@ -9,7 +9,7 @@ import time
 import pytest
 from lsprotocol import types
 
-from tests.e2e.conftest import open_doc, start_client, stop_client
+from tests.e2e.conftest import kill_server, open_doc, start_client, stop_client
 
 SOURCE = "import os\n\ndef add(a, b):\n    return a + b\n\nos.pa\n"
 
@@ -146,10 +146,7 @@ async def test_the_jedi_worker_never_outlives_the_server(fake, tmp_path):
         else:
             raise AssertionError(f"jedi worker {worker} still running after its server was killed")
     finally:
-        try:
-            await client.stop()
-        except Exception:  # noqa: BLE001 - the server is gone on purpose
-            pass
+        await kill_server(client)
 
 
 async def test_the_first_invoked_list_after_didopen_has_jedis_items_even_with_a_cold_cache(fake, tmp_path):

@@ -86,3 +86,25 @@ async def test_garbage_model_output_is_not_shown(client, fake):
         content_changes=[types.TextDocumentContentChangeWholeDocument(text="def g(x):\n    \n")]))
     res = await client.text_document_inline_completion_async(inline_params(URI, 1, 4, invoked=True))
     assert res.items[0].insert_text == "x = 1"  # the repetition loop is cut
+
+
+async def test_a_request_still_running_at_its_deadline_is_answered_with_a_code(fake, tmp_path):
+    """The last-resort guarantee: whatever hangs inside, the editor gets an answer (E5004, an incident id) once
+    hapa.resilience.requestDeadline has passed, and the server keeps serving."""
+    fake.latency = 60.0
+    client = await start_client(fake, root=tmp_path, env={"HAPA_RESILIENCE_REQUEST_DEADLINE": "2",
+                                                          "HAPA_BACKEND_REQUEST_TIMEOUT": "120"})
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(JsonRpcException) as info:
+            await asyncio.wait_for(client.workspace_execute_command_async(types.ExecuteCommandParams(
+                command="hapa.generateCode", arguments=[{"user_question": "a slow one", "stream": False}])), 20)
+        assert loop.time() - t0 < 10
+        assert info.value.data["code"] == "E5004" and INCIDENT.search(info.value.data["incident_id"])
+        assert "no answer within 2 s" in info.value.message
+        fake.latency = 0.0
+        health = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="hapa.health"))
+        assert health["status"] in ("healthy", "degraded", "ok")
+    finally:
+        await stop_client(client)

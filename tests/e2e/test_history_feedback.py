@@ -10,7 +10,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from tests.e2e.conftest import open_doc, start_client, stop_client
+from tests.e2e.conftest import kill_server, open_doc, start_client, stop_client
 from tests.e2e.test_generate_command import ANSWER, attach_editor, env_for, run
 
 SECRET = "sk-test-never-stored-0123456789"
@@ -123,10 +123,7 @@ async def test_history_survives_a_server_killed_mid_write(fake, tmp_path):
         client._server.kill()
         await asyncio.wait_for(client._server.wait(), 5)
     finally:
-        try:
-            await client.stop()
-        except Exception:  # noqa: BLE001 - the server is already dead
-            pass
+        await kill_server(client)
 
     db = tmp_path / "hapa.db"
     with sqlite3.connect(db) as conn:
