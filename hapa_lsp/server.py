@@ -194,6 +194,8 @@ class HapaServer(LanguageServer):
         self.request_observers: list[Any] = []
         self.request_gate: Any = None
         self.startup_hooks: list[Any] = []
+        #: Called with (old, new) settings after every change (the sidecar restarts when its settings moved).
+        self.settings_observers: list[Any] = []
         self._incident_log: Any = None
         self._rate_limiter: Any = None
         self.status_state = "ok"
@@ -270,6 +272,13 @@ class HapaServer(LanguageServer):
             log.configure_from_settings(settings.logging)
         if self._engine is not None:
             self._engine.update_settings(settings)
+        for obs in list(self.settings_observers):
+            try:
+                obs(old, settings)
+            except Exception:  # noqa: BLE001 - one subscriber failing must not cost the others their update
+                from hapa_lsp.log import get_logger
+
+                get_logger().exception("settings observer failed")
         if self._jedi is not None:
             self._jedi.max_memory_mb = settings.context.jedi_worker_max_mb
         # Each layer is re-merged on every change; tell the user about a problem once, not on every re-read.
@@ -316,6 +325,13 @@ class HapaServer(LanguageServer):
 
             self._rate_limiter = RateLimiter(lambda: self.settings.rate_limits)
         return self._rate_limiter
+
+    def keep(self, fut: Any) -> Any:
+        """Hold a reference to background work until it is done (asyncio keeps only weak ones to tasks)."""
+        tasks: set = self.__dict__.setdefault("_kept", set())
+        tasks.add(fut)
+        fut.add_done_callback(tasks.discard)
+        return fut
 
     async def run_startup_hooks(self) -> None:
         """Run what features registered for after ``initialized`` (the sidecar, incident pruning)."""

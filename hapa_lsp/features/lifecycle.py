@@ -11,6 +11,8 @@ from hapa_lsp.documents import doc_key
 
 # hapa_lsp.config.SECTION, spelled out so the settings tree is built after the initialize response.
 SECTION = "hapa"
+# How long the server waits for the client's answer to one of its requests before going on without it.
+CLIENT_REQUEST_TIMEOUT_S = 5.0
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
@@ -25,7 +27,7 @@ async def pull_configuration(ls: HapaServer) -> None:
     """Read section ``hapa`` with workspace/configuration and apply it."""
     try:
         result = await asyncio.wait_for(ls.workspace_configuration_async(
-            types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])), 5.0)
+            types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])), CLIENT_REQUEST_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - a client that fails this request keeps the other layers
         from hapa_lsp.log import get_logger
 
@@ -67,23 +69,28 @@ def register(server: HapaServer) -> None:
                                                                 quiet=not explicit)
         # Warm up what the first keystroke needs, off the event loop, now that the editor is not waiting.
         loop = asyncio.get_running_loop()
-        loop.run_in_executor(None, _warm_imports)
+        ls.keep(loop.run_in_executor(None, _warm, eng))
         if ls.settings.completion.jedi or ls.settings.context.facts:
-            ls.jedi.warm_up()
+            ls.keep(ls.jedi.warm_up())
+        # The sidecar and incident pruning start now, with the settings known so far; the client's configuration
+        # is applied whenever it arrives (a client that never answers must not delay them).
+        ls.keep(asyncio.ensure_future(ls.run_startup_hooks()))
         dyn = ls.client_capabilities.workspace
         if dyn and dyn.did_change_configuration and dyn.did_change_configuration.dynamic_registration:
             try:
-                await ls.client_register_capability_async(types.RegistrationParams(registrations=[
+                await asyncio.wait_for(ls.client_register_capability_async(types.RegistrationParams(registrations=[
                     types.Registration(id="hapa-config", method=types.WORKSPACE_DID_CHANGE_CONFIGURATION,
-                                       register_options={"section": SECTION})]))
+                                       register_options={"section": SECTION})])), CLIENT_REQUEST_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - registration is a convenience, not a requirement
-                pass
+                from hapa_lsp.log import get_logger
+
+                get_logger().warning("client/registerCapability got no answer; configuration changes are "
+                                     "read when the client announces them")
         if _supports_configuration(ls):
             await pull_configuration(ls)
         if ls.status_state == "ok":  # a failure reported meanwhile must not be covered up by "ready"
             ls.set_status("ok", f"hapa-lsp {ls.version} ready ({ls.settings.backend.kind} "
                           f"{ls.settings.backend.completion_model})", force=True)
-        await ls.run_startup_hooks()
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: HapaServer, params: types.DidChangeConfigurationParams) -> None:
@@ -123,7 +130,8 @@ def register(server: HapaServer) -> None:
             await ls._jedi.aclose()
 
 
-def _warm_imports() -> None:
+def _warm(engine: Any) -> None:
+    """In a worker thread: imports and objects the first model call would otherwise build on the event loop."""
     try:
         import httpx  # noqa: F401
         import structlog  # noqa: F401
@@ -131,7 +139,10 @@ def _warm_imports() -> None:
         import hapa_lsp.backends.ollama  # noqa: F401
         import hapa_lsp.backends.openai  # noqa: F401
         import hapa_lsp.cache  # noqa: F401
-        import hapa_lsp.postprocess  # noqa: F401
         import hapa_lsp.prompts  # noqa: F401
+        from hapa_lsp.ratelimit import load_limits
+
+        load_limits()  # `import limits` costs 50-130 ms
+        engine.prepare()
     except Exception:  # noqa: BLE001 - e.g. the editor quit while we were importing; first use imports again
         pass

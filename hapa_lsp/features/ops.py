@@ -127,6 +127,25 @@ class Ops:
         await asyncio.get_running_loop().run_in_executor(None, _warm_imports, ls.settings)
         self.attach()
         self._prune_task = asyncio.ensure_future(self._prune_loop())
+        ls.settings_observers.append(self._settings_changed)
+        await self._start_sidecar()
+
+    def _settings_changed(self, old: Any, new: Any) -> None:
+        # The sidecar started with the settings known at `initialized`; the client's configuration may move it.
+        if old.sidecar != new.sidecar:
+            self.ls.keep(asyncio.ensure_future(self._start_sidecar()))
+
+    async def _start_sidecar(self) -> None:
+        """(Re)start the sidecar with the current settings (one start at a time)."""
+        lock = self.__dict__.setdefault("_sidecar_lock", asyncio.Lock())
+        async with lock:
+            if self.sidecar is not None:
+                await self.sidecar.stop()
+                self.sidecar = None
+            await self._start_sidecar_now()
+
+    async def _start_sidecar_now(self) -> None:
+        ls = self.ls
         s = ls.settings.sidecar
         if not s.enabled:
             return

@@ -242,3 +242,40 @@ async def test_health_fields_and_sidecar_off(fake: FakeModelServer, tmp_path: Pa
         assert health["last_cleanup"] and health["last_cleanup"].endswith("Z")
     finally:
         await stop_client(client)
+
+
+async def test_a_client_that_never_answers_configuration_does_not_delay_the_sidecar(tmp_path):
+    """Start-up services do not wait for workspace/configuration; its answer, when it comes, still applies."""
+    import sys
+
+    from pytest_lsp import ClientServerConfig
+
+    from tests.e2e.conftest import editor_capabilities, make_client, server_env
+
+    def silent_client() -> Any:
+        client = make_client()
+
+        async def never(ls: Any, params: Any) -> Any:
+            await asyncio.sleep(3600)
+
+        # pytest-lsp answers configuration requests itself; replace its handler with one that never answers.
+        client.protocol.fm.features[types.WORKSPACE_CONFIGURATION] = never
+        return client
+
+    config = ClientServerConfig(server_command=[sys.executable, "-m", "hapa_lsp"], client_factory=silent_client,
+                                server_env=server_env(None, ops_env(tmp_path)))
+    client = await config.start()
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await client.initialize_session(types.InitializeParams(capabilities=editor_capabilities(),
+                                                               root_uri=tmp_path.as_uri()))
+        url = await sidecar_url(client, timeout=10)
+        assert url is not None
+        assert loop.time() - t0 < 3.0, "the sidecar waited for the client's configuration answer"
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(url + "/health")).status_code == 200
+    finally:
+        from tests.e2e.conftest import kill_server
+
+        await kill_server(client)
