@@ -151,10 +151,27 @@ class Engine:
             b_old, b_new = old.backend, settings.backend
             if (b_old.request_timeout, b_old.connect_timeout, b_old.max_connections) != (
                     b_new.request_timeout, b_new.connect_timeout, b_new.max_connections) and self._client:
+                # Streams in flight keep the old client: it is closed once they can no longer be running.
                 client, self._client = self._client, None
-                asyncio.ensure_future(client.aclose())
+                self._keep(self._close_later(client, b_old.request_timeout + 5.0))
         if (old.cache != settings.cache or old.redis != settings.redis) and self._cache is not None:
-            self._cache = None
+            cache, self._cache = self._cache, None
+            if hasattr(cache, "aclose"):
+                self._keep(cache.aclose())  # the replaced shared level's Redis pool
+
+    @staticmethod
+    async def _close_later(client: Any, after: float) -> None:
+        await asyncio.sleep(after)
+        await client.aclose()
+
+    def _keep(self, coro: Any) -> None:
+        try:
+            task = asyncio.ensure_future(coro)
+        except RuntimeError:  # no running loop (a settings change outside the server): nothing to close on
+            coro.close()
+            return
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
 
     async def aclose(self) -> None:
         """Close the pooled HTTP client."""

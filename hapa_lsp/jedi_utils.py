@@ -236,7 +236,9 @@ class JediRunner:
             _log("info", "jedi worker replaced", rss_mb=round(self.rss_mb, 1), limit_mb=self.max_memory_mb)
             self._kill()
             self.rss_mb = 0.0
-            self.warm_up()
+            warm = self.warm_up()
+            self._reaping.add(warm)  # referenced until done; shutdown waits for it like for a reap
+            warm.add_done_callback(self._reaping.discard)
 
     async def _ensure(self) -> asyncio.subprocess.Process:
         proc = self._proc

@@ -7,6 +7,7 @@ to import (httpx, jedi, structlog, prometheus) is imported on first use, after t
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -190,6 +191,7 @@ class HapaServer(LanguageServer):
         self._engine = None
         self._jedi = None
         self._store = None
+        self._store_lock = threading.RLock()
         # Operations (hapa_lsp.features.ops): request accounting, the command rate-limit gate, startup hooks.
         self.request_observers: list[Any] = []
         self.request_gate: Any = None
@@ -219,15 +221,20 @@ class HapaServer(LanguageServer):
 
     @property
     def store(self):
-        """The SQLite store at ``hapa.storage.path`` (opened on first use, in a worker thread by callers)."""
-        path = self.settings.storage.path
-        if self._store is None or self._store.path != path:
-            from hapa_lsp.store import Store
+        """The SQLite store at ``hapa.storage.path`` (opened on first use, in a worker thread by callers).
 
-            if self._store is not None:
-                self._store.close()
-            self._store = Store(path)
-        return self._store
+        Read from the event loop and from the incident thread: replacing it is locked, and the replaced store is
+        closed on the incident thread, after the writes queued before it (never under a write in progress).
+        """
+        path = self.settings.storage.path
+        with self._store_lock:
+            if self._store is None or self._store.path != path:
+                from hapa_lsp.store import Store
+
+                old, self._store = self._store, Store(path)
+                if old is not None:
+                    self.incident_log.submit(old.close)
+            return self._store
 
     @property
     def jedi(self):

@@ -47,6 +47,9 @@ class Target:
     end: int
 
 
+#: The rate-limit rule code-action generations count against.
+GENERATION_RULE = "hapa.generateCode"
+
 def _comment_text(line: str) -> str | None:
     m = _COMMENT.match(line)
     return m.group(2).strip() if m else None
@@ -292,11 +295,14 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
             "document": "document", "tests": "tests", "agent": "agent"}.get(action)
     if task is None:
         raise errors.InputError(f"unknown code action {action!r}", code="E4001", field="data.action")
+    # A code action's generation is a code generation: it counts against the same limit as hapa.generateCode,
+    # whichever way it runs (resolve, the eager path for clients without resolve, the apply command).
+    ls.rate_limiter.check(GENERATION_RULE)
     module = g.module_name(name_of(doc), ls.root_path) if action == "tests" else ""
     req = generation.Request(task, target=target, code_context=context if task != "tests" else "",
                              language=language, path=name_of(doc), module=module, profile=profile, agent=agent)
     gen, ms = await g.run_generation(ls, req, uri=uri, title=f"hapa: {action}", stream=stream)
-    asyncio.ensure_future(g.record(ls, req, uri=uri, status="success", gen=gen, ms=ms))
+    ls.keep(asyncio.ensure_future(g.record(ls, req, uri=uri, status="success", gen=gen, ms=ms)))
     code = gen.code
     first = lines[rng.start.line]
     if action == "tests":

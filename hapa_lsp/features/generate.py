@@ -406,7 +406,8 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
             gen = await generation.generate(ls.engine, ls.settings, req, on_text=s.on_text)
             gen.request_id = rid
     except asyncio.CancelledError:
-        asyncio.ensure_future(record(ls, req, uri=uri, status="cancelled", ms=(time.perf_counter() - t0) * 1000))
+        ls.keep(asyncio.ensure_future(record(ls, req, uri=uri, status="cancelled",
+                                             ms=(time.perf_counter() - t0) * 1000)))
         if s.outcome == "cancelled":
             # window/workDoneProgress/cancel: the request itself is still open and gets an answer.
             err = errors.InputError("cancelled from the progress indicator", code="E4008")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from pygls.exceptions import JsonRpcException
 from lsprotocol import types
 
 from tests.e2e.conftest import editor_capabilities, open_doc, reset_fake, start_client, stop_client
@@ -380,3 +381,21 @@ async def test_cancelling_a_resolve_closes_the_upstream_stream(editor, fake, wor
         await asyncio.wait_for(task, 5)
     record = await fake.wait_for_disconnect(timeout=3)
     assert not record.completed
+
+
+async def test_code_action_generations_count_against_the_generation_rate_limit(fake, tmp_path):
+    """Resolve, and the eager path of clients without resolve, both spend hapa.generateCode's allowance."""
+    client = attach_editor(await start_client(fake, root=tmp_path, env=env_for(tmp_path),
+                                              init_options={"rateLimits": {"rules": {"hapa.generateCode": "1/minute"}}}))
+    try:
+        uri = (tmp_path / "limited.py").as_uri()
+        open_doc(client, uri, "# add two numbers and return the sum\n\n# subtract two numbers and return it\n")
+        fake.queue("```python\ndef add(a, b):\n    return a + b\n```", "```python\ndef sub(a, b):\n    return a - b\n```")
+        first = (await actions_at(client, uri, (0, 5)))[0]
+        assert (await client.code_action_resolve_async(first)).edit is not None
+        second = (await actions_at(client, uri, (2, 5)))[0]
+        with pytest.raises(JsonRpcException) as info:
+            await client.code_action_resolve_async(second)
+        assert info.value.data["code"] == "E4004"
+    finally:
+        await stop_client(client)
