@@ -265,6 +265,10 @@ class ResilienceSettings:
                                  "logged with its request id (a last resort: everything has its own, shorter "
                                  "timeouts); completion requests get a tenth of it.",
                                  validator=_and(_ge(1.0), _le(86400.0)))
+    client_timeout: float = _f(5.0, "Seconds the server waits for the editor to answer one of its requests "
+                               "(configuration, progress, show document; applying an edit gets twice as long) "
+                               "before it goes on without the answer.",
+                               validator=_and(_ge(0.1), _le(600.0)))
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
-from hapa_lsp.context import CursorText, is_excluded, split_at, split_near, units_len
+from hapa_lsp.context import CursorText, exclusion_error, split_at, split_near, units_len
 
 if TYPE_CHECKING:
     import httpx
@@ -93,6 +93,8 @@ class Engine:
         # Asked before each typing-path model call (the rate limit): False drops the request quietly;
         # for an explicit request it raises E4004 instead. Set by features/lifecycle.py.
         self.model_gate: Callable[[bool], bool] | None = None
+        # hapa_lsp.resilience.CircuitBreaker, made with the first backend and kept across backend rebuilds.
+        self.breaker: Any = None
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     @property
@@ -149,6 +151,10 @@ class Engine:
         if old.backend != settings.backend:
             self._backend = None
             b_old, b_new = old.backend, settings.backend
+            breaker = self.breaker
+            if breaker is not None and (b_old.kind, b_old.endpoint, b_old.api_key) != (
+                    b_new.kind, b_new.endpoint, b_new.api_key):
+                breaker.reset()  # a new server: its models start with a clean record
             if (b_old.request_timeout, b_old.connect_timeout, b_old.max_connections) != (
                     b_new.request_timeout, b_new.connect_timeout, b_new.max_connections) and self._client:
                 # Streams in flight keep the old client: it is closed once they can no longer be running.
@@ -288,8 +294,9 @@ class Engine:
         s = self.settings
         if not s.completion.enabled:
             return errors.InputError("AI completion is turned off (hapa.completion.enabled)", code="E4005")
-        if is_excluded(path, s.context.exclude_globs):
-            return errors.InputError(f"{path.rsplit('/', 1)[-1]} is excluded from AI", code="E4007")
+        excluded = exclusion_error(path, s.context.exclude_globs)
+        if excluded is not None:
+            return excluded
         if s.completion.languages and language not in s.completion.languages:
             return errors.InputError(f"language '{language}' is not in hapa.completion.languages", code="E4010")
         return None

@@ -121,6 +121,14 @@ class CircuitBreaker:
                                    f"({err.code} {err.spec.title}); it is tried again in "
                                    f"{_secs(s.breaker_cooldown)}", incident_id=err.incident_id)
 
+    def reset(self) -> None:
+        """Forget every model's state: the backend changed (another endpoint, dialect or key), so failures and
+        Retry-After holds of the old one say nothing about it. Open circuits are reported closed."""
+        models, self._models = self._models, {}
+        for name, m in models.items():
+            if m.open_until:
+                self._emit("circuit", model=name, state="closed", code=None, retryable=True, message="")
+
     def is_open(self, model: str) -> bool:
         """Whether ``model`` is marked down right now."""
         m = self._models.get(model)
@@ -160,7 +168,7 @@ class ResilientBackend:
     @classmethod
     def wrap(cls, engine: Any, inner: Backend) -> ResilientBackend:
         """Wrap ``inner`` for ``engine``, keeping one breaker per engine across backend rebuilds."""
-        breaker = getattr(engine, "breaker", None)
+        breaker = engine.breaker
         if breaker is None:
             breaker = engine.breaker = CircuitBreaker(lambda: engine.settings.resilience, engine.emit)
         return cls(inner, breaker, lambda: engine.settings.resilience, engine.emit)

@@ -6,6 +6,7 @@ to import (httpx, jedi, structlog, prometheus) is imported on first use, after t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -18,11 +19,15 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from hapa_lsp import __version__, errors
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.config import ConfigProblem, Settings
 
 STATUS = "hapa/status"
+
+class ClientSilent(Exception):
+    """The client did not answer a server-to-client request in time (``HapaServer.ask_client``)."""
 
 
 class _BadRequest:
@@ -192,6 +197,8 @@ class HapaServer(LanguageServer):
         self._jedi = None
         self._store = None
         self._store_lock = threading.RLock()
+        # Server-to-client requests the client left unanswered (see ask_client).
+        self.silent_methods: set[str] = set()
         # Operations (hapa_lsp.features.ops): request accounting, the command rate-limit gate, startup hooks.
         self.request_observers: list[Any] = []
         self.request_gate: Any = None
@@ -333,12 +340,40 @@ class HapaServer(LanguageServer):
             self._rate_limiter = RateLimiter(lambda: self.settings.rate_limits)
         return self._rate_limiter
 
+    async def ask_client(self, method: str, params: Any, timeout: float | None = None) -> Any:
+        """Send a request to the client and wait at most ``timeout`` seconds (``hapa.resilience.clientTimeout``
+        unless given) for its answer.
+
+        Returns the result, or raises ``ClientSilent`` when the client did not answer in time (the caller falls
+        back) and the client's error when it answered with one. The request is never cancelled on our side: a late
+        answer then lands on a live future instead of an error inside pygls. A method the client left unanswered
+        is remembered in ``silent_methods`` (features that can do without it stop asking) and logged once.
+        """
+        if timeout is None:
+            timeout = self.settings.resilience.client_timeout
+        fut = self.protocol.send_request_async(method, params)
+        done, _ = await asyncio.wait([fut], timeout=timeout)
+        if not done:
+            if method not in self.silent_methods:
+                self.silent_methods.add(method)
+                get_logger().warning("the client did not answer a request", method=method, timeout_s=timeout)
+            raise ClientSilent(method)
+        self.silent_methods.discard(method)
+        return fut.result()
+
     def keep(self, fut: Any) -> Any:
         """Hold a reference to background work until it is done (asyncio keeps only weak ones to tasks)."""
         tasks: set = self.__dict__.setdefault("_kept", set())
         tasks.add(fut)
         fut.add_done_callback(tasks.discard)
         return fut
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout`` s) for the background work ``keep`` holds: history rows of cancelled or
+        code-action generations are written before the process exits."""
+        tasks = set(self.__dict__.get("_kept", ()))
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
     async def run_startup_hooks(self) -> None:
         """Run what features registered for after ``initialized`` (the sidecar, incident pruning)."""

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from hapa_lsp.errors import InputError
+
 
 @dataclass(frozen=True, slots=True)
 class CursorText:
@@ -191,3 +193,12 @@ def is_excluded(path: str, globs: tuple[str, ...] | list[str]) -> bool:
     p = path.replace("\\", "/")
     name = p.rsplit("/", 1)[-1]
     return bool(rx.match(name) or rx.match(p))
+
+
+def exclusion_error(path: str, globs: tuple[str, ...] | list[str]) -> InputError | None:
+    """E4007 when ``path`` is excluded from AI (``hapa.context.excludeGlobs``): the one test every feature that
+    sends a document's text to the model makes."""
+    if not is_excluded(path, globs):
+        return None
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return InputError(f"{name} is excluded from AI (hapa.context.excludeGlobs)", code="E4007")

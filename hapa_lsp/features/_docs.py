@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
+from hapa_lsp.context import exclusion_error
 from hapa_lsp.documents import find_open, name_of
 
 if TYPE_CHECKING:
@@ -18,6 +19,16 @@ def open_document(ls: HapaServer, uri: str) -> TextDocument:
     doc = find_open(ls.workspace, uri)
     if doc is None:
         raise errors.InputError(f"{uri} is not open in the editor", code="E4006")
+    return doc
+
+
+def document_for_model(ls: HapaServer, uri: str) -> TextDocument:
+    """An open document whose text is about to be sent to the model: E4006 when it is not open, E4007 when
+    ``hapa.context.excludeGlobs`` excludes it (a ``.env`` never leaves the machine, whichever command asks)."""
+    doc = open_document(ls, uri)
+    excluded = exclusion_error(name_of(doc), ls.settings.context.exclude_globs)
+    if excluded is not None:
+        raise excluded
     return doc
 
 

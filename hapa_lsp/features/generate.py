@@ -7,6 +7,7 @@ import datetime as _dt
 import os
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -169,6 +170,7 @@ class Stream:
         self._text = ""
         self._task: asyncio.Task | None = None
         self._creating: asyncio.Future | None = None
+        self._closed = False  # __aexit__ ran: a progress confirmed from now on is not begun
         self.outcome = "done"
 
     async def __aenter__(self) -> Stream:
@@ -177,19 +179,21 @@ class Stream:
             return self
         if self.token is not None:
             self._begin(self.token)
-        elif _client_supports_progress(self.ls):
+        elif _client_supports_progress(self.ls) and types.WINDOW_WORK_DONE_PROGRESS_CREATE not in self.ls.silent_methods:
+            # (a client that left a create unanswered gets chunks only from then on, not a wait per generation)
             # Created alongside the model call, not before it: the editor's round trip must not delay the answer.
             self._creating = asyncio.ensure_future(self._create(f"hapa-{self.request_id}-{os.getpid()}"))
         return self
 
     async def _create(self, token: str) -> None:
         try:
-            await asyncio.wait_for(self.ls.work_done_progress.create_async(token), 5.0)
+            await self.ls.ask_client(types.WINDOW_WORK_DONE_PROGRESS_CREATE, types.WorkDoneProgressCreateParams(token))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a client that refuses progress still gets chunks and the result
             return
-        self._begin(token)
+        if not self._closed:
+            self._begin(token)
 
     def _begin(self, token: Any) -> None:
         progress = self.ls.work_done_progress
@@ -229,11 +233,12 @@ class Stream:
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if not self.enabled:
             return
+        self._closed = True
         if self._creating is not None and not self._creating.done():
-            if exc_type is None:
-                await asyncio.wait([self._creating], timeout=5.0)  # begin and end must both reach the editor
-            else:
-                self._creating.cancel()
+            # The answer is ready; progress the client has not confirmed yet is not worth waiting for (begin was
+            # not sent, so no end is owed). The request runs out on its own: a client that never answers it is
+            # then not asked again (ask_client remembers), one that answers late gets no begin (see _create).
+            self.ls.keep(self._creating)
         if exc_type is None and (self._pending is not None or self._text):
             self._send(self._pending if self._pending is not None else self._text, done=True)
         if self.token is not None:
@@ -323,11 +328,12 @@ async def apply_edit(ls: HapaServer, edit: types.WorkspaceEdit, label: str) -> b
     if not (ws and ws.apply_edit):
         return False
     try:
-        result = await ls.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(edit=edit, label=label))
+        result = await ls.ask_client(types.WORKSPACE_APPLY_EDIT, types.ApplyWorkspaceEditParams(edit=edit, label=label),
+                                     2 * ls.settings.resilience.client_timeout)  # the editor may ask the user
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 - a client error is reported as "not applied"
-        _log().warning("workspace/applyEdit failed", exc_info=True)
+    except Exception:  # noqa: BLE001 - a client error or no answer is reported as "not applied" (the code is in
+        _log().warning("workspace/applyEdit failed", exc_info=True)  # the answer for the client to use)
         return False
     return bool(getattr(result, "applied", False))
 
@@ -405,6 +411,8 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
         async with s:
             gen = await generation.generate(ls.engine, ls.settings, req, on_text=s.on_text)
             gen.request_id = rid
+        if ls.status_state in ("error", "warning"):
+            ls.background_success()  # the model answered: an earlier failure no longer describes the server
     except asyncio.CancelledError:
         ls.keep(asyncio.ensure_future(record(ls, req, uri=uri, status="cancelled",
                                              ms=(time.perf_counter() - t0) * 1000)))
@@ -420,6 +428,9 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
         ls.record_incident(exc, req.task)
         exc.recorded = True  # type: ignore[attr-defined]  # callers must not count it twice
         exc.request_id = rid  # type: ignore[attr-defined]
+        if exc.code.startswith("E5"):
+            # The status bar keeps showing what just failed (model down, database error) instead of "ready".
+            ls.set_status("warning" if exc.retryable else "error", exc.message, exc.code, exc.incident_id)
         rejected = getattr(exc, "generation", None)
         await record(ls, req, uri=uri, status="rejected" if exc.code == "E4011" else "error", gen=rejected,
                      ms=ms, incident_id=exc.incident_id)
@@ -458,24 +469,37 @@ def _success(gen: Generation, ms: float, req: Request, history_id: int | None) -
     }
 
 
-async def explanation_document(ls: HapaServer, title: str, body: str, rid: str) -> str:
-    """Write ``body`` as a Markdown file next to the database and ask the editor to show it; returns its URI."""
+#: Explanation files kept next to the database: the newest this many, none older than EXPLANATION_MAX_AGE_S.
+EXPLANATIONS_KEPT = 200
+EXPLANATION_MAX_AGE_S = 7 * 86400
+_EXPLANATION_NAME = re.compile(r"\d{8}-\d{6}-[\w-]+\.md")
+
+
+async def explanation_document(ls: HapaServer, title: str, body: str) -> str:
+    """Write ``body`` as a Markdown file next to the database and ask the editor to show it; returns its URI.
+
+    Names are unique across processes (servers of several editors share the data directory); the file appears
+    whole (written aside, then renamed); old explanations are pruned, and only files named like ours.
+    """
     from pygls.uris import from_fs_path
 
     folder = os.path.join(os.path.dirname(os.path.abspath(ls.settings.storage.path)), "explanations")
-    path = os.path.join(folder, f"{time.strftime('%Y%m%d-%H%M%S')}-{rid}.md")
+    path = os.path.join(folder, f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:12]}.md")
 
     def write() -> None:
         os.makedirs(folder, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as fh:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(f"# {title}\n\n{body.strip()}\n")
+        os.replace(tmp, path)
+        prune_explanations(folder, keep=path)
 
     await asyncio.get_running_loop().run_in_executor(None, write)
     uri = from_fs_path(path) or path
     w = ls.client_capabilities.window
     if w and w.show_document and w.show_document.support:
         try:
-            result = await ls.window_show_document_async(types.ShowDocumentParams(uri=uri, take_focus=True))
+            result = await ls.ask_client(types.WINDOW_SHOW_DOCUMENT, types.ShowDocumentParams(uri=uri, take_focus=True))
             if getattr(result, "success", False):
                 return uri
         except asyncio.CancelledError:
@@ -484,6 +508,30 @@ async def explanation_document(ls: HapaServer, title: str, body: str, rid: str) 
             _log().warning("window/showDocument failed", exc_info=True)
     ls.window_show_message(types.ShowMessageParams(types.MessageType.Info, f"{title}\n\n{body.strip()}"))
     return uri
+
+
+def prune_explanations(folder: str, *, keep: str = "", now: float | None = None) -> int:
+    """Delete explanation files beyond the newest EXPLANATIONS_KEPT or older than EXPLANATION_MAX_AGE_S; returns
+    how many. Other files in the folder are never touched."""
+    now = time.time() if now is None else now
+    found = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_file() and _EXPLANATION_NAME.fullmatch(e.name):
+                try:
+                    found.append((e.stat().st_mtime, e.path))
+                except OSError:
+                    continue
+    found.sort(reverse=True)
+    removed = 0
+    for i, (mtime, p) in enumerate(found):
+        if p != keep and (i >= EXPLANATIONS_KEPT or now - mtime > EXPLANATION_MAX_AGE_S):
+            try:
+                os.remove(p)
+                removed += 1
+            except OSError:
+                pass  # another server pruned it first
+    return removed
 
 
 def find_agent(ls: HapaServer, name: str) -> Agent:
@@ -523,7 +571,7 @@ def _guard(ls: HapaServer, command: str, exc: errors.HapaError):
 
 def register(server: HapaServer) -> None:
     """Register the generation, agent, validation, history and feedback commands."""
-    from hapa_lsp.features._docs import LazyModule, language_of, open_document, position_encoding
+    from hapa_lsp.features._docs import LazyModule, document_for_model, language_of, position_encoding
 
     generation = LazyModule("hapa_lsp.generation")
     history = LazyModule("hapa_lsp.history")
@@ -548,7 +596,7 @@ def register(server: HapaServer) -> None:
                 if "position" not in a:
                     raise errors.InputError("'position' is required with 'uri'", code="E4002", field="position")
                 pos = want_position(a["position"], "position")
-                doc = open_document(ls, uri)
+                doc = document_for_model(ls, uri)
                 language = a.get("language") or language_of(doc)
                 if not code_context:
                     from hapa_lsp.context import budget_window, split_at
@@ -606,7 +654,7 @@ def register(server: HapaServer) -> None:
             doc = None
             rng = None
             if uri:
-                doc = open_document(ls, uri)
+                doc = document_for_model(ls, uri)
                 language = a.get("language") or language_of(doc)
                 if "range" in a:
                     rng = full_lines(doc_lines(doc), want_range(a["range"], "range"))
@@ -630,7 +678,7 @@ def register(server: HapaServer) -> None:
         try:
             a = normalise(first_object(args, EXPLAIN), ("uri", "range", "user_profile", "stream"), EXPLAIN)
             uri = want_str(a, "uri", required=True, blank_ok=False)
-            doc = open_document(ls, uri)
+            doc = document_for_model(ls, uri)
             if "range" not in a:
                 raise errors.InputError("'range' is required", code="E4002", field="range")
             lines = doc_lines(doc)
@@ -650,8 +698,7 @@ def register(server: HapaServer) -> None:
         gen.explanation, gen.code = gen.raw.strip(), ""
         hid = await record(ls, req, uri=uri, status="success", gen=gen, ms=ms)
         shown = await explanation_document(ls, f"Explanation of {os.path.basename(name_of(doc))} lines "
-                                           f"{rng.start.line + 1}-{rng.end.line + 1}", gen.explanation,
-                                           ls.engine.next_request_id())
+                                           f"{rng.start.line + 1}-{rng.end.line + 1}", gen.explanation)
         return {"status": "success", "explanation": gen.explanation, "document_uri": shown, "history_id": hid,
                 "response_time_ms": round(ms, 1), "model": gen.model}
 
@@ -855,8 +902,7 @@ async def run_agent(ls: HapaServer, agent: Agent, *, question: str, code: str, l
     out = _success(gen, ms, req, hid)
     out["agent"] = agent.name
     if prose:
-        out["document_uri"] = await explanation_document(ls, f"{agent.name}", gen.explanation,
-                                                         ls.engine.next_request_id())
+        out["document_uri"] = await explanation_document(ls, f"{agent.name}", gen.explanation)
     elif doc is not None and rng is not None and gen.code.strip():
         from hapa_lsp.generation import reindent
 

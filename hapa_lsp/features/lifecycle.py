@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from hapa_lsp.documents import doc_key
+from hapa_lsp.log import get_logger
 
 # hapa_lsp.config.SECTION, spelled out so the settings tree is built after the initialize response.
 SECTION = "hapa"
-# How long the server waits for the client's answer to one of its requests before going on without it.
-CLIENT_REQUEST_TIMEOUT_S = 5.0
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
@@ -26,15 +25,24 @@ def _supports_configuration(ls: HapaServer) -> bool:
 async def pull_configuration(ls: HapaServer) -> None:
     """Read section ``hapa`` with workspace/configuration and apply it."""
     try:
-        result = await asyncio.wait_for(ls.workspace_configuration_async(
-            types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])), CLIENT_REQUEST_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - a client that fails this request keeps the other layers
-        from hapa_lsp.log import get_logger
-
+        result = await ls.ask_client(types.WORKSPACE_CONFIGURATION,
+                                     types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)]))
+    except Exception as exc:  # noqa: BLE001 - a client that fails or ignores this request keeps the other layers
         get_logger().warning("workspace/configuration failed", error=type(exc).__name__)
         return
     value = result[0] if result else None
     ls.apply_settings(workspace=value if value is not None else {})
+
+
+async def _register_configuration(ls: HapaServer) -> None:
+    """Ask to be told about configuration changes (a convenience: without it they come when the client sends them)."""
+    try:
+        await ls.ask_client(types.CLIENT_REGISTER_CAPABILITY, types.RegistrationParams(registrations=[
+            types.Registration(id="hapa-config", method=types.WORKSPACE_DID_CHANGE_CONFIGURATION,
+                               register_options={"section": SECTION})]))
+    except Exception:  # noqa: BLE001 - registration is not a requirement (ClientSilent included)
+        get_logger().warning("client/registerCapability got no answer; configuration changes are read when the "
+                             "client announces them")
 
 
 def register(server: HapaServer) -> None:
@@ -77,15 +85,8 @@ def register(server: HapaServer) -> None:
         ls.keep(asyncio.ensure_future(ls.run_startup_hooks()))
         dyn = ls.client_capabilities.workspace
         if dyn and dyn.did_change_configuration and dyn.did_change_configuration.dynamic_registration:
-            try:
-                await asyncio.wait_for(ls.client_register_capability_async(types.RegistrationParams(registrations=[
-                    types.Registration(id="hapa-config", method=types.WORKSPACE_DID_CHANGE_CONFIGURATION,
-                                       register_options={"section": SECTION})])), CLIENT_REQUEST_TIMEOUT_S)
-            except Exception:  # noqa: BLE001 - registration is a convenience, not a requirement
-                from hapa_lsp.log import get_logger
-
-                get_logger().warning("client/registerCapability got no answer; configuration changes are "
-                                     "read when the client announces them")
+            # Alongside the configuration pull, not before it: a client that never answers costs one timeout.
+            ls.keep(asyncio.ensure_future(_register_configuration(ls)))
         if _supports_configuration(ls):
             await pull_configuration(ls)
         if ls.status_state == "ok":  # a failure reported meanwhile must not be covered up by "ready"
@@ -121,6 +122,7 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: HapaServer, *args: Any) -> None:
+        await ls.drain()  # history rows still being written
         ops = getattr(ls, "ops", None)
         if ops is not None:
             await ops.stop()  # the sidecar's port is free before the editor starts the next server

@@ -255,8 +255,11 @@ async def test_a_client_that_never_answers_configuration_does_not_delay_the_side
     def silent_client() -> Any:
         client = make_client()
 
-        async def never(ls: Any, params: Any) -> Any:
+        async def never(*args: Any) -> Any:  # pygls calls it with the params only
+            client.ignored.append(asyncio.current_task())
             await asyncio.sleep(3600)
+
+        client.ignored = []
 
         # pytest-lsp answers configuration requests itself; replace its handler with one that never answers.
         client.protocol.fm.features[types.WORKSPACE_CONFIGURATION] = never
@@ -275,7 +278,10 @@ async def test_a_client_that_never_answers_configuration_does_not_delay_the_side
         assert loop.time() - t0 < 3.0, "the sidecar waited for the client's configuration answer"
         async with httpx.AsyncClient() as http:
             assert (await http.get(url + "/health")).status_code == 200
+        assert client.ignored, "the server never asked for its configuration"
     finally:
         from tests.e2e.conftest import kill_server
 
+        for task in getattr(client, "ignored", []):
+            task.cancel()
         await kill_server(client)
