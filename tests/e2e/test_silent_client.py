@@ -173,3 +173,52 @@ async def test_excluded_files_never_reach_the_model_from_any_command(fake, tmp_p
         assert not fake.requests
     finally:
         await stop_client(client)
+
+
+async def test_changing_the_timeout_during_a_stream_does_not_break_it(fake, tmp_path):
+    from tests.e2e.conftest import start_client
+
+    fake.configure(default_text=ANSWER * 3, token_delay=0.03)
+    client = await start_client(fake, root=tmp_path, env={"HAPA_BACKEND_CHAT_MODEL": fake.model},
+                                configuration={"hapa": {"backend": {"requestTimeout": 30}}})
+    try:
+        task = asyncio.ensure_future(run(client, "hapa.generateCode", {"user_question": "add", "stream": True}))
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        client.set_configuration({"hapa": {"backend": {"requestTimeout": 20}}})
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+        result = await asyncio.wait_for(task, 20)
+        assert result["status"] == "success", result
+        assert "return a + b" in result["generated_code"]
+    finally:
+        await stop_client(client)
+
+
+async def test_a_cancelled_generation_is_in_the_history_even_when_the_editor_quits_right_after(fake, tmp_path):
+    from tests.e2e.conftest import start_client
+
+    fake.configure(default_text=ANSWER * 4, token_delay=0.05)
+    db = tmp_path / "hapa.db"
+    env = {"HAPA_BACKEND_CHAT_MODEL": fake.model, "HAPA_STORAGE_PATH": str(db)}
+    client = await start_client(fake, root=tmp_path, env=env)
+    try:
+        task = asyncio.ensure_future(client.protocol.send_request_async(
+            types.WORKSPACE_EXECUTE_COMMAND, types.ExecuteCommandParams(
+                command="hapa.generateCode", arguments=[{"user_question": "cancel me"}]), msg_id="gen-quit-1"))
+        assert await wait_for(lambda: bool(fake.requests), 5)
+        # The editor quits at once: cancel, shutdown and exit in one write.
+        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="gen-quit-1"))
+        shutdown = asyncio.ensure_future(client.protocol.send_request_async(types.SHUTDOWN, None))
+        client.protocol.notify(types.EXIT, None)
+        with pytest.raises(Exception):
+            await asyncio.wait_for(task, 5)
+        await asyncio.wait([shutdown], timeout=10)
+    finally:
+        await stop_client(client)
+    client = await start_client(fake, root=tmp_path, env=env)
+    try:
+        history = await run(client, "hapa.history.list", {})
+        rows = [h for h in history.get("history", history.get("items", [])) if "cancel me" in str(h)]
+        assert rows and rows[0]["status"] == "cancelled", history
+    finally:
+        await stop_client(client)
