@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
 from hapa_lsp.context import CursorText, is_excluded, split_at, split_near, units_len
+from hapa_lsp.context.tokens import CounterLoader
 
 if TYPE_CHECKING:
     import httpx
@@ -93,6 +94,10 @@ class Engine:
         # Asked before each typing-path model call (the rate limit): False drops the request quietly;
         # for an explicit request it raises E4004 instead. Set by features/lifecycle.py.
         self.model_gate: Callable[[bool], bool] | None = None
+        # The prompt's token counter: its tokenizer.json is found and loaded in a worker thread from now on,
+        # and again whenever the settings name another one (the estimate serves until then).
+        self.token_counters = CounterLoader()
+        self.token_counters.load(settings)
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     @property
@@ -110,7 +115,8 @@ class Engine:
         if self._context is None:
             from hapa_lsp.context.builder import ContextEngine
 
-            self._context = ContextEngine(self.settings, runner=self.jedi, root=self.root_path)
+            self._context = ContextEngine(self.settings, runner=self.jedi, root=self.root_path,
+                                          token_counters=self.token_counters)
         return self._context
 
     @property
@@ -144,6 +150,7 @@ class Engine:
         """Apply new settings; the client and cache are rebuilt only when what they depend on changed."""
         old = self.settings
         self.settings = settings
+        self.token_counters.load(settings)
         if self._context is not None:
             self._context.update_settings(settings)
         if old.backend != settings.backend:
