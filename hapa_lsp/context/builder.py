@@ -230,7 +230,7 @@ class ContextEngine:
         memo = self._uses_memo
         if memo is not None and memo[0] == key:
             return memo[1]
-        uses = find_uses(text, cur.line, cur.character, imports=self.facts.imports_for(uri))
+        uses = find_uses(text, cur.line, cur.character, imports=self.facts.imports_for(uri), doc=uri)
         uses.uses = self.facts.rerank(uri, uses.uses, cur.line)
         self._uses_memo = (key, uses)
         return uses
