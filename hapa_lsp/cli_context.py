@@ -108,6 +108,8 @@ async def _build(settings: Any, root: str, file: Path, text: str, line: int, col
     runner = JediRunner()
     try:
         ce = ContextEngine(settings, runner=runner, root=root)
+        # The server loads the tokenizer at start-up, long before a request; here the counts are the point.
+        await asyncio.wrap_future(ce.counter_loaded())
         kw = dict(uri=file.as_uri(), path=str(file), language=_language(str(file)), text=text, line=line - 1,
                   character=col - 1, encoding="utf-32", open_docs=opened)
         if not cold:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
 from hapa_lsp.context import CursorText, exclusion_error, split_at, split_near, units_len
+from hapa_lsp.context.tokens import CounterLoader
 
 if TYPE_CHECKING:
     import httpx
@@ -95,6 +96,10 @@ class Engine:
         self.model_gate: Callable[[bool], bool] | None = None
         # hapa_lsp.resilience.CircuitBreaker, made with the first backend and kept across backend rebuilds.
         self.breaker: Any = None
+        # The prompt's token counter: its tokenizer.json is found and loaded in a worker thread from now on,
+        # and again whenever the settings name another one (the estimate serves until then).
+        self.token_counters = CounterLoader()
+        self.token_counters.load(settings)
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     @property
@@ -112,7 +117,8 @@ class Engine:
         if self._context is None:
             from hapa_lsp.context.builder import ContextEngine
 
-            self._context = ContextEngine(self.settings, runner=self.jedi, root=self.root_path)
+            self._context = ContextEngine(self.settings, runner=self.jedi, root=self.root_path,
+                                          token_counters=self.token_counters)
         return self._context
 
     @property
@@ -146,6 +152,7 @@ class Engine:
         """Apply new settings; the client and cache are rebuilt only when what they depend on changed."""
         old = self.settings
         self.settings = settings
+        self.token_counters.load(settings)
         if self._context is not None:
             self._context.update_settings(settings)
         if old.backend != settings.backend:

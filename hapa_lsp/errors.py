@@ -81,8 +81,9 @@ CATALOG: dict[str, ErrorSpec] = {
               "The model's code did not pass the checks named in the message; rephrase the request "
               "or try a larger model."),
         _spec("E4012", "Context too large",
-              "The document or selection is larger than hapa.context.maxDocumentBytes allows; "
-              "select a smaller range or raise the limit."),
+              "The code or question is larger than a generation prompt holds "
+              "(hapa.context.generationMaxPromptTokens, at about hapa.context.charsPerToken characters a token); "
+              "select a smaller range or raise that limit."),
         _spec("E5005", "Model server unreachable",
               "Start the model server (e.g. `ollama serve`) or fix hapa.backend.endpoint "
               "(AI_MODEL_ENDPOINT); run `hapa-lsp doctor` to check.", True),

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from hapa_lsp import errors
 from hapa_lsp.backends import Backend, ProbeResult, Usage, _loads
@@ -21,14 +25,31 @@ class OpenAIBackend(Backend):
         # Users paste either the server root or the .../v1 base URL; accept both.
         return tail if self.base.endswith("/v1") else f"/v1{tail}"
 
+    async def _events(self, resp: httpx.Response) -> AsyncIterator[ServerSentEvent]:
+        """The events of an SSE body, framed as the WHATWG spec says (httpx-sse): ``data:`` lines of one event
+        joined with "\n", blank line ends an event, ``:`` comments, optional space after the colon, CRLF / CR /
+        LF line ends (and only those: U+2028 inside JSON is text). Read failures are mapped to the catalog."""
+        try:
+            async with aclosing(EventSource(resp).aiter_sse()) as events:
+                async for event in events:
+                    yield event
+        except SSEError as exc:  # raised for a Content-Type that is not text/event-stream
+            raise errors.MalformedResponse(
+                f"{self.base} answered Content-Type '{resp.headers.get('content-type', '')}', not an event stream; "
+                f"is hapa.backend.kind '{self.kind}' right for this server?") from exc
+        except httpx.TimeoutException as exc:
+            raise errors.ModelTimeout(f"{self.base} stopped sending mid-answer") from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise errors.MalformedResponse(f"the stream from {self.base} broke off") from exc
+
     async def _sse(self, path: str, payload: dict[str, Any], usage: Usage, pick, timeout: float | None
                    ) -> AsyncIterator[str]:
-        async with self._stream(self._path(path), payload, timeout) as resp:
-            async for line in self._lines(resp):
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+        async with self._stream(self._path(path), payload, timeout) as resp, aclosing(self._events(resp)) as events:
+            async for event in events:
+                data = event.data
+                if not data.strip():
+                    continue  # an event without data (a keep-alive): nothing to read
+                if data.strip() == "[DONE]":
                     return
                 obj = _loads(data, self.base)
                 if not isinstance(obj, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from hapa_lsp.context import CursorText, Window, budget_window, is_excluded, spl
 from hapa_lsp.context.facts import Fact, FactsEngine, Uses, find_uses
 from hapa_lsp.context.neighbours import NeighbourIndex, Snippet
 from hapa_lsp.context.syntax import Decision, decide
-from hapa_lsp.context.tokens import TokenCounter, make_counter
+from hapa_lsp.context.tokens import CounterLoader, TokenCounter
 
 if TYPE_CHECKING:
     from hapa_lsp.config import Settings
@@ -130,21 +131,22 @@ class ContextEngine:
     """Builds budgeted prompts; one per server (or per CLI run), shared by all documents."""
 
     def __init__(self, settings: Settings, *, runner: Any = None, root: str | None = None,
-                 environ: Any = None):
+                 environ: Any = None, token_counters: CounterLoader | None = None):
         self.settings = settings
         self.runner = runner
         self.root = root
-        self._environ = environ
         ctx = settings.context
         self.facts = FactsEngine(runner, exclude_globs=tuple(ctx.exclude_globs))
         self.neighbours = NeighbourIndex(tuple(ctx.exclude_globs))
-        self._counter: TokenCounter | None = None
-        self._counter_key: tuple = ()
+        # The server's Engine shares its loader (started at settings apply); a CLI run or a test gets its own.
+        self._counters = token_counters if token_counters is not None else CounterLoader(environ)
+        self._counters.load(settings)
         self._uses_memo: tuple[tuple, Uses] | None = None
 
     def update_settings(self, settings: Settings) -> None:
         """Apply new settings (the exclusion list reaches the facts and the neighbour index at once)."""
         self.settings = settings
+        self._counters.load(settings)
         globs = tuple(settings.context.exclude_globs)
         if globs != self.facts.exclude_globs:
             self.facts = FactsEngine(self.runner, exclude_globs=globs)
@@ -152,14 +154,13 @@ class ContextEngine:
 
     @property
     def counter(self) -> TokenCounter:
-        """The token counter for the configured model (rebuilt when the relevant settings change)."""
-        c, b = self.settings.context, self.settings.backend
-        key = (c.tokenizer_path, c.chars_per_token, b.completion_model)
-        if self._counter is None or key != self._counter_key:
-            self._counter = make_counter(chars_per_token=c.chars_per_token, tokenizer_path=c.tokenizer_path,
-                                         model=b.completion_model, environ=self._environ)
-            self._counter_key = key
-        return self._counter
+        """The token counter for the configured model: the estimate until its tokenizer.json is loaded (in a
+        worker thread; a keystroke never waits for it)."""
+        return self._counters.current(self.settings)
+
+    def counter_loaded(self) -> Future[TokenCounter]:
+        """The counter the settings ask for, once loaded (for a CLI run that wants exact counts at once)."""
+        return self._counters.load(self.settings)
 
     def wants_jedi(self, path: str, language: str, text: str) -> bool:
         """Whether jedi facts are built for this document at all."""
@@ -229,7 +230,7 @@ class ContextEngine:
         memo = self._uses_memo
         if memo is not None and memo[0] == key:
             return memo[1]
-        uses = find_uses(text, cur.line, cur.character, imports=self.facts.imports_for(uri))
+        uses = find_uses(text, cur.line, cur.character, imports=self.facts.imports_for(uri), doc=uri)
         uses.uses = self.facts.rerank(uri, uses.uses, cur.line)
         self._uses_memo = (key, uses)
         return uses

@@ -238,12 +238,16 @@ def class_outline(lines: list[str], class_row: int, path: str, max_methods: int 
     return Fact(path, class_row + 1, name, "class", "\n".join(parts), source="class-outline")
 
 
-_OUTLINES: OrderedDict[tuple[str, int, int], tuple[float, Fact]] = OrderedDict()
+_OUTLINES: OrderedDict[tuple[str, str, int, int], tuple[float, Fact]] = OrderedDict()
 
 
-def _cached_outline(lines: list[str], class_row: int) -> Fact:
-    """The class outline, recomputed at most every 2 s per class (a big class costs a millisecond to scan)."""
-    key = (lines[class_row], class_row, len(lines))
+def _cached_outline(lines: list[str], class_row: int, doc: str) -> Fact:
+    """The class outline of document ``doc``, recomputed at most every 2 s per class while it is being edited (a
+    big class costs a millisecond to scan). Without a document identity nothing is cached: two files may well
+    have the same class header at the same row and the same number of lines."""
+    if not doc:
+        return class_outline(lines, class_row, "")
+    key = (doc, lines[class_row], class_row, len(lines))
     hit = _OUTLINES.get(key)
     now = time.monotonic()
     if hit is not None and now - hit[0] < 2.0:
@@ -256,11 +260,13 @@ def _cached_outline(lines: list[str], class_row: int) -> Fact:
 
 
 def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 20,
-              imports: dict[str, tuple[int, int, str, str | None]] | None = None) -> Uses:
+              imports: dict[str, tuple[int, int, str, str | None]] | None = None, doc: str = "") -> Uses:
     """Names used in the enclosing function and near the cursor, ranked; imports and ``self.`` included.
 
     ``imports`` may be a recent ``imports_of(text)`` (the facts job keeps one per document): import rows may
     be stale by a few keystrokes, which only affects ranking; resolution re-reads the job's own text.
+    ``doc`` is the document's identity (``hapa_lsp.documents.doc_key``): the enclosing class's outline is
+    cached for a moment per document, and not at all without one.
     """
     lines = text.split("\n")
     if not lines:
@@ -285,7 +291,7 @@ def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 2
                 break
         klass = _enclosing(lines, fstart, find, _CLASS) if find else None
         if klass is not None:
-            outline = _cached_outline(lines, klass[0])
+            outline = _cached_outline(lines, klass[0], doc)
     if imports is None:
         imports = _imports(lines, text)
     local: set[str] = set()

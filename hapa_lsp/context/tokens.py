@@ -4,6 +4,10 @@ The optional ``tokenizers`` extra reads a ``tokenizer.json`` from ``hapa.context
 Hugging Face cache (``$HF_HUB_CACHE`` / ``$HF_HOME/hub`` / ``~/.cache/huggingface/hub``) when the model's files
 are already there. Nothing is ever downloaded. Without a tokenizer, tokens are estimated from characters with
 a ratio calibrated for source code (indentation runs are cheap in code tokenizers, so they count less).
+
+Finding and loading a tokenizer.json reads directories and parses megabytes of JSON: ``CounterLoader`` does it
+in a worker thread, started when settings are applied, and hands out the estimate until the real counter is
+ready, so no keystroke ever waits for it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hapa_lsp.log import get_logger
+
+if TYPE_CHECKING:
+    from hapa_lsp.config import Settings
 
 # Runs of 4+ spaces are single tokens in the code tokenizers we target (Qwen2.5-Coder, StarCoder2, DeepSeek):
 # counting them as one character each would overestimate indented code by 15-25 %.
@@ -144,3 +153,63 @@ def make_counter(*, chars_per_token: float, tokenizer_path: str = "", model: str
                              error=f"{type(exc).__name__}: {exc}"[:200])
         return TokenCounter(chars_per_token)
     return TokenCounter(chars_per_token, tok, source=str(path))
+
+
+class CounterLoader:
+    """The token counter for the current settings, loaded off the event loop.
+
+    ``load`` starts discovery and loading of the tokenizer.json for the settings' (tokenizer path, chars per
+    token, completion model) in a daemon thread and returns at once; ``current`` is the loaded counter once
+    that thread is done, the estimate with the same ratio until then. A settings change starts a new load;
+    an older one still running is then simply not used.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None):
+        self._environ = environ
+        self._lock = threading.Lock()
+        self._key: tuple[str, float, str] | None = None
+        self._future: Future[TokenCounter] = Future()
+        self._estimate = TokenCounter()
+
+    @staticmethod
+    def _settings_key(settings: Settings) -> tuple[str, float, str]:
+        c = settings.context
+        return c.tokenizer_path, float(c.chars_per_token), settings.backend.completion_model
+
+    def load(self, settings: Settings) -> Future[TokenCounter]:
+        """The counter for ``settings``, as a future; starts loading it unless that is done or under way."""
+        key = self._settings_key(settings)
+        tokenizer_path, chars_per_token, model = key
+        with self._lock:
+            if key == self._key:
+                return self._future
+            future: Future[TokenCounter] = Future()
+            self._key, self._future, self._estimate = key, future, TokenCounter(chars_per_token)
+        if not tokenizer_path and not model:
+            future.set_result(self._estimate)  # nothing to look for
+        else:
+            threading.Thread(target=self._run, args=(future, key), name="hapa-tokenizer", daemon=True).start()
+        return future
+
+    def current(self, settings: Settings) -> TokenCounter:
+        """The loaded counter for ``settings``, or the estimate while it is loading; never waits."""
+        future = self.load(settings)
+        if future.done():
+            return future.result()
+        with self._lock:
+            return self._estimate if future is self._future else TokenCounter(settings.context.chars_per_token)
+
+    def _run(self, future: Future[TokenCounter], key: tuple[str, float, str]) -> None:
+        tokenizer_path, chars_per_token, model = key
+        t0 = time.perf_counter()
+        try:
+            counter = make_counter(chars_per_token=chars_per_token, tokenizer_path=tokenizer_path, model=model,
+                                   environ=self._environ)
+        except Exception as exc:  # noqa: BLE001 - e.g. an unreadable HF cache: estimating is always possible
+            get_logger().warning("cannot look for a tokenizer; estimating tokens",
+                                 error=f"{type(exc).__name__}: {exc}"[:200])
+            counter = TokenCounter(chars_per_token)
+        if counter.exact:
+            get_logger().info("tokenizer loaded", tokenizer=counter.source, model=model,
+                              ms=round((time.perf_counter() - t0) * 1000, 1))
+        future.set_result(counter)

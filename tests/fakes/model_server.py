@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "FAULTS",
+    "SSE_FRAMINGS",
+    "SSE_NEWLINES",
     "FakeModelServer",
     "RequestRecord",
     "apply_stop",
@@ -32,6 +34,12 @@ __all__ = [
 ]
 
 FAULTS = (None, "refuse", "timeout", "401", "403", "404", "429", "500", "malformed", "cut")
+# How OpenAI-style streams are framed: "compact" is one `data: <json>` line per event, as OpenAI sends;
+# "spec" uses everything the WHATWG event-stream format allows a server to send: comments, `id`/`event`/`retry`
+# fields, a field without a colon, `data:` with and without its space, and each event's JSON spread over
+# several `data:` lines (pretty-printed), each event split across two HTTP chunks mid-line.
+SSE_FRAMINGS = ("compact", "spec")
+SSE_NEWLINES = ("\n", "\r\n", "\r")
 
 # Leading space glued to the following word and words split into <= 4 chars
 # approximates how BPE tokenisers chunk code; the pattern covers every character
@@ -70,6 +78,14 @@ def _normalize_fault(value: Any) -> str | None:
     if value not in FAULTS:
         raise ValueError(f"unknown fault {value!r}; expected one of {FAULTS}")
     return value
+
+
+def _check_sse(framing: str, newline: str) -> tuple[str, str]:
+    if framing not in SSE_FRAMINGS:
+        raise ValueError(f"sse_framing must be one of {SSE_FRAMINGS}, not {framing!r}")
+    if newline not in SSE_NEWLINES:
+        raise ValueError(f"sse_newline must be one of {SSE_NEWLINES!r}, not {newline!r}")
+    return framing, newline
 
 
 def _as_int(value: Any) -> int | None:
@@ -287,6 +303,8 @@ class FakeModelServer:
         fault: str | int | None = None,
         retry_after: int = 1,
         verbose: bool = False,
+        sse_framing: str = "compact",
+        sse_newline: str = "\n",
     ) -> None:
         """Configure the fake; nothing listens until start() or run_in_thread()."""
         self.host = host
@@ -298,6 +316,7 @@ class FakeModelServer:
         self.token_delay = token_delay
         self.retry_after = retry_after
         self.verbose = verbose
+        self.sse_framing, self.sse_newline = _check_sse(sse_framing, sse_newline)
         self.responses: deque[str] = deque()
         self.script_fn: Callable[[RequestRecord], Any] | None = None
         self.requests: list[RequestRecord] = []
@@ -307,6 +326,7 @@ class FakeModelServer:
         self._lock = threading.Lock()
         self._conn_ids = itertools.count(1)
         self._response_ids = itertools.count(1)
+        self._event_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
         self._listen_sock: socket.socket | None = None
@@ -419,11 +439,14 @@ class FakeModelServer:
         self._on_loop(lambda: self._apply_fault(value))
 
     def configure(self, **settings: Any) -> FakeModelServer:
-        """Set several of latency, token_delay, fault, retry_after, default_text, model, models."""
-        allowed = {"latency", "token_delay", "fault", "retry_after", "default_text", "model", "models", "verbose"}
+        """Set several of latency, token_delay, fault, retry_after, default_text, model, models, sse_framing,
+        sse_newline."""
+        allowed = {"latency", "token_delay", "fault", "retry_after", "default_text", "model", "models", "verbose",
+                   "sse_framing", "sse_newline"}
         unknown = set(settings) - allowed
         if unknown:
             raise TypeError(f"unknown settings: {sorted(unknown)}")
+        _check_sse(settings.get("sse_framing", "compact"), settings.get("sse_newline", "\n"))
         for name, value in settings.items():
             setattr(self, name, value)
         return self
@@ -957,9 +980,26 @@ class FakeModelServer:
                 parts.append(content if isinstance(content, str) else json.dumps(content))
         return "\n".join(parts)
 
-    @staticmethod
-    def _sse(obj: Any) -> bytes:
-        return b"data: " + _dumps(obj) + b"\n\n"
+    def _sse(self, obj: Any) -> list[bytes]:
+        """One event carrying ``obj`` as JSON (or the literal ``[DONE]``), as HTTP chunks."""
+        nl = self.sse_newline
+        data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        if self.sse_framing == "compact":
+            return [f"data: {data}{nl}{nl}".encode()]
+        if not isinstance(obj, str):
+            data = json.dumps(obj, ensure_ascii=False, indent=1)  # several lines: several data fields
+        seq = next(self._event_ids)
+        lines = [": fake keep-alive comment", f"id: {seq}", "event: message", "retry: 1000", "ignoredfield"]
+        for i, part in enumerate(data.split("\n")):
+            lines.append(f"data:{part}" if i % 2 else f"data: {part}")
+        # A field without a colon is a field with an empty value: "data" alone adds an empty line to the data.
+        lines.append("data")
+        event = (nl.join(lines) + nl + nl).encode()
+        # Three HTTP chunks: cut inside a field name, then right after the first line end that follows (between
+        # CR and LF with CRLF; after a lone CR a reader cannot yet know whether an LF comes next).
+        cut = event.index(b"data") + 3
+        cut2 = event.index(nl[0].encode(), cut) + 1
+        return [event[:cut], event[cut:cut2], event[cut2:]]
 
     @staticmethod
     def _usage(gen: _Generation) -> dict[str, int]:
@@ -985,12 +1025,12 @@ class FakeModelServer:
                                         "finish_reason": gen.finish_reason}], usage=self._usage(gen))
             return _Reply(200, body=_dumps(body))
         chunks = [
-            self._sse(dict(base, choices=[{"index": 0, "text": tok, "logprobs": None, "finish_reason": None}]))
-            for tok in gen.tokens
+            c for tok in gen.tokens
+            for c in self._sse(dict(base, choices=[{"index": 0, "text": tok, "logprobs": None, "finish_reason": None}]))
         ]
-        chunks.append(self._sse(dict(base, choices=[{"index": 0, "text": "", "logprobs": None,
-                                                      "finish_reason": gen.finish_reason}], usage=self._usage(gen))))
-        chunks.append(b"data: [DONE]\n\n")
+        chunks += self._sse(dict(base, choices=[{"index": 0, "text": "", "logprobs": None,
+                                                 "finish_reason": gen.finish_reason}], usage=self._usage(gen)))
+        chunks += self._sse("[DONE]")
         return _Reply(200, "text/event-stream", chunks=chunks, headers={"Cache-Control": "no-cache"})
 
     async def _openai_chat(self, record: RequestRecord) -> _Reply:
@@ -1008,14 +1048,14 @@ class FakeModelServer:
             return _Reply(200, body=_dumps(body))
         base["object"] = "chat.completion.chunk"
 
-        def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> bytes:
+        def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> list[bytes]:
             return self._sse(dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": finish}], **extra))
 
         # Real OpenAI opens with a role-only delta and closes with an empty one.
-        chunks = [chunk({"role": "assistant", "content": ""}, None)]
-        chunks += [chunk({"content": tok}, None) for tok in gen.tokens]
-        chunks.append(chunk({}, gen.finish_reason, usage=self._usage(gen)))
-        chunks.append(b"data: [DONE]\n\n")
+        chunks = chunk({"role": "assistant", "content": ""}, None)
+        chunks += [c for tok in gen.tokens for c in chunk({"content": tok}, None)]
+        chunks += chunk({}, gen.finish_reason, usage=self._usage(gen))
+        chunks += self._sse("[DONE]")
         return _Reply(200, "text/event-stream", chunks=chunks, headers={"Cache-Control": "no-cache"})
 
     def _openai_models(self, record: RequestRecord) -> _Reply:
@@ -1107,6 +1147,8 @@ async def _serve_until_signalled(args: argparse.Namespace) -> int:
         fault=args.fault,
         retry_after=args.retry_after,
         verbose=args.verbose,
+        sse_framing=args.sse_framing,
+        sse_newline={"lf": "\n", "crlf": "\r\n", "cr": "\r"}[args.sse_newline],
         **({"default_text": args.response} if args.response is not None else {}),
     )
     await fake.start()
@@ -1141,6 +1183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", default=None, choices=[f for f in FAULTS if f is not None])
     parser.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds for the 429 fault")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
+    parser.add_argument("--sse-framing", default="compact", choices=SSE_FRAMINGS,
+                        help="compact: one data line per event; spec: every framing the SSE format allows")
+    parser.add_argument("--sse-newline", default="lf", choices=["lf", "crlf", "cr"], help="SSE line endings")
     args = parser.parse_args(argv)
     return asyncio.run(_serve_until_signalled(args))
 

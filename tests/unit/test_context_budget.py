@@ -25,7 +25,9 @@ def _engine(max_prompt, max_tokens, ratio, extra_ratio, model, native, cpt):
                                              extra_context_ratio=extra_ratio, chars_per_token=cpt),
                      backend=attrs.evolve(BackendSettings(), completion_model=model, max_tokens=max_tokens,
                                           fim_mode="native" if native else "template"))
-    return ContextEngine(s, runner=None, root="/w", environ={})
+    ce = ContextEngine(s, runner=None, root="/w", environ={})
+    ce.counter_loaded().result(timeout=10)  # one counter for the whole test, not the estimate and then another
+    return ce
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,7 +57,8 @@ def test_prompt_fits_budget_with_an_exact_tokenizer(tmp_path_factory, doc, row, 
 
     tj = _write_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json")
     ce = _engine(max_prompt, 128, 0.7, 0.4, "qwen2.5-coder:1.5b-base", False, 3.4)
-    ce.settings = attrs.evolve(ce.settings, context=attrs.evolve(ce.settings.context, tokenizer_path=str(tj)))
+    ce.update_settings(attrs.evolve(ce.settings, context=attrs.evolve(ce.settings.context, tokenizer_path=str(tj))))
+    assert ce.counter_loaded().result(timeout=10).exact
     assert ce.counter.exact
     req = ce.start(uri="file:///w/a.py", path="/w/a.py", language="python", text=doc, line=row, character=0)
     req.facts = [Fact(f"/w/m{i}.py", 1, f"f{i}", "function", t, rank=i) for i, t in enumerate(facts)]

@@ -167,6 +167,32 @@ def test_uses_near_the_cursor_are_ranked_and_self_members_come_from_the_class_ou
     assert "def send(self, invoice: Invoice) -> str: ..." in outline
 
 
+def test_class_outlines_of_two_documents_never_swap():
+    template = textwrap.dedent("""\
+        class Handler:
+            def {first}(self, x):
+                return x
+
+            def {second}(self):
+                self.{attr} = 1
+                return self.
+        """)
+    # The same class header at the same row and the same number of lines: only the document tells them apart.
+    docs = [("file:///w/doors.py", dict(first="open_door", second="close_door", attr="door")),
+            ("file:///w/mail.py", dict(first="fetch_mail", second="send_mail", attr="mail"))]
+    ce = ContextEngine(Settings(), runner=None, root="/w")
+    for _ in range(2):  # and back again, well within the outline's cache time
+        for uri, names in docs:
+            text = template.format(**names)
+            row, col = _cursor(text)
+            req = ce.start(uri=uri, path=uri.removeprefix("file://"), language="python", text=text, line=row,
+                           character=col)
+            outline = req.uses.outline.text
+            assert f"def {names['first']}(self, x): ..." in outline, (uri, outline)
+            assert f"def {names['second']}(self): ..." in outline, (uri, outline)
+            assert f"# attributes: {names['attr']}" in outline, (uri, outline)
+
+
 async def test_time_box_returns_what_is_ready_and_the_next_keystroke_has_the_rest(workspace, runner):
     ce = ContextEngine(Settings(), runner=runner, root=str(workspace))
     path = workspace / "shop" / "service.py"

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from pathlib import Path
 
+import attrs
 import pytest
 
+from hapa_lsp.config import ContextSettings, Settings
+from hapa_lsp.context import tokens
+from hapa_lsp.context.builder import ContextEngine
 from hapa_lsp.context.tokens import estimate_tokens, find_cached_tokenizer, make_counter
+from hapa_lsp.engine import Engine
 
 
 def _write_tokenizer(path: Path) -> Path:
@@ -57,3 +65,57 @@ def test_missing_or_broken_tokenizer_falls_back_to_the_estimate(tmp_path):
         c = make_counter(chars_per_token=4.0, tokenizer_path=path, environ={})
         assert not c.exact
         assert c.count("abcdefgh") == 2
+
+
+def _with_tokenizer(path: Path) -> Settings:
+    return attrs.evolve(Settings(), context=attrs.evolve(ContextSettings(), tokenizer_path=str(path)))
+
+
+def test_a_slow_tokenizer_load_never_holds_up_a_request(tmp_path, monkeypatch):
+    tj = _write_tokenizer(tmp_path / "tok" / "tokenizer.json")
+    loading, release = threading.Event(), threading.Event()
+    loaders: list[threading.Thread] = []
+    real = tokens._load_tokenizer
+
+    def slow(path: str, mtime: float):
+        loaders.append(threading.current_thread())
+        loading.set()
+        release.wait(5)  # a multi-megabyte tokenizer.json on a slow disk
+        return real(path, mtime)
+
+    monkeypatch.setattr(tokens, "_load_tokenizer", slow)
+    kw = dict(uri="file:///w/a.py", path="/w/a.py", language="python", text="def x ( ) :\n    ", line=1, character=4)
+    try:
+        t0 = time.monotonic()
+        ce = ContextEngine(_with_tokenizer(tj), runner=None, root="/w", environ={})
+        first = ce.assemble(ce.start(**kw))
+        waited = time.monotonic() - t0
+        assert waited < 1.0, f"the first request waited {waited:.1f} s for the tokenizer"
+        assert first.token_counter == "estimate" and not ce.counter.exact
+        assert loading.wait(5) and loaders[0] is not threading.current_thread()
+    finally:
+        release.set()
+    loaded = ce.counter_loaded().result(timeout=5)
+    assert loaded.exact and ce.counter is loaded
+    assert ce.assemble(ce.start(**kw)).token_counter == str(tj)
+
+
+def test_the_server_loads_the_tokenizer_at_start_up_and_when_settings_name_another(tmp_path, monkeypatch):
+    a = _write_tokenizer(tmp_path / "a" / "tokenizer.json")
+    b = _write_tokenizer(tmp_path / "b" / "tokenizer.json")
+    loads: queue.Queue[tuple[str, bool]] = queue.Queue()
+    real = tokens._load_tokenizer
+
+    def recorded(path: str, mtime: float):
+        loads.put((path, threading.current_thread() is threading.main_thread()))
+        return real(path, mtime)
+
+    monkeypatch.setattr(tokens, "_load_tokenizer", recorded)
+    engine = Engine(_with_tokenizer(a))
+    # No request yet: the load started with the engine, in a worker thread.
+    assert loads.get(timeout=5) == (str(a), False)
+    engine.update_settings(_with_tokenizer(b))
+    assert loads.get(timeout=5) == (str(b), False)
+    assert engine.token_counters.load(engine.settings).result(timeout=5).source == str(b)
+    assert engine.context.counter.source == str(b)  # the context engine uses what the server loaded
+    assert loads.empty()

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
+from pathlib import Path
 
-from hapa_lsp import errors
+from hapa_lsp import config, errors
+
+ROOT = Path(__file__).resolve().parents[2]
+# hapa.<section> or hapa.<section>.<field>, and "hapa.backend.completionModel / chatModel" (same section).
+_SETTING = re.compile(r"\bhapa\.([A-Za-z_]+)(?:\.([A-Za-z_]+)((?:\s*/\s*[A-Za-z_]+)*))?")
+_ENV = re.compile(r"\bHAPA_[A-Z0-9_]+\b")
 
 
 def test_catalog_has_22_unique_codes_each_with_a_remedy():
@@ -43,8 +51,62 @@ def test_foreign_exceptions_become_e5004_without_their_text():
 
 
 def test_readme_lists_every_code():
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     for code, spec in errors.CATALOG.items():
         assert f"| {code} | {spec.title} |" in readme, code
+
+
+def _generator():
+    """scripts/gen_vscode_settings.py: how the settings are named where users set them."""
+    spec = importlib.util.spec_from_file_location("gen_vscode_settings", ROOT / "scripts" / "gen_vscode_settings.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _readme_error_rows() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("\n## Errors\n"):]
+    table = table[:table.index("\n## ", 1)]
+    row = re.compile(r"^\| (E[45]\d{3}) \| [^|]+ \| (?:yes|no) \| (.+) \|$", re.M)
+    return {m.group(1): m.group(2) for m in row.finditer(table)}
+
+
+def _named_settings(text: str) -> list[str]:
+    names = []
+    for m in _SETTING.finditer(text):
+        section, field, more = m.groups()
+        names.append(f"hapa.{section}" if field is None else f"hapa.{section}.{field}")
+        names += [f"hapa.{section}.{alt.strip()}" for alt in (more or "").split("/") if alt.strip()]
+    return names
+
+
+def test_every_setting_an_error_names_exists():
+    gen = _generator()
+    rows = config.schema()
+    keys = {gen.editor_key(r["key"]) for r in rows}
+    sections = {k.rsplit(".", 1)[0] for k in keys}
+    env = {gen._env_name(r["key"]) for r in rows}
+    # Every string in errors.py (catalog titles and remedies, and the messages its classes build)...
+    source = (ROOT / "hapa_lsp" / "errors.py").read_text(encoding="utf-8")
+    texts = {f"errors.py: {node.value[:60]!r}": node.value for node in ast.walk(ast.parse(source))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    # ...the remedies as users read them, joined from their pieces, and the README's Errors table.
+    texts.update({f"{code} remedy": spec.remedy for code, spec in errors.CATALOG.items()})
+    texts.update({f"README {code}": remedy for code, remedy in _readme_error_rows().items()})
+    named = [(where, name) for where, text in texts.items() for name in _named_settings(text)]
+    unknown = [(where, name) for where, name in named if name not in keys and name not in sections]
+    assert not unknown, f"settings that do not exist: {unknown}"
+    # The pattern finds what is there: a field, a section, and the "a / b" shorthand.
+    assert {("E4007 remedy", "hapa.context.excludeGlobs"), ("E4004 remedy", "hapa.rateLimits"),
+            ("E5010 remedy", "hapa.backend.chatModel")} <= set(named)
+    bad_env = [(where, var) for where, text in texts.items() for var in _ENV.findall(text) if var not in env]
+    assert not bad_env, f"environment variables that are no setting: {bad_env}"
+
+
+def test_readme_errors_table_says_what_the_catalog_says():
+    rows = _readme_error_rows()
+    assert set(rows) == set(errors.CATALOG)
+    for code, spec in errors.CATALOG.items():
+        assert rows[code] == spec.remedy, code

@@ -107,6 +107,22 @@ async def test_openai_completion_stream_sse_ends_with_done(fake, client):
     assert fake.requests[0].stream and fake.requests[0].completed
 
 
+async def test_spec_sse_framing_spreads_events_over_lines_fields_and_chunks(fake, client):
+    fake.configure(sse_framing="spec", sse_newline="\r\n")
+    async with client.stream("POST", "/v1/completions", json={"prompt": "x", "stream": True}) as response:
+        raw = b"".join([part async for part in response.aiter_raw()]).decode()
+    events = raw.split("\r\n\r\n")
+    assert events[-1] == "" and events[-2].endswith("data: [DONE]\r\ndata")
+    first = events[0].split("\r\n")
+    assert first[0].startswith(": ") and "ignoredfield" in first and "id: 1" in first
+    data = [ln for ln in first if ln.startswith("data")]
+    assert len(data) > 3 and any(ln.startswith("data:") and not ln.startswith("data: ") for ln in data)
+    # The data lines joined with "\n" (a trailing bare "data" adds an empty line) are the event's JSON.
+    joined = "\n".join(ln[5:].removeprefix(" ") if ln != "data" else "" for ln in data)
+    assert json.loads(joined)["choices"][0]["text"] == tokenize(DEFAULT)[0]
+    assert fake.requests[0].chunks_sent == 3 * len(events[:-1])
+
+
 async def test_openai_chat_non_stream_and_stream(fake, client):
     body = {"model": "m", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}
     data = (await client.post("/v1/chat/completions", json=body)).json()
