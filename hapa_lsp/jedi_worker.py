@@ -22,6 +22,7 @@ import os
 import pickle
 import struct
 import sys
+import time
 import traceback
 from typing import Any, Callable
 
@@ -54,13 +55,14 @@ def use_own_cache(directory: str | None = None) -> str:
 
     directory = directory or cache_directory()
     jedi.settings.cache_directory = directory
+    _sweep_parts(directory)
     if getattr(pc._save_to_file_system, "_hapa", False):
         return directory
     original_load = pc._load_from_file_system
 
     def save(hashed_grammar: str, path: Any, item: Any, cache_path: Any = None) -> None:
         target = pc._get_hashed_path(hashed_grammar, path, cache_path=cache_path)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-", suffix=".pkl")
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=_TMP_PREFIX, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as fh:
                 pickle.dump(item, fh, pickle.HIGHEST_PROTOCOL)
@@ -90,6 +92,25 @@ def use_own_cache(directory: str | None = None) -> str:
     pc._save_to_file_system = save
     pc._load_from_file_system = load
     return directory
+
+
+_TMP_PREFIX = ".hapa-"
+#: A write in progress older than this was cut off (its worker was killed) and is removed.
+_STALE_PART_S = 600.0
+
+
+def _sweep_parts(directory: str) -> None:
+    """Remove half-written entries that killed workers left behind (they are never read: not ``.pkl``)."""
+    now = time.time()
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if name.startswith(_TMP_PREFIX) and name.endswith(".part"):
+                p = os.path.join(root, name)
+                try:
+                    if now - os.stat(p).st_mtime > _STALE_PART_S:
+                        os.unlink(p)
+                except OSError:
+                    pass
 
 
 def rss_mb() -> float:

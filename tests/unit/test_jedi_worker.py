@@ -237,3 +237,26 @@ async def test_a_worker_killed_while_it_writes_leaves_no_partial_entry(tmp_path,
     for f in cache.rglob("*.pkl"):
         with open(f, "rb") as fh:
             pickle.load(fh)
+
+
+def test_writes_cut_off_by_a_killed_worker_are_swept_and_never_read(tmp_path, monkeypatch):
+    """A killed worker leaves its half-written entry under a name parso never reads; the next worker removes it
+    once it is old enough not to be another worker's write in progress."""
+    import time
+
+    import jedi
+
+    from hapa_lsp import jedi_worker
+
+    monkeypatch.setattr(jedi.settings, "cache_directory", jedi.settings.cache_directory)  # restored after
+    sub = tmp_path / "CPython-311-33"
+    sub.mkdir()
+    old = sub / ".hapa-abc.part"
+    old.write_bytes(b"\x80\x05partial")
+    os.utime(old, (time.time() - 3600,) * 2)
+    fresh = sub / ".hapa-def.part"
+    fresh.write_bytes(b"\x80\x05partial")
+    entry = sub / "module-hash.pkl"
+    entry.write_bytes(b"entry")
+    jedi_worker.use_own_cache(str(tmp_path))
+    assert not old.exists() and fresh.exists() and entry.exists()
