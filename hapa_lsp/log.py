@@ -6,6 +6,7 @@ first use, not at start, because the time to the initialize response is part of 
 
 from __future__ import annotations
 
+import base64
 import logging
 import logging.handlers
 import re
@@ -14,11 +15,38 @@ from typing import Any
 
 _SECRET_KEYS = {"api_key", "apikey", "authorization", "x-api-key", "x_api_key", "password", "token", "secret",
                 "bearer"}
+# Credential-shaped text: header lines, key=value and JSON-ish pairs (also inside JSON-escaped JSON, as in a
+# logged message body), URL userinfo, Basic credentials, provider key prefixes. Each keeps the name and masks
+# the value, so a line still says which credential was there.
+_KEY_NAMES = (r"x[-_]?api[-_]?key|api[-_ ]?key|access[-_]?key|secret[-_]?key|private[-_]?key|client[-_]?secret|"
+              r"access[-_]?token|refresh[-_]?token|auth[-_]?token|id[-_]?token|token|password|passwd|secret")
+_AUTH_SCHEMES = r"basic|bearer|digest|token|negotiate|apikey"
 _PATTERNS = (
-    (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), r"\1****"),
-    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',]+"), r"\1****"),
+    # Authorization: Basic dXNl..., "authorization": "Bearer x", Proxy-Authorization=...: scheme kept, rest masked.
+    (re.compile(r"(?i)(\b(?:proxy-)?authorization\\?[\"']?\s*[:=]\s*\\?[\"']?)"
+                rf"(?:({_AUTH_SCHEMES})\s+)?[^\s\"',;\\]+"),
+     lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}****"),
+    (re.compile(r"(?i)(\bbearer\s+)[^\s\"',;\\]+"), r"\1****"),
+    # api_key=..., "api_key": "...", 'apiKey': '...', x-api-key: ..., password=... (the quote style is kept).
+    (re.compile(rf"(?i)((?<![A-Za-z0-9])(?:{_KEY_NAMES})\\?[\"']?\s*[:=]\s*(\\?[\"']?))"
+                r"(?:(?<=\")[^\"\\]*|(?<=')[^'\\]*|[^\s\"',;&)}\]\\]+)"), r"\1****"),
+    # scheme://user:password@host -> scheme://****@host
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://)[^\s/@\"']+@"), r"\1****@"),
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "sk-****"),
 )
+# "Basic <base64 of user:password>" outside an Authorization header: masked only when it decodes to a credential,
+# so that prose like "basic configuration" stays as it is.
+_BASIC = re.compile(r"(?i)(\bbasic\s+)([A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=])")
+
+
+def _mask_basic(m: re.Match[str]) -> str:
+    try:
+        decoded = base64.b64decode(m.group(2), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return m.group(0)
+    return f"{m.group(1)}****" if ":" in decoded else m.group(0)
+
+
 _known_secrets: set[str] = set()
 _state: dict[str, Any] = {"configured": False, "json": False, "level": logging.INFO}
 
@@ -36,6 +64,8 @@ def redact_text(text: str) -> str:
             text = text.replace(s, "****")
     for rx, repl in _PATTERNS:
         text = rx.sub(repl, text)
+    if "asic" in text:
+        text = _BASIC.sub(_mask_basic, text)
     return text
 
 

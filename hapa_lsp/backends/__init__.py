@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
+from hapa_lsp.log import redact_text
 
 if TYPE_CHECKING:
     import httpx
@@ -58,10 +59,6 @@ def make_client(settings: BackendSettings) -> httpx.AsyncClient:
                              headers={"User-Agent": "hapa-lsp"})
 
 
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "****") if secret else text
-
-
 class Backend:
     """Shared plumbing: URLs, auth header, status mapping and streaming request handling."""
 
@@ -79,7 +76,8 @@ class Backend:
         return h
 
     def _map_status(self, status: int, body: str, headers: Any) -> errors.HapaError:
-        body = _redact(body[:300], self.settings.api_key).strip()
+        # Upstream bodies go into messages, popups and the incident table: no credential they echo survives.
+        body = redact_text(_redact(body[:4096], self.settings.api_key))[:300].strip()
         if status in (401, 403):
             return errors.UpstreamAuthError(f"{self.base} answered HTTP {status}")
         if status == 429:
@@ -198,6 +196,10 @@ def _loads(line: str, base: str) -> Any:
         return json.loads(line)
     except ValueError as exc:
         raise errors.MalformedResponse(f"{base} sent a line that is not JSON") from exc
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "****") if secret else text
 
 
 def create_backend(settings: BackendSettings, client: httpx.AsyncClient) -> Backend:

@@ -1,0 +1,57 @@
+"""Credential-shaped text is masked wherever it ends up (log lines, incident details, upstream error bodies)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hapa_lsp.log import redact_text
+
+CRED = "dXNlcjpwYXNz"  # base64("user:pass")
+
+
+@pytest.mark.parametrize("text, secret, kept", [
+    (f"Authorization: Basic {CRED}", CRED, "Authorization: Basic ****"),
+    (f'{{"Authorization": "Basic {CRED}"}}', CRED, '{"Authorization": "Basic ****"}'),
+    ("authorization=Bearer tok.abc-123", "tok.abc-123", "authorization=Bearer ****"),
+    ("Proxy-Authorization: Digest abcdef0123", "abcdef0123", "Proxy-Authorization: Digest ****"),
+    ("retrying with Bearer tok-999999 now", "tok-999999", "Bearer ****"),
+    (f"sent Basic {CRED} to the proxy", CRED, "Basic ****"),
+    ("x-api-key: k-123456789", "k-123456789", "x-api-key: ****"),
+    ("X-API-Key=k-123456789", "k-123456789", "X-API-Key=****"),
+    ('{"x-api-key": "k 1 2 3 4"}', "k 1 2 3 4", '"x-api-key": "****"'),
+    ("GET /v1/models?api_key=abc123def&page=2", "abc123def", "api_key=****&page=2"),
+    ('{"error": "bad request", "api_key": "abc123def"}', "abc123def", '"api_key": "****"'),
+    ("{'apiKey': 'abc123def'}", "abc123def", "'apiKey': '****'"),
+    ('"params": "{\\"apiKey\\": \\"abc123def\\"}"', "abc123def", '\\"apiKey\\": \\"****\\"'),
+    ("login failed for password=hunter22;", "hunter22", "password=****;"),
+    ("access_token=eyJhbGciOi.x.y", "eyJhbGciOi.x.y", "access_token=****"),
+    ("Invalid API key: abc123def", "abc123def", "API key: ****"),
+    ("cannot connect to http://user:s3cr3t@127.0.0.1:9/v1", "s3cr3t", "http://****@127.0.0.1:9/v1"),
+    ("redis://:s3cr3t@127.0.0.1:6379/0 is down", "s3cr3t", "redis://****@127.0.0.1:6379/0"),
+])
+def test_credentials_in_free_text_are_masked(text: str, secret: str, kept: str):
+    out = redact_text(text)
+    assert secret not in out
+    assert kept in out
+
+
+@pytest.mark.parametrize("text", [
+    "basic configuration is missing",
+    "max_tokens=128 and 5 tokens: done",
+    "workDoneToken='abc-1'",
+    "see http://127.0.0.1:11434/api/tags?q=a@b",
+    "the API key is not set",
+])
+def test_ordinary_text_is_left_alone(text: str):
+    assert redact_text(text) == text
+
+
+def test_upstream_error_body_is_masked_before_it_is_cut():
+    from hapa_lsp.backends import Backend
+    from hapa_lsp.config import BackendSettings
+
+    backend = Backend(BackendSettings(), client=None)  # type: ignore[arg-type]
+    body = '{"error": {"message": "quota", "api_key": "sk_live_0123456789abcdef", "x-api-key": "zz-99887766"}}'
+    err = backend._map_status(500, body, {})
+    assert "0123456789abcdef" not in err.detail and "zz-99887766" not in err.detail
+    assert '"api_key": "****"' in err.detail
