@@ -55,3 +55,54 @@ def test_upstream_error_body_is_masked_before_it_is_cut():
     err = backend._map_status(500, body, {})
     assert "0123456789abcdef" not in err.detail and "zz-99887766" not in err.detail
     assert '"api_key": "****"' in err.detail
+
+
+def test_foreign_records_are_masked_by_member_name_and_the_values_remembered(tmp_path):
+    """pygls logs InitializeParams and configuration answers as objects: masked by name at any depth, with
+    values a text pattern cannot delimit (a backslash), and the value is masked later without its name too."""
+    import logging
+
+    from lsprotocol import types
+
+    from hapa_lsp import log
+
+    weird = 'pa\\ss"wo,rd-7781'
+    token = "tok-Zx81-qq0001"
+    path = tmp_path / "x.log"
+    log.configure("DEBUG", str(path), "console")
+    try:
+        params = types.InitializeParams(capabilities=types.ClientCapabilities(), initialization_options={
+            "hapa": {"backend": {"API_KEY": weird}, "list": [{"X-Api-Key": token}]}})
+        pygls_log = logging.getLogger("pygls.protocol.language_server")
+        pygls_log.info("Language server initialized %s", params)
+        pygls_log.debug('Received result for message "%s": %s', "m1", [{"sidecar": {"Password": token + "b"}}])
+        logging.getLogger("httpx").warning("upstream rejected %s and %s", weird, token)
+        for h in logging.getLogger().handlers:
+            h.flush()
+        text = path.read_text(encoding="utf-8")
+    finally:
+        log.configure("WARNING", "", "console")
+    assert "Language server initialized" in text and "Received result" in text
+    for s in (weird, "ss\\\\\"wo", token, token + "b", "wo,rd-7781"):
+        assert s not in text
+    assert "upstream rejected **** and ****" in text
+    # The logged object itself is untouched: the server still reads the real options.
+    assert params.initialization_options["hapa"]["backend"]["API_KEY"] == weird
+
+
+def test_json_format_lines_are_json_before_structlog_is_loaded(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "early.log"
+    code = ("import logging, sys\n"
+            "from hapa_lsp import log\n"
+            f"log.configure('DEBUG', {str(path)!r}, 'json')\n"
+            "logging.getLogger('pygls.server').info('Starting async IO server %s', {'apiKey': 'k-early-123'})\n"
+            "assert 'structlog' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rec = json.loads(lines[0])
+    assert rec["logger"] == "pygls.server" and rec["level"] == "info" and rec["timestamp"].endswith("Z")
+    assert "Starting async IO server" in rec["event"] and "k-early-123" not in lines[0]
