@@ -16,6 +16,8 @@ from typing import Any
 import attrs
 import cattrs
 
+from hapa_lsp.log import public_url, redact_text
+
 SECTION = "hapa"
 
 
@@ -39,7 +41,8 @@ class BackendSettings:
 
     kind: str = _f("ollama", "Model server dialect: `ollama` (native API) or `openai` (any OpenAI-compatible server).",
                    validator=_in(("ollama", "openai")))
-    endpoint: str = _f("http://127.0.0.1:11434", "Base URL of the model server (env alias AI_MODEL_ENDPOINT).",
+    endpoint: str = _f("http://127.0.0.1:11434", "Base URL of the model server (env alias AI_MODEL_ENDPOINT); user:password@ in it "
+                       "is sent as Basic auth and shown nowhere.",
                        validator=attrs.validators.matches_re(r"https?://[^\s/]+.*"))
     api_key: str = _f("", "API key sent as a Bearer token (env alias AI_MODEL_API_KEY). Never logged or stored.",
                       secret=True)
@@ -495,7 +498,7 @@ def _build(cls: type, raw: Mapping[str, Any], sources: Mapping[str, str], path: 
             if f.validator is not None:
                 f.validator(None, f, v)
         except Exception as exc:  # noqa: BLE001 - any bad value is reported and defaulted
-            reason = str(exc).split("\n")[0]
+            reason = redact_text(str(exc).split("\n")[0])  # the bad value may be a URL with a password
             if isinstance(exc, ValueError) and "must be in" in reason:
                 reason = f"must be one of {', '.join(map(str, f.validator.options))}, got {value!r}"
             elif isinstance(exc, ValueError) and ("must be >=" in reason or "must be <=" in reason):
@@ -573,6 +576,8 @@ def to_dict(settings: Any, *, mask_secrets: bool = True) -> dict[str, Any]:
             out[camel(f.name)] = to_dict(v, mask_secrets=mask_secrets)
         elif mask_secrets and f.metadata.get("secret") and v:
             out[camel(f.name)] = mask(v)
+        elif mask_secrets and isinstance(v, str):
+            out[camel(f.name)] = public_url(v)  # an endpoint's user:password@ is a secret too
         else:
             out[camel(f.name)] = [to_dict(x, mask_secrets=mask_secrets) if attrs.has(type(x)) else x
                                   for x in v] if isinstance(v, list) else v

@@ -15,6 +15,7 @@ import logging.handlers
 import re
 import sys
 from typing import Any
+from urllib.parse import unquote
 
 import attrs
 
@@ -64,6 +65,37 @@ def register_secret(value: str) -> None:
         _known_secrets.add(value)
 
 
+# scheme://userinfo@ at the start of a URL; the userinfo runs to the last "@" before the path (passwords
+# that contain an unescaped "@" included).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)@")
+
+
+def public_url(url: str) -> str:
+    """``url`` without its userinfo (``user:password@``): the one form of a URL that is shown or stored."""
+    return _USERINFO.sub(r"\1", url) if "@" in url else url
+
+
+def url_credentials(url: str) -> tuple[str, str] | None:
+    """The (user, password) in ``url``'s userinfo, percent-decoded, or None when it has none."""
+    m = _USERINFO.match(url) if "@" in url else None
+    if m is None:
+        return None
+    user, _, password = m.group(2).partition(":")
+    return unquote(user), unquote(password)
+
+
+def register_url_secret(url: str) -> None:
+    """Mask the password of ``url`` (or its lone user part, often a token) wherever it would appear, as
+    written and percent-decoded."""
+    m = _USERINFO.match(url) if "@" in url else None
+    if m is None:
+        return
+    user, sep, password = m.group(2).partition(":")
+    raw = password if sep else user
+    for value in (raw, unquote(raw)):
+        register_secret(value)
+
+
 def redact_text(text: str) -> str:
     """Mask known secrets and anything shaped like a credential."""
     for s in _known_secrets:
@@ -94,6 +126,8 @@ def redact_structure(value: Any, key: Any = "", _depth: int = 0) -> Any:
             register_secret(value)
         return "****" if value else value
     if isinstance(value, str):
+        if "@" in value and "://" in value:
+            register_url_secret(value.strip())
         return redact_text(value)
     if _depth > 32 or value is None or isinstance(value, (bool, int, float, bytes)):
         return value

@@ -275,6 +275,8 @@ class HapaServer(LanguageServer):
         log.register_secret(settings.backend.api_key)
         log.register_secret(settings.sidecar.api_key)
         log.register_secret(settings.redis.url)
+        log.register_url_secret(settings.backend.endpoint)
+        log.register_url_secret(settings.redis.url)
         if old.logging != settings.logging:
             log.configure_from_settings(settings.logging)
         if self._engine is not None:

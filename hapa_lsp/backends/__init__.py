@@ -7,6 +7,7 @@ closes the response, which closes the upstream connection.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
-from hapa_lsp.log import redact_text
+from hapa_lsp.log import public_url, redact_text, url_credentials
 
 if TYPE_CHECKING:
     import httpx
@@ -67,11 +68,19 @@ class Backend:
     def __init__(self, settings: BackendSettings, client: httpx.AsyncClient):
         self.settings = settings
         self.client = client
-        self.base = settings.endpoint.rstrip("/")
+        # The endpoint as shown in every message and log line, and as requested: without its userinfo.
+        # Credentials in the URL (http://user:password@host) are sent as Basic auth, as httpx would have.
+        self.base = public_url(settings.endpoint).rstrip("/")
+        creds = url_credentials(settings.endpoint)
+        self._basic = None
+        if creds is not None:
+            self._basic = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode("utf-8")).decode("ascii")
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
-        if self.settings.api_key:
+        if self._basic is not None:
+            h["Authorization"] = self._basic
+        elif self.settings.api_key:
             h["Authorization"] = f"Bearer {self.settings.api_key}"
         return h
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hapa_lsp.log import redact_text
@@ -106,3 +108,32 @@ def test_json_format_lines_are_json_before_structlog_is_loaded(tmp_path):
     rec = json.loads(lines[0])
     assert rec["logger"] == "pygls.server" and rec["level"] == "info" and rec["timestamp"].endswith("Z")
     assert "Starting async IO server" in rec["event"] and "k-early-123" not in lines[0]
+
+
+@pytest.mark.parametrize("url, shown, creds", [
+    ("http://alice:pw@127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1", ("alice", "pw")),
+    ("https://tok3n@api.example.test", "https://api.example.test", ("tok3n", "")),
+    ("http://u:p@ss@[::1]:9/x?y=a@b", "http://[::1]:9/x?y=a@b", ("u", "p@ss")),
+    ("http://u:p%40ss%3A@host", "http://host", ("u", "p@ss:")),
+    ("http://127.0.0.1:11434", "http://127.0.0.1:11434", None),
+    ("http://h/p?email=a@b", "http://h/p?email=a@b", None),
+])
+def test_public_url_drops_userinfo_and_credentials_are_decoded(url: str, shown: str, creds):
+    from hapa_lsp.log import public_url, url_credentials
+
+    assert public_url(url) == shown
+    assert url_credentials(url) == creds
+
+
+def test_settings_report_and_problems_never_show_url_passwords():
+    from hapa_lsp import config
+
+    settings, problems = config.load(environ={}, init_options={
+        "backend": {"endpoint": "http://alice:pw-Zx19q@127.0.0.1:9"},
+        "redis": {"url": "redis://:pw-Rr55t@127.0.0.1:6379/0"},
+        "sidecar": {"port": "ftp://bob:pw-Kk71m@h"}})
+    shown = json.dumps(config.to_dict(settings)) + " ".join(p.message for p in problems)
+    assert problems and "hapa.sidecar.port" in shown
+    for secret in ("pw-Zx19q", "pw-Rr55t", "pw-Kk71m"):
+        assert secret not in shown
+    assert "http://127.0.0.1:9" in shown
