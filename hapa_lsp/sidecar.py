@@ -13,6 +13,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
@@ -45,6 +47,47 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
                         content_type="application/json", headers=headers)
 
 
+def plain_error(code: str, detail: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    """A catalog error that is not an incident (a path that does not exist, a method it does not take)."""
+    spec = errors.CATALOG[code]
+    return _json({"error": {"code": code, "title": spec.title, "detail": detail, "remedy": spec.remedy,
+                            "retryable": spec.retryable}}, status, headers)
+
+
+class Refusals:
+    """Requests refused before any handler ran (a wrong API key, an exceeded limit): counted per reason in
+    ``hapa_sidecar_refused_total``, and one incident plus one log line per reason and window instead of one
+    per request, so a scan or a brute-force loop cannot fill the incident table or the log. Every answer in a
+    window carries the incident id that stands for all of them."""
+
+    WINDOW = 60.0
+
+    def __init__(self, ops: Ops, clock: Callable[[], float] = time.monotonic):
+        self.ops = ops
+        self._clock = clock
+        #: reason -> [window start, incident id, refusals in the window]
+        self._windows: dict[str, list[Any]] = {}
+
+    def refuse(self, reason: str, method: str, make: Callable[[str | None], errors.HapaError]) -> errors.HapaError:
+        """Count one refusal; the error to answer with (a new incident once per window)."""
+        if self.ops.metrics_on:
+            self.ops.telemetry.sidecar_refused.labels(reason).inc()
+        now = self._clock()
+        win = self._windows.get(reason)
+        if win is not None and now - win[0] < self.WINDOW:
+            win[2] += 1
+            return make(win[1])
+        err = make(None)
+        self.ops.ls.record_incident(err, method)
+        from hapa_lsp.log import get_logger
+
+        get_logger("hapa_lsp.sidecar").warning(
+            "sidecar requests refused", reason=reason, code=err.code, incident_id=err.incident_id,
+            refused_in_previous_window=win[2] if win is not None else 0, window_seconds=self.WINDOW)
+        self._windows[reason] = [now, err.incident_id, 1]
+        return err
+
+
 def error_response(err: errors.HapaError) -> web.Response:
     """A catalog error as the sidecar's JSON answer, with a fitting HTTP status."""
     status = {"E4003": 401, "E4004": 429, "E4005": 403}.get(err.code, 400 if err.code.startswith("E4") else 503)
@@ -64,6 +107,7 @@ class Sidecar:
         self.port: int | None = None
         self.refused: str | None = None
         self._page: bytes | None = None
+        self.refusals = Refusals(ops)
 
     async def start(self) -> str | None:
         """Bind and serve; returns the URL, or None when the settings forbid starting (logged and shown)."""
@@ -124,19 +168,33 @@ class Sidecar:
 
     # ---- middleware -----------------------------------------------------------------------------------------
     async def _guard_impl(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        # A path or method we do not serve is answered by what it is, without an incident: a browser asking
+        # for /favicon.ico or a port scanner is no failure of ours.
+        miss = getattr(request.match_info, "http_exception", None)
+        if miss is not None:
+            if miss.status == 405:
+                allow = ", ".join(sorted(getattr(miss, "allowed_methods", ()) or ("GET", "HEAD")))
+                return plain_error("E4001", f"{request.method} is not allowed on {request.path}; use {allow}", 405,
+                                   {"Allow": allow})
+            return plain_error("E4001", f"no endpoint {request.path}; GET / lists them", 404)
+        where = f"sidecar {request.path}"
         key = self.ops.ls.settings.sidecar.api_key
         if key and request.path not in OPEN_PATHS:
             given = request.headers.get("X-API-Key", "")
             # compare_digest on bytes of equal meaning: constant time whatever the length or content.
             if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
-                err = errors.InputError("missing X-API-Key header" if not given else "the X-API-Key does not match",
-                                        code="E4003", field="X-API-Key")
-                self.ops.ls.record_incident(err, f"sidecar {request.path}")
-                return error_response(err)
+                detail = "missing X-API-Key header" if not given else "the X-API-Key does not match"
+                return error_response(self.refusals.refuse("api_key", where, lambda inc: errors.InputError(
+                    detail, code="E4003", field="X-API-Key", incident_id=inc)))
         feature = _LIMITED.get(request.path)
-        try:
-            if feature is not None:
+        if feature is not None:
+            try:
                 self.ops.ls.rate_limiter.check(feature)
+            except errors.HapaError as limited:
+                return error_response(self.refusals.refuse("rate_limit", where, lambda inc: errors.HapaError(
+                    limited.detail, code=limited.code, field=limited.field, retry_after=limited.retry_after,
+                    incident_id=inc)))
+        try:
             return await handler(request)
         except errors.HapaError as err:
             self.ops.ls.record_incident(err, f"sidecar {request.path}")
@@ -171,8 +229,13 @@ class Sidecar:
         return _json(await self.ops.errors_patterns(request.query.get("period", "7d")))
 
     async def errors_get(self, request: web.Request) -> web.Response:
-        """One incident."""
-        return _json(await self.ops.incident(request.match_info["incident_id"]))
+        """One incident; 404 (not an incident itself) for an id that is malformed or not stored."""
+        try:
+            return _json(await self.ops.incident(request.match_info["incident_id"]))
+        except errors.InputError as exc:
+            if exc.field != "incident_id":
+                raise
+            return plain_error(exc.code, exc.detail, 404)
 
     async def performance(self, request: web.Request) -> web.Response:
         """Performance analytics JSON."""

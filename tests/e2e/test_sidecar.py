@@ -279,3 +279,51 @@ async def test_a_client_that_never_answers_configuration_does_not_delay_the_side
         from tests.e2e.conftest import kill_server
 
         await kill_server(client)
+
+
+async def test_unknown_paths_and_methods_answer_404_and_405_without_incidents(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path))
+    try:
+        url = await sidecar_url(client)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            for _ in range(20):  # a browser's favicon requests, a scanner: none of it is a failure of ours
+                missing = await http.get(f"{url}/favicon.ico")
+                assert missing.status_code == 404 and missing.json()["error"]["code"] == "E4001"
+                assert "incident_id" not in missing.json()["error"]
+                for method, path in (("POST", "/health"), ("OPTIONS", "/metrics"), ("DELETE", "/errors/dashboard")):
+                    wrong = await http.request(method, url + path)
+                    assert wrong.status_code == 405, (method, path, wrong.text)
+                    assert set(wrong.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+                for path in ("/errors/INC-20250101-0A1B2C3D", "/errors/nope"):
+                    gone = await http.get(url + path)
+                    assert gone.status_code == 404 and gone.json()["error"]["code"] == "E4001"
+            dash = (await http.get(f"{url}/errors/dashboard")).json()
+            assert (await http.get(f"{url}/health")).status_code == 200
+        assert dash["total_errors"] == 0, dash["top_error_codes"]
+    finally:
+        await stop_client(client)
+
+
+async def test_failed_api_key_attempts_are_counted_not_each_an_incident(fake: FakeModelServer, tmp_path: Path):
+    key = "sidecar-key-Pp40vW"
+    log_file = tmp_path / "server.log"
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_API_KEY=key,
+                                                                 HAPA_LOGGING_FILE=str(log_file)))
+    try:
+        url = await sidecar_url(client)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            ids = set()
+            for i in range(40):
+                resp = await http.get(f"{url}/errors/dashboard", headers={"X-API-Key": f"guess-{i}"} if i else {})
+                assert resp.status_code == 401 and resp.json()["error"]["code"] == "E4003"
+                ids.add(resp.json()["error"]["incident_id"])
+            assert len(ids) == 1  # one incident stands for the window's refusals, and the answers name it
+            dash = (await http.get(f"{url}/errors/dashboard", headers={"X-API-Key": key})).json()
+            assert dash["total_errors"] == 1 and dash["recent_incidents"][0]["incident_id"] in ids
+            smp = samples((await http.get(f"{url}/metrics")).text)
+        assert value(smp, "hapa_sidecar_refused_total", reason="api_key") == 40
+    finally:
+        await stop_client(client)
+    text = log_file.read_text(encoding="utf-8")
+    assert text.count("sidecar requests refused") == 1
+    assert key not in text
