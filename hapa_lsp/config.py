@@ -225,6 +225,9 @@ class SidecarSettings:
     api_key: str = _f("", "Key required in the X-API-Key header by every endpoint except /health and /metrics "
                       "(HAPA_SIDECAR_API_KEY). Never logged.", secret=True)
     metrics: bool = _f(True, "Collect Prometheus metrics and request analytics (off: /metrics is empty).")
+    allowed_hosts: list[str] = _f(list, "Host names the sidecar may be addressed by besides loopback names, the bind "
+                                  "host and (on a 0.0.0.0 / :: bind) IP addresses; any other Host header is "
+                                  "answered 421 (DNS rebinding protection).", factory=True)
 
 
 @attrs.frozen

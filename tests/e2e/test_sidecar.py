@@ -327,3 +327,40 @@ async def test_failed_api_key_attempts_are_counted_not_each_an_incident(fake: Fa
     text = log_file.read_text(encoding="utf-8")
     assert text.count("sidecar requests refused") == 1
     assert key not in text
+
+
+SIDECAR_PATHS = ("/errors/dashboard", "/errors/patterns?period=7d", "/analytics/performance", "/health", "/metrics",
+                 "/dashboard")
+
+
+async def test_foreign_host_or_origin_is_refused_dns_rebinding(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_ALLOWED_HOSTS="hapa.test"))
+    try:
+        url = await sidecar_url(client)
+        port = int(url.rsplit(":", 1)[1])
+        own = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(trust_env=False) as http:
+            for path in SIDECAR_PATHS:
+                rebound = await http.get(url + path, headers={"Host": f"evil.example:{port}",
+                                                              "Origin": f"http://evil.example:{port}"})
+                assert rebound.status_code == 421, (path, rebound.text)
+                assert rebound.json()["error"]["code"] == "E4005"
+                assert "hapa_errors_total" not in rebound.text and "total_errors" not in rebound.text
+                cross = await http.get(url + path, headers={"Origin": "http://evil.example"})
+                assert cross.status_code == 403 and cross.json()["error"]["code"] == "E4005", path
+                other_port = await http.get(url + path, headers={"Origin": "http://localhost:1"})
+                assert other_port.status_code == 403, path
+                assert (await http.get(url + path, headers={"Origin": "null"})).status_code == 403
+                for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST", "hapa.test"):
+                    ok = await http.get(url + path, headers={"Host": host})
+                    assert ok.status_code == 200, (path, host, ok.text)
+                same = await http.get(url + path, headers={"Origin": own})
+                assert same.status_code == 200, (path, same.text)
+            dash = (await http.get(f"{url}/errors/dashboard")).json()
+            smp = samples((await http.get(f"{url}/metrics")).text)
+        # One incident per reason stands for all refusals; the counts are in the metric.
+        assert {c["code"]: c["count"] for c in dash["top_error_codes"]} == {"E4005": 2}
+        assert value(smp, "hapa_sidecar_refused_total", reason="host") == len(SIDECAR_PATHS)
+        assert value(smp, "hapa_sidecar_refused_total", reason="origin") == 3 * len(SIDECAR_PATHS)
+    finally:
+        await stop_client(client)

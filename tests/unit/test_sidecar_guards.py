@@ -34,3 +34,34 @@ def test_one_incident_per_reason_and_window():
     now[0] += 0.2
     later = ref.refuse("api_key", "sidecar /x", make)
     assert len(ops.recorded) == 3 and later.incident_id != first[0].incident_id
+
+
+def test_host_of_parses_host_headers():
+    from hapa_lsp.sidecar import host_of
+
+    assert host_of("LocalHost:7438") == "localhost"
+    assert host_of("[::1]:7438") == "::1"
+    assert host_of("[::1]") == "::1"
+    assert host_of("127.0.0.1") == "127.0.0.1"
+    assert host_of("example.com.:80") == "example.com"
+
+
+def test_host_policy_loopback_bind_accepts_only_loopback_and_listed_names():
+    from hapa_lsp.sidecar import HostPolicy
+
+    p = HostPolicy("127.0.0.1", ["Dash.Lan"])
+    for ok in ("localhost", "127.0.0.1", "127.0.0.2", "::1", "dash.lan"):
+        assert p.allows(ok), ok
+    for bad in ("evil.example", "localhost.evil.example", "192.168.1.5", "0.0.0.0", ""):
+        assert not p.allows(bad), bad
+
+
+def test_host_policy_named_and_wildcard_binds():
+    from hapa_lsp.sidecar import HostPolicy
+
+    named = HostPolicy("build-box.lan")
+    assert named.allows("build-box.lan") and named.allows("localhost")
+    assert not named.allows("evil.example") and not named.allows("10.1.2.3")
+    wild = HostPolicy("0.0.0.0")
+    assert wild.allows("10.1.2.3") and wild.allows("fe80::1") and wild.allows("localhost")
+    assert not wild.allows("evil.example")  # a rebinding attack needs a name
