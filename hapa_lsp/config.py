@@ -17,13 +17,16 @@ import attrs
 import cattrs
 
 from hapa_lsp.log import public_url, redact_text
+from hapa_lsp.sidecar import is_loopback
 
 SECTION = "hapa"
 
 
-def _f(default: Any, doc: str, *, validator: Any = None, secret: bool = False, factory: bool = False):
-    """Declare a setting with its documentation (and optionally a validator or secret flag)."""
-    meta = {"doc": doc, "secret": secret}
+def _f(default: Any, doc: str, *, validator: Any = None, secret: bool = False, security: bool = False,
+       factory: bool = False):
+    """Declare a setting with its documentation (and optionally a validator, a secret flag, or the security flag:
+    decides who may read the sidecar, so never taken from workspace/configuration)."""
+    meta = {"doc": doc, "secret": secret, "security": security}
     if factory:
         return attrs.field(factory=default, metadata=meta, validator=validator, repr=not secret)
     return attrs.field(default=default, metadata=meta, validator=validator, repr=not secret)
@@ -219,15 +222,16 @@ class SidecarSettings:
     """The sidecar HTTP endpoint: Prometheus metrics, health and the JSON and HTML dashboards."""
 
     enabled: bool = _f(True, "Start the sidecar HTTP endpoint.")
-    host: str = _f("127.0.0.1", "Address to bind; anything but loopback is refused unless an API key is set.")
+    host: str = _f("127.0.0.1", "Address to bind; anything but loopback is refused unless an API key is set.",
+                   security=True)
     port: int = _f(7438, "First port to try; when it is taken the next free one is used (0: any free port).",
                    validator=_and(_ge(0), _le(65535)))
     api_key: str = _f("", "Key required in the X-API-Key header by every endpoint except /health and /metrics "
-                      "(HAPA_SIDECAR_API_KEY). Never logged.", secret=True)
+                      "(HAPA_SIDECAR_API_KEY). Never logged.", secret=True, security=True)
     metrics: bool = _f(True, "Collect Prometheus metrics and request analytics (off: /metrics is empty).")
     allowed_hosts: list[str] = _f(list, "Host names the sidecar may be addressed by besides loopback names, the bind "
                                   "host and (on a 0.0.0.0 / :: bind) IP addresses; any other Host header is "
-                                  "answered 421 (DNS rebinding protection).", factory=True)
+                                  "answered 421 (DNS rebinding protection).", security=True, factory=True)
 
 
 @attrs.frozen
@@ -320,6 +324,10 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
 
 
 UNKNOWN = "is not a known setting"
+WORKSPACE = "workspace/configuration"
+NOT_FROM_WORKSPACE = ("is a security setting, never taken from workspace/configuration (a repository's settings files "
+                      "can reach it); set it in the environment or initializationOptions")
+NO_WEAKENING = "would weaken what the environment sets (clear its key or move its loopback bind off loopback)"
 
 
 @attrs.frozen
@@ -329,12 +337,16 @@ class ConfigProblem:
     path: str
     reason: str
     source: str
+    code: str = "E4009"
 
     @property
     def message(self) -> str:
         """One line for the user: code, field, reason and the fix."""
-        tail = "it is ignored" if self.reason == UNKNOWN else "using the default until it is fixed"
-        return f"E4009 Configuration invalid: {self.path} ({self.source}) {self.reason}; {tail}."
+        from hapa_lsp.errors import CATALOG
+
+        ignored = self.reason == UNKNOWN or self.code != "E4009"
+        tail = "it is ignored" if ignored else "using the default until it is fixed"
+        return f"{self.code} {CATALOG[self.code].title}: {self.path} ({self.source}) {self.reason}; {tail}."
 
 
 
@@ -551,22 +563,79 @@ def _unwrap_section(layer: Any) -> Mapping[str, Any]:
     return layer
 
 
+def security_settings() -> list[tuple[str, str]]:
+    """(section, camelCase field) of every setting flagged ``security``."""
+    return [(sec.name, camel(f.name)) for sec in attrs.fields(Settings) for f in attrs.fields(sec.type)
+            if f.metadata.get("security")]
+
+
+def _without_security(layer: Mapping[str, Any], problems: list[ConfigProblem]) -> Mapping[str, Any]:
+    """The workspace/configuration layer less its security settings, each one reported (E4005)."""
+    flagged = set(security_settings())
+    out: dict[str, Any] = dict(layer)
+    for sec_key, section in layer.items():
+        sec = _snake(str(sec_key))
+        if not isinstance(section, Mapping) or not any(s == sec for s, _ in flagged):
+            continue
+        kept = {}
+        for key, value in section.items():
+            if (sec, camel(_snake(str(key)))) in flagged:
+                problem = ConfigProblem(f"{SECTION}.{camel(sec)}.{camel(_snake(str(key)))}", NOT_FROM_WORKSPACE,
+                                        WORKSPACE, code="E4005")
+                if problem not in problems:  # apiKey and api_key: one setting, one report
+                    problems.append(problem)
+            else:
+                kept[key] = value
+        out[sec_key] = kept
+    return out
+
+
+def _keep_environment_security(settings: Settings, env_only: Settings, env_sources: Mapping[str, str],
+                               problems: list[ConfigProblem]) -> Settings:
+    """initializationOptions may not clear the sidecar key the environment sets, nor move a loopback bind that
+    the environment sets off loopback (a workspace-local editor config can feed initializationOptions)."""
+    env, now = env_only.sidecar, settings.sidecar
+    keep: dict[str, Any] = {}
+    if env.api_key and not now.api_key:
+        keep["api_key"] = env.api_key
+    if (env_sources.get(f"{SECTION}.sidecar.host") == "environment" and is_loopback(env.host)
+            and not is_loopback(now.host)):
+        keep["host"] = env.host
+    for name in keep:
+        problems.append(ConfigProblem(f"{SECTION}.sidecar.{camel(name)}", NO_WEAKENING, "initializationOptions",
+                                      code="E4005"))
+    return attrs.evolve(settings, sidecar=attrs.evolve(now, **keep)) if keep else settings
+
+
 def load(*, environ: Mapping[str, str] | None = None, init_options: Any = None,
          workspace: Any = None) -> tuple[Settings, list[ConfigProblem]]:
-    """Merge the layers and validate once; returns the settings and what was wrong with them."""
+    """Merge the layers and validate once; returns the settings and what was wrong with them.
+
+    Security settings (``security_settings()``: who may read the sidecar) follow two more rules: a
+    workspace/configuration answer cannot set them at all, and initializationOptions cannot weaken what the
+    environment sets for them (clear the key, move a loopback bind off loopback)."""
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     problems: list[ConfigProblem] = []
+    env_only: Settings | None = None
+    env_sources: dict[str, str] = {}
     for source, layer in (("environment", env_layer(environ)),
                           ("initializationOptions", init_options),
-                          ("workspace/configuration", workspace)):
+                          (WORKSPACE, workspace)):
         if layer is None:
             continue
         if not isinstance(layer, Mapping):
             problems.append(ConfigProblem(SECTION, "must be an object", source))
             continue
-        _deep_merge(merged, _unwrap_section(layer), sources, source, SECTION)
+        inner = _unwrap_section(layer)
+        if source == WORKSPACE:
+            inner = _without_security(inner, problems)
+        elif source == "initializationOptions":
+            env_only, env_sources = _build(Settings, merged, sources, SECTION, []), dict(sources)
+        _deep_merge(merged, inner, sources, source, SECTION)
     settings = _build(Settings, merged, sources, SECTION, problems)
+    if env_only is not None:
+        settings = _keep_environment_security(settings, env_only, env_sources, problems)
     return settings, problems
 
 
@@ -608,6 +677,7 @@ def schema() -> list[dict[str, Any]]:
                 "default": list(default) if isinstance(default, list) else default,
                 "description": f.metadata.get("doc", ""),
                 "secret": bool(f.metadata.get("secret")),
+                "security": bool(f.metadata.get("security")),
             }
             options = getattr(f.validator, "options", None)
             if options:

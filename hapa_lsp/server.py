@@ -299,7 +299,7 @@ class HapaServer(LanguageServer):
         return problems
 
     def _config_problem(self, problem: ConfigProblem) -> None:
-        err = errors.InputError(f"{problem.path} ({problem.source}) {problem.reason}", code="E4009",
+        err = errors.InputError(f"{problem.path} ({problem.source}) {problem.reason}", code=problem.code,
                                 field=problem.path)
         self.record_incident(err, "configuration")
         msg = f"{problem.message} ({err.incident_id})"

@@ -156,6 +156,9 @@ class Sidecar:
         self._page: bytes | None = None
         self.refusals = Refusals(ops)
         self.hosts = HostPolicy("127.0.0.1")
+        #: The settings this site was started with: the loopback-or-key rule was checked against exactly these, so
+        #: requests are judged by them until a restart checks new ones (never by a key a later change cleared).
+        self.settings: Any = None
 
     async def start(self) -> str | None:
         """Bind and serve; returns the URL, or None when the settings forbid starting (logged and shown)."""
@@ -170,6 +173,7 @@ class Sidecar:
                             f"HAPA_SIDECAR_API_KEY (hapa.sidecar.apiKey)")
             log.error("sidecar refused", host=s.host, reason="non-loopback bind without an API key")
             return None
+        self.settings = s
         self.hosts = HostPolicy(s.host, s.allowed_hosts)
 
         @web.middleware
@@ -253,7 +257,7 @@ class Sidecar:
                                    {"Allow": allow})
             return plain_error("E4001", f"no endpoint {request.path}; GET / lists them", 404)
         where = f"sidecar {request.path}"
-        key = self.ops.ls.settings.sidecar.api_key
+        key = self.settings.api_key
         if key and request.path not in OPEN_PATHS:
             given = request.headers.get("X-API-Key", "")
             # compare_digest on bytes of equal meaning: constant time whatever the length or content.

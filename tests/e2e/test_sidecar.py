@@ -364,3 +364,76 @@ async def test_foreign_host_or_origin_is_refused_dns_rebinding(fake: FakeModelSe
         assert value(smp, "hapa_sidecar_refused_total", reason="origin") == 3 * len(SIDECAR_PATHS)
     finally:
         await stop_client(client)
+
+
+async def _sidecar_on_port(client: Any, port: int, timeout: float = 10.0) -> str:
+    """The sidecar URL once the server has restarted it on ``port``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        url = (await command(client, "hapa.health")).get("sidecar") or ""
+        if url.endswith(f":{port}") or asyncio.get_running_loop().time() > deadline:
+            return url
+        await asyncio.sleep(0.05)
+
+
+async def test_settings_from_the_workspace_cannot_clear_the_key_of_a_public_sidecar(fake: FakeModelServer,
+                                                                                  tmp_path: Path):
+    """Bound to 0.0.0.0 with a key: neither initializationOptions nor a workspace/configuration answer (a
+    repository's .vscode/settings.json) can remove the key or add host names; the attempt is reported once."""
+    from tests.conftest import free_port
+
+    key = "sidecar-key-Lm92sR"
+    client = await start_client(fake, root=tmp_path,
+                                env=ops_env(tmp_path, HAPA_SIDECAR_HOST="0.0.0.0", HAPA_SIDECAR_API_KEY=key),
+                                init_options={"sidecar": {"apiKey": ""}}, configuration={"hapa": {}})
+    try:
+        url = await sidecar_url(client)
+        port = int(url.rsplit(":", 1)[1])
+        async with httpx.AsyncClient(trust_env=False) as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/errors/dashboard")).status_code == 401
+            new_port = free_port()
+            # The port moves (a setting a workspace may change, and a restart of the sidecar); the key stays.
+            client.set_configuration({"hapa": {"sidecar": {"apiKey": "", "api_key": "", "port": new_port,
+                                                           "allowedHosts": ["evil.example"]}}})
+            for _ in range(2):
+                client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+                await asyncio.sleep(0.2)
+            moved = await _sidecar_on_port(client, new_port)
+            assert moved.endswith(f":{new_port}"), moved
+            base = f"http://127.0.0.1:{new_port}"
+            for path in ("/errors/dashboard", "/errors/patterns?period=1h", "/analytics/performance"):
+                resp = await http.get(base + path)
+                assert resp.status_code == 401 and resp.json()["error"]["code"] == "E4003", (path, resp.text)
+            assert (await http.get(base + "/errors/dashboard", headers={"X-API-Key": key})).status_code == 200
+            rebound = await http.get(base + "/health", headers={"Host": "evil.example"})
+            assert rebound.status_code == 421
+    finally:
+        await stop_client(client)
+    shown = [m.message for m in client.messages if "E4005" in m.message]
+    assert len([m for m in shown if "hapa.sidecar.apiKey (initializationOptions)" in m]) == 1
+    assert len([m for m in shown if "hapa.sidecar.apiKey (workspace/configuration)" in m]) == 1
+    assert len([m for m in shown if "hapa.sidecar.allowedHosts (workspace/configuration)" in m]) == 1
+    assert all("INC-" in m for m in shown)
+    assert not [m.message for m in client.messages if key in m.message]
+
+
+async def test_settings_from_the_workspace_cannot_move_the_sidecar_off_loopback(fake: FakeModelServer,
+                                                                              tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path), configuration={"hapa": {"sidecar": {
+        "host": "0.0.0.0", "apiKey": "key-the-repository-knows"}, "backend": {"maxTokens": 7}}})
+    try:
+        open_doc(client, "file:///ws/a.py", "def add(a, b):\n    \n")
+        await inline(client, "file:///ws/a.py", 1, 4, invoked=True)
+        assert fake.requests[-1].json["options"]["num_predict"] == 7  # the rest of the answer applies
+        url = await sidecar_url(client)
+        await asyncio.sleep(0.3)  # a restart the workspace's host would have caused has had its time
+        assert (await command(client, "hapa.health"))["sidecar"] == url
+        assert url.startswith("http://127.0.0.1:"), url
+        async with httpx.AsyncClient(trust_env=False) as http:
+            # Still the user's sidecar: loopback, no key (the repository's key means nothing).
+            assert (await http.get(f"{url}/errors/dashboard")).status_code == 200
+    finally:
+        await stop_client(client)
+    shown = [m.message for m in client.messages if "E4005" in m.message]
+    assert any("hapa.sidecar.host (workspace/configuration)" in m for m in shown)
+    assert any("hapa.sidecar.apiKey (workspace/configuration)" in m for m in shown)
