@@ -437,3 +437,18 @@ async def test_settings_from_the_workspace_cannot_move_the_sidecar_off_loopback(
     shown = [m.message for m in client.messages if "E4005" in m.message]
     assert any("hapa.sidecar.host (workspace/configuration)" in m for m in shown)
     assert any("hapa.sidecar.apiKey (workspace/configuration)" in m for m in shown)
+
+
+async def test_a_refused_sidecar_is_reported_once_across_settings_changes(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_HOST="0.0.0.0"),
+                                configuration={"hapa": {}})
+    try:
+        for port in (7500, 7600, 7700):  # each change restarts the sidecar, which is refused each time
+            client.set_configuration({"hapa": {"sidecar": {"port": port}}})
+            client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+            await asyncio.sleep(0.3)
+        assert (await command(client, "hapa.health"))["sidecar"] is None
+    finally:
+        await stop_client(client)
+    refused = [m.message for m in client.messages if "sidecar is not started" in m.message]
+    assert len(refused) == 1 and "E4005" in refused[0]

@@ -14,7 +14,8 @@ class _Ops:
 
     def __init__(self) -> None:
         self.recorded: list[tuple[str, str]] = []
-        self.ls = SimpleNamespace(record_incident=lambda err, method: self.recorded.append((err.incident_id, method)))
+        self.ls = SimpleNamespace(record_incident=lambda err, method: self.recorded.append((err.incident_id, method)),
+                                  rate_limiter=SimpleNamespace(check=lambda feature: None))
 
 
 def test_one_incident_per_reason_and_window():
@@ -65,3 +66,29 @@ def test_host_policy_named_and_wildcard_binds():
     wild = HostPolicy("0.0.0.0")
     assert wild.allows("10.1.2.3") and wild.allows("fe80::1") and wild.allows("localhost")
     assert not wild.allows("evil.example")  # a rebinding attack needs a name
+
+
+async def test_requests_are_judged_by_the_settings_the_sidecar_started_with():
+    """Between a settings change and the restart that re-checks the loopback-or-key rule, a key the change
+    cleared is still required."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from hapa_lsp.config import SidecarSettings
+    from hapa_lsp.sidecar import Sidecar
+
+    ops: Any = _Ops()
+    ops.ls.settings = SimpleNamespace(sidecar=SidecarSettings(host="0.0.0.0", api_key=""))  # the live settings
+    sc = Sidecar(ops)
+    sc.settings = SidecarSettings(host="0.0.0.0", api_key="started-with-key")
+    sc.port = 7438
+
+    async def handler(request: Any) -> web.Response:
+        return web.Response(text="data")
+
+    resp = await sc._guard_impl(make_mocked_request("GET", "/errors/dashboard", headers={"Host": "127.0.0.1:7438"}),
+                                handler)
+    assert resp.status == 401
+    ok = await sc._guard_impl(make_mocked_request("GET", "/errors/dashboard", headers={
+        "Host": "127.0.0.1:7438", "X-API-Key": "started-with-key"}), handler)
+    assert ok.status == 200
