@@ -103,7 +103,7 @@ def redact_text(text: str) -> str:
             text = text.replace(s, "****")
     for rx, repl in _PATTERNS:
         text = rx.sub(repl, text)
-    if "asic" in text:
+    if "asic" in text or "ASIC" in text:
         text = _BASIC.sub(_mask_basic, text)
     return text
 

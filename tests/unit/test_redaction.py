@@ -18,6 +18,7 @@ CRED = "dXNlcjpwYXNz"  # base64("user:pass")
     ("Proxy-Authorization: Digest abcdef0123", "abcdef0123", "Proxy-Authorization: Digest ****"),
     ("retrying with Bearer tok-999999 now", "tok-999999", "Bearer ****"),
     (f"sent Basic {CRED} to the proxy", CRED, "Basic ****"),
+    (f"SENT BASIC {CRED}", CRED, "BASIC ****"),
     ("x-api-key: k-123456789", "k-123456789", "x-api-key: ****"),
     ("X-API-Key=k-123456789", "k-123456789", "X-API-Key=****"),
     ('{"x-api-key": "k 1 2 3 4"}', "k 1 2 3 4", '"x-api-key": "****"'),
