@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from hapa_lsp.log import public_url
+
 
 def _hostport(value: str) -> tuple[str, int]:
     """HOST:PORT, :PORT or PORT; the host defaults to loopback."""
@@ -118,6 +120,7 @@ def doctor(args: argparse.Namespace) -> int:
     settings, problems = config.load(environ=os.environ, init_options=init)
     lines = [p.message for p in problems]
     b = settings.backend
+    endpoint = public_url(b.endpoint)  # the report is pasted into issues: never the URL's password
 
     async def probe():
         client = make_client(b)
@@ -133,7 +136,7 @@ def doctor(args: argparse.Namespace) -> int:
     family = family_for(b.completion_model, b.fim_template)
     report = {
         "settings": config.to_dict(settings),
-        "model_server": {"kind": b.kind, "endpoint": b.endpoint, "reachable_and_ready": result.ok,
+        "model_server": {"kind": b.kind, "endpoint": endpoint, "reachable_and_ready": result.ok,
                          "latency_ms": round(result.latency_ms, 1), "models_available": result.models[:50],
                          "completion_prompt_family": family},
         "problems": lines,
@@ -147,7 +150,7 @@ def doctor(args: argparse.Namespace) -> int:
             for k, v in values.items():
                 print(f"  hapa.{section}.{k} = {json.dumps(v)}")
         status = "OK" if result.ok else "NOT USABLE"
-        print(f"model server: {b.kind} at {b.endpoint}: {status}"
+        print(f"model server: {b.kind} at {endpoint}: {status}"
               + (f" ({result.latency_ms:.0f} ms)" if result.latency_ms else ""))
         print(f"completion prompt family: {family} (model {b.completion_model})")
         if lines:

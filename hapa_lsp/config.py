@@ -16,12 +16,17 @@ from typing import Any
 import attrs
 import cattrs
 
+from hapa_lsp.log import public_url, redact_text
+from hapa_lsp.sidecar import is_loopback
+
 SECTION = "hapa"
 
 
-def _f(default: Any, doc: str, *, validator: Any = None, secret: bool = False, factory: bool = False):
-    """Declare a setting with its documentation (and optionally a validator or secret flag)."""
-    meta = {"doc": doc, "secret": secret}
+def _f(default: Any, doc: str, *, validator: Any = None, secret: bool = False, security: bool = False,
+       factory: bool = False):
+    """Declare a setting with its documentation (and optionally a validator, a secret flag, or the security flag:
+    decides who may read the sidecar, so never taken from workspace/configuration)."""
+    meta = {"doc": doc, "secret": secret, "security": security}
     if factory:
         return attrs.field(factory=default, metadata=meta, validator=validator, repr=not secret)
     return attrs.field(default=default, metadata=meta, validator=validator, repr=not secret)
@@ -39,7 +44,8 @@ class BackendSettings:
 
     kind: str = _f("ollama", "Model server dialect: `ollama` (native API) or `openai` (any OpenAI-compatible server).",
                    validator=_in(("ollama", "openai")))
-    endpoint: str = _f("http://127.0.0.1:11434", "Base URL of the model server (env alias AI_MODEL_ENDPOINT).",
+    endpoint: str = _f("http://127.0.0.1:11434", "Base URL of the model server (env alias AI_MODEL_ENDPOINT); user:password@ in it "
+                       "is sent as Basic auth and shown nowhere.",
                        validator=attrs.validators.matches_re(r"https?://[^\s/]+.*"))
     api_key: str = _f("", "API key sent as a Bearer token (env alias AI_MODEL_API_KEY). Never logged or stored.",
                       secret=True)
@@ -216,12 +222,16 @@ class SidecarSettings:
     """The sidecar HTTP endpoint: Prometheus metrics, health and the JSON and HTML dashboards."""
 
     enabled: bool = _f(True, "Start the sidecar HTTP endpoint.")
-    host: str = _f("127.0.0.1", "Address to bind; anything but loopback is refused unless an API key is set.")
+    host: str = _f("127.0.0.1", "Address to bind; anything but loopback is refused unless an API key is set.",
+                   security=True)
     port: int = _f(7438, "First port to try; when it is taken the next free one is used (0: any free port).",
                    validator=_and(_ge(0), _le(65535)))
     api_key: str = _f("", "Key required in the X-API-Key header by every endpoint except /health and /metrics "
-                      "(HAPA_SIDECAR_API_KEY). Never logged.", secret=True)
+                      "(HAPA_SIDECAR_API_KEY). Never logged.", secret=True, security=True)
     metrics: bool = _f(True, "Collect Prometheus metrics and request analytics (off: /metrics is empty).")
+    allowed_hosts: list[str] = _f(list, "Host names the sidecar may be addressed by besides loopback names, the bind "
+                                  "host and (on a 0.0.0.0 / :: bind) IP addresses; any other Host header is "
+                                  "answered 421 (DNS rebinding protection).", security=True, factory=True)
 
 
 @attrs.frozen
@@ -318,6 +328,10 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
 
 
 UNKNOWN = "is not a known setting"
+WORKSPACE = "workspace/configuration"
+NOT_FROM_WORKSPACE = ("is a security setting, never taken from workspace/configuration (a repository's settings files "
+                      "can reach it); set it in the environment or initializationOptions")
+NO_WEAKENING = "would weaken what the environment sets (clear its key or move its loopback bind off loopback)"
 
 
 @attrs.frozen
@@ -327,12 +341,16 @@ class ConfigProblem:
     path: str
     reason: str
     source: str
+    code: str = "E4009"
 
     @property
     def message(self) -> str:
         """One line for the user: code, field, reason and the fix."""
-        tail = "it is ignored" if self.reason == UNKNOWN else "using the default until it is fixed"
-        return f"E4009 Configuration invalid: {self.path} ({self.source}) {self.reason}; {tail}."
+        from hapa_lsp.errors import CATALOG
+
+        ignored = self.reason == UNKNOWN or self.code != "E4009"
+        tail = "it is ignored" if ignored else "using the default until it is fixed"
+        return f"{self.code} {CATALOG[self.code].title}: {self.path} ({self.source}) {self.reason}; {tail}."
 
 
 
@@ -499,7 +517,7 @@ def _build(cls: type, raw: Mapping[str, Any], sources: Mapping[str, str], path: 
             if f.validator is not None:
                 f.validator(None, f, v)
         except Exception as exc:  # noqa: BLE001 - any bad value is reported and defaulted
-            reason = str(exc).split("\n")[0]
+            reason = redact_text(str(exc).split("\n")[0])  # the bad value may be a URL with a password
             if isinstance(exc, ValueError) and "must be in" in reason:
                 reason = f"must be one of {', '.join(map(str, f.validator.options))}, got {value!r}"
             elif isinstance(exc, ValueError) and ("must be >=" in reason or "must be <=" in reason):
@@ -549,22 +567,79 @@ def _unwrap_section(layer: Any) -> Mapping[str, Any]:
     return layer
 
 
+def security_settings() -> list[tuple[str, str]]:
+    """(section, camelCase field) of every setting flagged ``security``."""
+    return [(sec.name, camel(f.name)) for sec in attrs.fields(Settings) for f in attrs.fields(sec.type)
+            if f.metadata.get("security")]
+
+
+def _without_security(layer: Mapping[str, Any], problems: list[ConfigProblem]) -> Mapping[str, Any]:
+    """The workspace/configuration layer less its security settings, each one reported (E4005)."""
+    flagged = set(security_settings())
+    out: dict[str, Any] = dict(layer)
+    for sec_key, section in layer.items():
+        sec = _snake(str(sec_key))
+        if not isinstance(section, Mapping) or not any(s == sec for s, _ in flagged):
+            continue
+        kept = {}
+        for key, value in section.items():
+            if (sec, camel(_snake(str(key)))) in flagged:
+                problem = ConfigProblem(f"{SECTION}.{camel(sec)}.{camel(_snake(str(key)))}", NOT_FROM_WORKSPACE,
+                                        WORKSPACE, code="E4005")
+                if problem not in problems:  # apiKey and api_key: one setting, one report
+                    problems.append(problem)
+            else:
+                kept[key] = value
+        out[sec_key] = kept
+    return out
+
+
+def _keep_environment_security(settings: Settings, env_only: Settings, env_sources: Mapping[str, str],
+                               problems: list[ConfigProblem]) -> Settings:
+    """initializationOptions may not clear the sidecar key the environment sets, nor move a loopback bind that
+    the environment sets off loopback (a workspace-local editor config can feed initializationOptions)."""
+    env, now = env_only.sidecar, settings.sidecar
+    keep: dict[str, Any] = {}
+    if env.api_key and not now.api_key:
+        keep["api_key"] = env.api_key
+    if (env_sources.get(f"{SECTION}.sidecar.host") == "environment" and is_loopback(env.host)
+            and not is_loopback(now.host)):
+        keep["host"] = env.host
+    for name in keep:
+        problems.append(ConfigProblem(f"{SECTION}.sidecar.{camel(name)}", NO_WEAKENING, "initializationOptions",
+                                      code="E4005"))
+    return attrs.evolve(settings, sidecar=attrs.evolve(now, **keep)) if keep else settings
+
+
 def load(*, environ: Mapping[str, str] | None = None, init_options: Any = None,
          workspace: Any = None) -> tuple[Settings, list[ConfigProblem]]:
-    """Merge the layers and validate once; returns the settings and what was wrong with them."""
+    """Merge the layers and validate once; returns the settings and what was wrong with them.
+
+    Security settings (``security_settings()``: who may read the sidecar) follow two more rules: a
+    workspace/configuration answer cannot set them at all, and initializationOptions cannot weaken what the
+    environment sets for them (clear the key, move a loopback bind off loopback)."""
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     problems: list[ConfigProblem] = []
+    env_only: Settings | None = None
+    env_sources: dict[str, str] = {}
     for source, layer in (("environment", env_layer(environ)),
                           ("initializationOptions", init_options),
-                          ("workspace/configuration", workspace)):
+                          (WORKSPACE, workspace)):
         if layer is None:
             continue
         if not isinstance(layer, Mapping):
             problems.append(ConfigProblem(SECTION, "must be an object", source))
             continue
-        _deep_merge(merged, _unwrap_section(layer), sources, source, SECTION)
+        inner = _unwrap_section(layer)
+        if source == WORKSPACE:
+            inner = _without_security(inner, problems)
+        elif source == "initializationOptions":
+            env_only, env_sources = _build(Settings, merged, sources, SECTION, []), dict(sources)
+        _deep_merge(merged, inner, sources, source, SECTION)
     settings = _build(Settings, merged, sources, SECTION, problems)
+    if env_only is not None:
+        settings = _keep_environment_security(settings, env_only, env_sources, problems)
     return settings, problems
 
 
@@ -577,6 +652,8 @@ def to_dict(settings: Any, *, mask_secrets: bool = True) -> dict[str, Any]:
             out[camel(f.name)] = to_dict(v, mask_secrets=mask_secrets)
         elif mask_secrets and f.metadata.get("secret") and v:
             out[camel(f.name)] = mask(v)
+        elif mask_secrets and isinstance(v, str):
+            out[camel(f.name)] = public_url(v)  # an endpoint's user:password@ is a secret too
         else:
             out[camel(f.name)] = [to_dict(x, mask_secrets=mask_secrets) if attrs.has(type(x)) else x
                                   for x in v] if isinstance(v, list) else v
@@ -604,6 +681,7 @@ def schema() -> list[dict[str, Any]]:
                 "default": list(default) if isinstance(default, list) else default,
                 "description": f.metadata.get("doc", ""),
                 "secret": bool(f.metadata.get("secret")),
+                "security": bool(f.metadata.get("security")),
             }
             options = getattr(f.validator, "options", None)
             if options:

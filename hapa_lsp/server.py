@@ -282,6 +282,8 @@ class HapaServer(LanguageServer):
         log.register_secret(settings.backend.api_key)
         log.register_secret(settings.sidecar.api_key)
         log.register_secret(settings.redis.url)
+        log.register_url_secret(settings.backend.endpoint)
+        log.register_url_secret(settings.redis.url)
         if old.logging != settings.logging:
             log.configure_from_settings(settings.logging)
         if self._engine is not None:
@@ -304,7 +306,7 @@ class HapaServer(LanguageServer):
         return problems
 
     def _config_problem(self, problem: ConfigProblem) -> None:
-        err = errors.InputError(f"{problem.path} ({problem.source}) {problem.reason}", code="E4009",
+        err = errors.InputError(f"{problem.path} ({problem.source}) {problem.reason}", code=problem.code,
                                 field=problem.path)
         self.record_incident(err, "configuration")
         msg = f"{problem.message} ({err.incident_id})"

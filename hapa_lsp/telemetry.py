@@ -65,6 +65,9 @@ class Telemetry:
         self.jedi_restarts = Counter("hapa_jedi_worker_restarts", "jedi worker processes replaced, by reason "
                                      "(memory: over hapa.context.jediWorkerMaxMb; failure: died or hung).",
                                      ["reason"], registry=r)
+        self.sidecar_refused = Counter("hapa_sidecar_refused", "Sidecar requests refused before any handler ran, by "
+                                       "reason (api_key, host, origin, rate_limit); one incident stands for each "
+                                       "reason's refusals per minute.", ["reason"], registry=r)
         self._jedi_seen = {"memory": 0, "failure": 0}
         self.started = time.time()
         self._recent: deque[tuple[float, str, float, str]] = deque(maxlen=20_000)

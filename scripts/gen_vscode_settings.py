@@ -122,6 +122,11 @@ def property_for(row: dict[str, Any], order: int) -> dict[str, Any]:
                         f"environment variable {_env_name(row['key'])} over writing it into settings.json.")
     else:
         description += f" Environment variable: {_env_name(row['key'])}."
+    if row.get("security"):
+        # A repository's .vscode/settings.json must not open the sidecar: user (or remote machine) settings only,
+        # and the extension sends no workspace value for these (the server ignores them from the workspace too).
+        description += " Security setting: read from user settings only, never from a workspace's settings."
+        prop["scope"] = "machine"
     prop["markdownDescription"] = description
     if "enum" in row:
         prop["enum"] = list(row["enum"])

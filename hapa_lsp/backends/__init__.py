@@ -7,6 +7,7 @@ closes the response, which closes the upstream connection.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
+from hapa_lsp.log import public_url, redact_text, url_credentials
 
 if TYPE_CHECKING:
     import httpx
@@ -58,10 +60,6 @@ def make_client(settings: BackendSettings) -> httpx.AsyncClient:
                              headers={"User-Agent": "hapa-lsp"})
 
 
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "****") if secret else text
-
-
 class Backend:
     """Shared plumbing: URLs, auth header, status mapping and streaming request handling."""
 
@@ -70,16 +68,25 @@ class Backend:
     def __init__(self, settings: BackendSettings, client: httpx.AsyncClient):
         self.settings = settings
         self.client = client
-        self.base = settings.endpoint.rstrip("/")
+        # The endpoint as shown in every message and log line, and as requested: without its userinfo.
+        # Credentials in the URL (http://user:password@host) are sent as Basic auth, as httpx would have.
+        self.base = public_url(settings.endpoint).rstrip("/")
+        creds = url_credentials(settings.endpoint)
+        self._basic = None
+        if creds is not None:
+            self._basic = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode("utf-8")).decode("ascii")
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
-        if self.settings.api_key:
+        if self._basic is not None:
+            h["Authorization"] = self._basic
+        elif self.settings.api_key:
             h["Authorization"] = f"Bearer {self.settings.api_key}"
         return h
 
     def _map_status(self, status: int, body: str, headers: Any) -> errors.HapaError:
-        body = _redact(body[:300], self.settings.api_key).strip()
+        # Upstream bodies go into messages, popups and the incident table: no credential they echo survives.
+        body = redact_text(_redact(body[:4096], self.settings.api_key))[:300].strip()
         if status in (401, 403):
             return errors.UpstreamAuthError(f"{self.base} answered HTTP {status}")
         if status == 429:
@@ -198,6 +205,10 @@ def _loads(line: str, base: str) -> Any:
         return json.loads(line)
     except ValueError as exc:
         raise errors.MalformedResponse(f"{base} sent a line that is not JSON") from exc
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "****") if secret else text
 
 
 def create_backend(settings: BackendSettings, client: httpx.AsyncClient) -> Backend:

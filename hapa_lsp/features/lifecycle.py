@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from hapa_lsp.documents import doc_key
-from hapa_lsp.log import get_logger
+from hapa_lsp.log import get_logger, register_secrets_in
 
 # hapa_lsp.config.SECTION, spelled out so the settings tree is built after the initialize response.
 SECTION = "hapa"
@@ -31,6 +31,7 @@ async def pull_configuration(ls: HapaServer) -> None:
         get_logger().warning("workspace/configuration failed", error=type(exc).__name__)
         return
     value = result[0] if result else None
+    register_secrets_in(value)  # before anything can log it (pygls logs the answer itself, masked by name)
     ls.apply_settings(workspace=value if value is not None else {})
 
 
@@ -52,6 +53,8 @@ def register(server: HapaServer) -> None:
     def initialize(ls: HapaServer, params: types.InitializeParams) -> None:
         from hapa_lsp.documents import install
 
+        # Keys in the raw options are masked from here on, also where a line shows them without their name.
+        register_secrets_in(params.initialization_options)
         install(ls.workspace)  # pygls creates the workspace just before calling this handler
         folders = params.workspace_folders or []
         if folders:
@@ -99,6 +102,7 @@ def register(server: HapaServer) -> None:
             await pull_configuration(ls)
         else:
             settings: Any = params.settings
+            register_secrets_in(settings)
             if isinstance(settings, dict):
                 ls.apply_settings(workspace=settings.get(SECTION, settings))
 

@@ -33,6 +33,7 @@ class Ops:
         self.sidecar: Sidecar | None = None
         self._hooked_engine: Any = None
         self._prune_task: asyncio.Task | None = None
+        self._refused_reported: str | None = None
 
     @property
     def telemetry(self) -> Telemetry:
@@ -154,10 +155,13 @@ class Ops:
 
         self.sidecar = Sidecar(self)
         url = await self.sidecar.start()
+        refused = self.sidecar.refused
         if url:
+            self._refused_reported = None
             ls.window_log_message(types.LogMessageParams(types.MessageType.Info, f"hapa-lsp sidecar: {url}"))
-        elif self.sidecar.refused:
-            err = errors.InputError(self.sidecar.refused, code="E4005", field="hapa.sidecar.host")
+        elif refused and refused != self._refused_reported:  # once, not again on each settings change
+            self._refused_reported = refused
+            err = errors.InputError(refused, code="E4005", field="hapa.sidecar.host")
             ls.record_incident(err, "sidecar")
             ls.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
 

@@ -289,3 +289,176 @@ async def test_a_client_that_never_answers_configuration_does_not_delay_the_side
         for task in getattr(client, "ignored", []):
             task.cancel()
         await kill_server(client)
+
+
+async def test_unknown_paths_and_methods_answer_404_and_405_without_incidents(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path))
+    try:
+        url = await sidecar_url(client)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            for _ in range(20):  # a browser's favicon requests, a scanner: none of it is a failure of ours
+                missing = await http.get(f"{url}/favicon.ico")
+                assert missing.status_code == 404 and missing.json()["error"]["code"] == "E4001"
+                assert "incident_id" not in missing.json()["error"]
+                for method, path in (("POST", "/health"), ("OPTIONS", "/metrics"), ("DELETE", "/errors/dashboard")):
+                    wrong = await http.request(method, url + path)
+                    assert wrong.status_code == 405, (method, path, wrong.text)
+                    assert set(wrong.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+                for path in ("/errors/INC-20250101-0A1B2C3D", "/errors/nope"):
+                    gone = await http.get(url + path)
+                    assert gone.status_code == 404 and gone.json()["error"]["code"] == "E4001"
+            dash = (await http.get(f"{url}/errors/dashboard")).json()
+            assert (await http.get(f"{url}/health")).status_code == 200
+        assert dash["total_errors"] == 0, dash["top_error_codes"]
+    finally:
+        await stop_client(client)
+
+
+async def test_failed_api_key_attempts_are_counted_not_each_an_incident(fake: FakeModelServer, tmp_path: Path):
+    key = "sidecar-key-Pp40vW"
+    log_file = tmp_path / "server.log"
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_API_KEY=key,
+                                                                 HAPA_LOGGING_FILE=str(log_file)))
+    try:
+        url = await sidecar_url(client)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            ids = set()
+            for i in range(40):
+                resp = await http.get(f"{url}/errors/dashboard", headers={"X-API-Key": f"guess-{i}"} if i else {})
+                assert resp.status_code == 401 and resp.json()["error"]["code"] == "E4003"
+                ids.add(resp.json()["error"]["incident_id"])
+            assert len(ids) == 1  # one incident stands for the window's refusals, and the answers name it
+            dash = (await http.get(f"{url}/errors/dashboard", headers={"X-API-Key": key})).json()
+            assert dash["total_errors"] == 1 and dash["recent_incidents"][0]["incident_id"] in ids
+            smp = samples((await http.get(f"{url}/metrics")).text)
+        assert value(smp, "hapa_sidecar_refused_total", reason="api_key") == 40
+    finally:
+        await stop_client(client)
+    text = log_file.read_text(encoding="utf-8")
+    assert text.count("sidecar requests refused") == 1
+    assert key not in text
+
+
+SIDECAR_PATHS = ("/errors/dashboard", "/errors/patterns?period=7d", "/analytics/performance", "/health", "/metrics",
+                 "/dashboard")
+
+
+async def test_foreign_host_or_origin_is_refused_dns_rebinding(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_ALLOWED_HOSTS="hapa.test"))
+    try:
+        url = await sidecar_url(client)
+        port = int(url.rsplit(":", 1)[1])
+        own = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(trust_env=False) as http:
+            for path in SIDECAR_PATHS:
+                rebound = await http.get(url + path, headers={"Host": f"evil.example:{port}",
+                                                              "Origin": f"http://evil.example:{port}"})
+                assert rebound.status_code == 421, (path, rebound.text)
+                assert rebound.json()["error"]["code"] == "E4005"
+                assert "hapa_errors_total" not in rebound.text and "total_errors" not in rebound.text
+                cross = await http.get(url + path, headers={"Origin": "http://evil.example"})
+                assert cross.status_code == 403 and cross.json()["error"]["code"] == "E4005", path
+                other_port = await http.get(url + path, headers={"Origin": "http://localhost:1"})
+                assert other_port.status_code == 403, path
+                assert (await http.get(url + path, headers={"Origin": "null"})).status_code == 403
+                for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST", "hapa.test"):
+                    ok = await http.get(url + path, headers={"Host": host})
+                    assert ok.status_code == 200, (path, host, ok.text)
+                same = await http.get(url + path, headers={"Origin": own})
+                assert same.status_code == 200, (path, same.text)
+            dash = (await http.get(f"{url}/errors/dashboard")).json()
+            smp = samples((await http.get(f"{url}/metrics")).text)
+        # One incident per reason stands for all refusals; the counts are in the metric.
+        assert {c["code"]: c["count"] for c in dash["top_error_codes"]} == {"E4005": 2}
+        assert value(smp, "hapa_sidecar_refused_total", reason="host") == len(SIDECAR_PATHS)
+        assert value(smp, "hapa_sidecar_refused_total", reason="origin") == 3 * len(SIDECAR_PATHS)
+    finally:
+        await stop_client(client)
+
+
+async def _sidecar_on_port(client: Any, port: int, timeout: float = 10.0) -> str:
+    """The sidecar URL once the server has restarted it on ``port``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        url = (await command(client, "hapa.health")).get("sidecar") or ""
+        if url.endswith(f":{port}") or asyncio.get_running_loop().time() > deadline:
+            return url
+        await asyncio.sleep(0.05)
+
+
+async def test_settings_from_the_workspace_cannot_clear_the_key_of_a_public_sidecar(fake: FakeModelServer,
+                                                                                  tmp_path: Path):
+    """Bound to 0.0.0.0 with a key: neither initializationOptions nor a workspace/configuration answer (a
+    repository's .vscode/settings.json) can remove the key or add host names; the attempt is reported once."""
+    from tests.conftest import free_port
+
+    key = "sidecar-key-Lm92sR"
+    client = await start_client(fake, root=tmp_path,
+                                env=ops_env(tmp_path, HAPA_SIDECAR_HOST="0.0.0.0", HAPA_SIDECAR_API_KEY=key),
+                                init_options={"sidecar": {"apiKey": ""}}, configuration={"hapa": {}})
+    try:
+        url = await sidecar_url(client)
+        port = int(url.rsplit(":", 1)[1])
+        async with httpx.AsyncClient(trust_env=False) as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/errors/dashboard")).status_code == 401
+            new_port = free_port()
+            # The port moves (a setting a workspace may change, and a restart of the sidecar); the key stays.
+            client.set_configuration({"hapa": {"sidecar": {"apiKey": "", "api_key": "", "port": new_port,
+                                                           "allowedHosts": ["evil.example"]}}})
+            for _ in range(2):
+                client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+                await asyncio.sleep(0.2)
+            moved = await _sidecar_on_port(client, new_port)
+            assert moved.endswith(f":{new_port}"), moved
+            base = f"http://127.0.0.1:{new_port}"
+            for path in ("/errors/dashboard", "/errors/patterns?period=1h", "/analytics/performance"):
+                resp = await http.get(base + path)
+                assert resp.status_code == 401 and resp.json()["error"]["code"] == "E4003", (path, resp.text)
+            assert (await http.get(base + "/errors/dashboard", headers={"X-API-Key": key})).status_code == 200
+            rebound = await http.get(base + "/health", headers={"Host": "evil.example"})
+            assert rebound.status_code == 421
+    finally:
+        await stop_client(client)
+    shown = [m.message for m in client.messages if "E4005" in m.message]
+    assert len([m for m in shown if "hapa.sidecar.apiKey (initializationOptions)" in m]) == 1
+    assert len([m for m in shown if "hapa.sidecar.apiKey (workspace/configuration)" in m]) == 1
+    assert len([m for m in shown if "hapa.sidecar.allowedHosts (workspace/configuration)" in m]) == 1
+    assert all("INC-" in m for m in shown)
+    assert not [m.message for m in client.messages if key in m.message]
+
+
+async def test_settings_from_the_workspace_cannot_move_the_sidecar_off_loopback(fake: FakeModelServer,
+                                                                              tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path), configuration={"hapa": {"sidecar": {
+        "host": "0.0.0.0", "apiKey": "key-the-repository-knows"}, "backend": {"maxTokens": 7}}})
+    try:
+        open_doc(client, "file:///ws/a.py", "def add(a, b):\n    \n")
+        await inline(client, "file:///ws/a.py", 1, 4, invoked=True)
+        assert fake.requests[-1].json["options"]["num_predict"] == 7  # the rest of the answer applies
+        url = await sidecar_url(client)
+        await asyncio.sleep(0.3)  # a restart the workspace's host would have caused has had its time
+        assert (await command(client, "hapa.health"))["sidecar"] == url
+        assert url.startswith("http://127.0.0.1:"), url
+        async with httpx.AsyncClient(trust_env=False) as http:
+            # Still the user's sidecar: loopback, no key (the repository's key means nothing).
+            assert (await http.get(f"{url}/errors/dashboard")).status_code == 200
+    finally:
+        await stop_client(client)
+    shown = [m.message for m in client.messages if "E4005" in m.message]
+    assert any("hapa.sidecar.host (workspace/configuration)" in m for m in shown)
+    assert any("hapa.sidecar.apiKey (workspace/configuration)" in m for m in shown)
+
+
+async def test_a_refused_sidecar_is_reported_once_across_settings_changes(fake: FakeModelServer, tmp_path: Path):
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path, HAPA_SIDECAR_HOST="0.0.0.0"),
+                                configuration={"hapa": {}})
+    try:
+        for port in (7500, 7600, 7700):  # each change restarts the sidecar, which is refused each time
+            client.set_configuration({"hapa": {"sidecar": {"port": port}}})
+            client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+            await asyncio.sleep(0.3)
+        assert (await command(client, "hapa.health"))["sidecar"] is None
+    finally:
+        await stop_client(client)
+    refused = [m.message for m in client.messages if "sidecar is not started" in m.message]
+    assert len(refused) == 1 and "E4005" in refused[0]

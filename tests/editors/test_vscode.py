@@ -56,6 +56,7 @@ def test_every_server_setting_is_offered_with_its_type_default_and_doc():
         assert ("secret" in prop.get("tags", [])) == row["secret"], row["key"]
         if "enum" in row:
             assert prop["enum"] == row["enum"]
+        assert (prop.get("scope") == "machine") == row["security"], row["key"]
     assert props["hapa.backend.endpoint"]["default"] == "http://127.0.0.1:11434"
     assert "secret" in props["hapa.backend.apiKey"]["tags"]
     assert "HAPA_BACKEND_API_KEY" in props["hapa.backend.apiKey"]["markdownDescription"]
@@ -85,6 +86,8 @@ const h = { get: (t, p) => (p in t ? t[p] : (t[p] = new Proxy(function () {}, h)
             construct: () => new Proxy({}, h), apply: () => new Proxy(function () {}, h) };
 const user = { 'hapa.backend.endpoint': { globalValue: 'http://10.0.0.5:8000' },
                'hapa.completion.maxLines': { globalValue: 4, workspaceValue: 6 },
+               'hapa.sidecar.apiKey': { workspaceValue: '' },
+               'hapa.sidecar.host': { globalValue: '127.0.0.1', workspaceFolderValue: '0.0.0.0' },
                'hapa.client.serverPath': { globalValue: '/opt/hapa/bin/hapa-lsp' },
                'hapa.trace.server': { globalValue: 'verbose' } };
 const vscode = new Proxy({ workspace: { getConfiguration: () => ({ inspect: (k) => user[k] || { defaultValue: 1 } }) } }, h);
@@ -113,7 +116,8 @@ def test_extension_installs_compiles_loads_and_packages(tmp_path):
     run(npm, "run", "compile")
     loaded = json.loads(run(node, "-e", _LOAD, str(work / "out" / "extension.js"), str(work / "package.json")))
     assert loaded == {"exports": ["function", "function"],
-                      "sent": {"backend": {"endpoint": "http://10.0.0.5:8000"}, "completion": {"maxLines": 6}}}
+                      "sent": {"backend": {"endpoint": "http://10.0.0.5:8000"}, "completion": {"maxLines": 6},
+                               "sidecar": {"host": "127.0.0.1"}}}  # security settings: the user's value only
     vsix = tmp_path / "hapa-lsp.vsix"
     run(npm, "exec", "--", "vsce", "package", "--allow-missing-repository", "--out", str(vsix))
     with zipfile.ZipFile(vsix) as z:

@@ -68,3 +68,22 @@ def test_lifecycle_asks_for_the_settings_section():
     from hapa_lsp.features import lifecycle
 
     assert lifecycle.SECTION == config.SECTION
+
+
+def test_security_settings_are_not_taken_from_the_workspace_layer_nor_weakened_by_init_options():
+    env = {"HAPA_SIDECAR_HOST": "127.0.0.1", "HAPA_SIDECAR_API_KEY": "env-key-123"}
+    s, problems = config.load(environ=env, init_options={"sidecar": {"apiKey": "", "host": "0.0.0.0"}},
+                              workspace={"hapa": {"sidecar": {"api_key": "ws", "host": "0.0.0.0", "port": 9,
+                                                              "allowedHosts": ["evil.example"]}}})
+    assert (s.sidecar.host, s.sidecar.api_key, s.sidecar.allowed_hosts, s.sidecar.port) == (
+        "127.0.0.1", "env-key-123", [], 9)
+    found = {(p.path, p.source, p.code) for p in problems}
+    assert found == {("hapa.sidecar.apiKey", "workspace/configuration", "E4005"),
+                     ("hapa.sidecar.host", "workspace/configuration", "E4005"),
+                     ("hapa.sidecar.allowedHosts", "workspace/configuration", "E4005"),
+                     ("hapa.sidecar.apiKey", "initializationOptions", "E4005"),
+                     ("hapa.sidecar.host", "initializationOptions", "E4005")}
+    assert all(p.message.startswith("E4005 Permission denied: hapa.sidecar.") for p in problems)
+    # Without the environment saying otherwise, initializationOptions (the user's editor config) set them freely.
+    s, problems = config.load(environ={}, init_options={"sidecar": {"apiKey": "k-init-1", "host": "0.0.0.0"}})
+    assert (s.sidecar.host, s.sidecar.api_key, problems) == ("0.0.0.0", "k-init-1", [])

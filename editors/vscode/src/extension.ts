@@ -122,12 +122,16 @@ export function userSettings(packageJSON: any, scope?: vscode.Uri): Record<strin
   const config = vscode.workspace.getConfiguration(undefined, scope);
   const groups: any[] = packageJSON?.contributes?.configuration ?? [];
   for (const group of groups) {
-    for (const key of Object.keys(group.properties ?? {})) {
+    for (const [key, prop] of Object.entries<any>(group.properties ?? {})) {
       if (CLIENT_ONLY.some((p) => key.startsWith(p))) {
         continue;
       }
       const seen = config.inspect(key);
-      const value = seen?.workspaceFolderValue ?? seen?.workspaceValue ?? seen?.globalValue;
+      // Security settings (scope "machine": who may read the sidecar) come from the user's own settings only:
+      // a repository's .vscode/settings.json must not clear the sidecar key or widen its bind.
+      const value = prop?.scope === 'machine'
+        ? seen?.globalValue
+        : seen?.workspaceFolderValue ?? seen?.workspaceValue ?? seen?.globalValue;
       if (value === undefined) {
         continue;
       }
