@@ -137,8 +137,13 @@ class Engine:
     def prepare(self) -> None:
         """Build what the first model call needs, in a worker thread after ``initialized``: the pooled HTTP client
         (its SSL context costs ~60 ms) and the modules of the path. The first keystroke then pays nothing extra."""
+        import anyio._backends._asyncio  # noqa: F401  # httpcore imports it on the first connection (~20 ms)
+        import h11  # noqa: F401
+        import httpx_sse  # noqa: F401
+
         import hapa_lsp.cache_redis  # noqa: F401
         import hapa_lsp.context.builder  # noqa: F401
+        import hapa_lsp.telemetry  # noqa: F401
         import hapa_lsp.postprocess  # noqa: F401
         import hapa_lsp.resilience  # noqa: F401
         from hapa_lsp.backends import make_client
