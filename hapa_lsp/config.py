@@ -16,6 +16,8 @@ from typing import Any
 import attrs
 import cattrs
 
+from hapa_lsp.stream import DEFAULT_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
+
 SECTION = "hapa"
 
 
@@ -279,6 +281,17 @@ class RedisSettings:
 
 
 @attrs.frozen
+class ServerSettings:
+    """The LSP connection itself."""
+
+    max_message_bytes: int = _f(DEFAULT_MAX_MESSAGE_BYTES, "Largest LSP message read, in bytes: a longer one is "
+                                "skipped unread (its request answered with E4001) and reading goes on with the next "
+                                "message. The first messages, before the settings are read, get the environment's "
+                                "value or the default (64 MiB).",
+                                validator=_and(_ge(MIN_MAX_MESSAGE_BYTES), _le(MAX_MAX_MESSAGE_BYTES)))
+
+
+@attrs.frozen
 class Settings:
     """The whole settings tree, section ``hapa``."""
 
@@ -295,6 +308,7 @@ class Settings:
     incidents: IncidentSettings = attrs.field(factory=IncidentSettings)
     resilience: ResilienceSettings = attrs.field(factory=ResilienceSettings)
     redis: RedisSettings = attrs.field(factory=RedisSettings)
+    server: ServerSettings = attrs.field(factory=ServerSettings)
 
 
 # Environment names of the original backend that keep working.
