@@ -65,6 +65,10 @@ class HapaProtocol(LanguageServerProtocol):
         try:
             text = body.decode("utf-8")
             message, end = self._decoder.raw_decode(text, _WHITESPACE.match(text).end())
+        except RecursionError:
+            err = ls.protocol_error("nesting", "a message nested deeper than the server reads was not handled")
+            self._answer_unreadable(stream.recover_id(body), types.ErrorCodes.InvalidRequest, err)
+            return
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
             err = ls.protocol_error("stream", f"a message that is not valid JSON ({reason}) was dropped", popup=True)
@@ -75,6 +79,17 @@ class HapaProtocol(LanguageServerProtocol):
             # Content-Length was too long: the rest is the start of the next message.
             frames.unread(tail.encode("utf-8"))
             ls.protocol_error("stream", f"Content-Length {frame.declared} was longer than the message", popup=True)
+        if isinstance(message, list):
+            err = ls.protocol_error("batch", "a JSON-RPC batch (array) was sent; LSP does not support batches")
+            self._answer_unreadable(None, types.ErrorCodes.InvalidRequest, err)
+            return
+        if not isinstance(message, _BadRequest) and not hasattr(message, "jsonrpc"):
+            msg_id = message.get("id") if isinstance(message, dict) and "method" in message else None
+            err = ls.protocol_error("invalid", "a message that is not a JSON-RPC 2.0 request, notification or "
+                                    "response was sent")
+            self._answer_unreadable(msg_id if isinstance(msg_id, (int, str)) else None,
+                                    types.ErrorCodes.InvalidRequest, err)
+            return
         self.handle_message(message)
 
     def _answer_unreadable(self, msg_id: Any, code: int, err: errors.HapaError) -> None:

@@ -211,3 +211,38 @@ async def test_an_oversized_message_is_skipped_without_being_buffered(fake, tmp_
         server.assert_no_traceback()
     finally:
         await server.close()
+
+
+# ---- 3. nesting too deep, batches ----------------------------------------------------------------------------------
+async def test_a_request_nested_ten_thousand_deep_is_answered(raw):
+    await raw.initialize()
+    deep = b"[" * 10_000 + b"]" * 10_000
+    # The id comes before the nesting: it is recovered and answered.
+    await raw.write(frame_bytes(b'{"jsonrpc":"2.0","id":1,"method":"textDocument/hover","params":' + deep + b"}"))
+    res = await raw.answer(1)
+    assert res["error"]["code"] == -32600 and res["error"]["data"]["code"] == "E4001", res
+    # The id comes after it: it cannot be read, the answer has id null.
+    await raw.write(frame_bytes(b'{"params":' + deep + b',"jsonrpc":"2.0","id":2,"method":"textDocument/hover"}'))
+    res = await raw.answer(None)
+    assert res["error"]["code"] == -32600 and res["error"]["data"]["code"] == "E4001", res
+    await raw.send(command(3, "hapa.stats"))
+    assert "status" in (await raw.answer(3))["result"]
+    raw.assert_no_traceback()
+
+
+async def test_a_batch_is_an_invalid_request_without_popups(raw):
+    await raw.initialize()
+    for i in range(5):
+        await raw.send([command(10 + i, "hapa.stats"), command(20 + i, "hapa.stats")])
+    await raw.send(command(3, "hapa.stats"))
+    assert "status" in (await raw.answer(3))["result"]
+    nulls = raw.answers(None)
+    assert len(nulls) == 5, raw.messages
+    assert all(m["error"]["code"] == -32600 and m["error"]["data"]["code"] == "E4001" for m in nulls), nulls
+    assert not [m for m in raw.messages if m.get("method") == "window/showMessage"], raw.messages
+    # One incident for the burst, and it is stored.
+    ids = {m["error"]["data"]["incident_id"] for m in nulls}
+    assert len(ids) == 1, ids
+    await raw.send(command(4, "hapa.errors.get", {"incident_id": ids.pop()}))
+    assert (await raw.answer(4))["result"]["error_code"] == "E4001"
+    raw.assert_no_traceback()
