@@ -7,6 +7,7 @@ to import (httpx, jedi, structlog, prometheus) is imported on first use, after t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -116,6 +117,16 @@ class HapaProtocol(LanguageServerProtocol):
                 code=types.ErrorCodes.InvalidParams, message=err.message, data=err.to_data()))
             return
         params = getattr(message, "params", None)
+        if isinstance(params, types.ExecuteCommandParams) and isinstance(message, types.ExecuteCommandRequest):
+            # Command arguments go into prompts, the history and incidents: text UTF-8 cannot encode (a lone
+            # surrogate such as \ud800, legal as a JSON escape) is rejected here, naming the field.
+            where = unencodable_field(params.arguments or [])
+            if where is not None:
+                err = errors.InputError(f"'{where}' is not valid Unicode text (it holds a lone UTF-16 surrogate, "
+                                        "which UTF-8 cannot encode)", code="E4001", field=where)
+                self._server.record_incident(err, storable_text(params.command))
+                self._send_response(message.id, error=rpc_error(err).to_response_error())
+                return
         if isinstance(params, types.ExecuteCommandParams) and params.work_done_token is not None:
             # pygls hands commands only their arguments; keep the client's progress token for the handler.
             self.command_progress_tokens[message.id] = params.work_done_token
@@ -169,6 +180,21 @@ class HapaProtocol(LanguageServerProtocol):
         fut.cancel()
 
     def _send_handler_result(self, future: Any, *, msg_id: Any):
+        if not future.cancelled() and future.exception() is not None \
+                and not isinstance(future.exception(), JsonRpcException):
+            # pygls would answer with the exception's text and traceback in data: E5004 with an incident id instead
+            # (the traceback goes to the log).
+            from hapa_lsp.log import get_logger
+
+            exc = future.exception()
+            err = errors.as_hapa_error(exc)
+            get_logger().error("request failed", request=msg_id, incident_id=err.incident_id,
+                               exc_info=(type(exc), exc, exc.__traceback__))
+            if not getattr(err, "recorded", False):
+                started = (self.__dict__.get("_request_starts") or {}).get(msg_id)
+                self._server.record_incident(err, started[0] if started else "request")
+            future = concurrent.futures.Future()
+            future.set_exception(rpc_error(err))
         starts = self.__dict__.get("_request_starts")
         started = starts.pop(msg_id, None) if starts else None
         overdue = self.__dict__.get("_overdue_errors")
@@ -205,6 +231,45 @@ def rpc_error(err: errors.HapaError) -> JsonRpcException:
     if err.code == "E4008":
         code = types.LSPErrorCodes.RequestCancelled
     return JsonRpcException(code=int(code), message=err.message, data=err.to_data())
+
+
+def storable_text(text: str) -> str:
+    """``text`` unchanged when UTF-8 can encode it, else with the unencodable characters (lone surrogates) written
+    as backslash escapes: for field names in messages, logs and the store."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unencodable_field(arguments: list[Any]) -> str | None:
+    """The first field of command ``arguments`` whose text (value or key) UTF-8 cannot encode, or None.
+
+    Named as the commands name fields: ``user_question``, ``user_profile.style``, ``items[2]`` inside the first
+    argument object, ``arguments[1]`` for a later argument. Iterative: a deeply nested argument cannot overflow
+    the stack here."""
+    stack: list[tuple[Any, str]] = [(a, "" if i == 0 and isinstance(a, dict) else f"arguments[{i}]")
+                                    for i, a in reversed(list(enumerate(arguments)))]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if storable_text(value) is not value:
+                return path or "arguments[0]"
+        elif isinstance(value, dict):
+            children = []
+            for key, item in value.items():
+                name = storable_text(key) if isinstance(key, str) else str(key)
+                child = f"{path}.{name}" if path else name
+                if isinstance(key, str) and name is not key:
+                    return child
+                children.append((item, child))
+            stack.extend(reversed(children))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in reversed(list(enumerate(value))))
+    return None
 
 
 class HapaServer(LanguageServer):

@@ -246,3 +246,30 @@ async def test_a_batch_is_an_invalid_request_without_popups(raw):
     await raw.send(command(4, "hapa.errors.get", {"incident_id": ids.pop()}))
     assert (await raw.answer(4))["result"]["error_code"] == "E4001"
     raw.assert_no_traceback()
+
+
+# ---- 4. text that is not valid Unicode (lone surrogates) -----------------------------------------------------------
+async def test_a_lone_surrogate_in_a_command_argument_is_rejected_with_e4001(raw):
+    await raw.initialize()
+    # json.dumps writes the lone surrogate as the escape \ud800, as a client would.
+    await raw.send(command(1, "hapa.generateCode", {"user_question": "add \ud800 two numbers"}))
+    res = await raw.answer(1)
+    data = res["error"]["data"]
+    assert res["error"]["code"] == -32602 and data["code"] == "E4001" and data["field"] == "user_question", res
+    # An unknown field whose very name is not valid Unicode: named (escaped) in the answer.
+    await raw.send(command(2, "hapa.generateCode", {"\udc80bad": 1, "user_question": "add two numbers"}))
+    res2 = await raw.answer(2)
+    assert res2["error"]["data"]["code"] == "E4001" and res2["error"]["data"]["field"] == "\\udc80bad", res2
+    # Both incidents are stored, so the ids the user was given can be looked up.
+    for n, r in ((3, res), (4, res2)):
+        await raw.send(command(n, "hapa.errors.get", {"incident_id": r["error"]["data"]["incident_id"]}))
+        got = await raw.answer(n)
+        assert got.get("result", {}).get("error_code") == "E4001", got
+    # Nothing of it reached the history, and the next generation works.
+    await raw.send(command(5, "hapa.generateCode", {"user_question": "add two numbers", "stream": False}))
+    ok = await raw.answer(5, timeout=15)
+    assert ok["result"]["status"] == "success", ok
+    await raw.send(command(6, "hapa.history.list", {}))
+    history = (await raw.answer(6))["result"]
+    assert [row["question"] for row in history["items"]] == ["add two numbers"], history
+    raw.assert_no_traceback()

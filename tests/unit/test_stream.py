@@ -1,12 +1,15 @@
-"""hapa_lsp.stream: LSP framing that resynchronises after a broken frame."""
+"""hapa_lsp.stream: LSP framing that resynchronises after a broken frame; what the protocol answers for command
+arguments UTF-8 cannot encode and for a handler failing unexpectedly."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 
 import pytest
 
+from hapa_lsp.server import HapaServer, unencodable_field
 from hapa_lsp.stream import CHUNK, FrameReader, recover_id
 
 pytestmark = pytest.mark.timeout(20)
@@ -101,3 +104,47 @@ def test_recover_id_reads_only_the_messages_own_id():
     assert recover_id(b'{"method": "a\\"b", "id": "r-1", "params"') == "r-1"
     assert recover_id(b'{"params": {"id": 3}, "id": 4}') is None  # the first "id" is inside params
     assert recover_id(b'{"id": 1.5}') is None and recover_id(b"[]") is None
+
+
+def test_unencodable_field_names_the_field_like_commands_do():
+    assert unencodable_field([{"user_question": "fine ü", "code_context": "x\ud800"}]) == "code_context"
+    assert unencodable_field([{"user_profile": {"style": ["a", "\udfff"]}}]) == "user_profile.style[1]"
+    assert unencodable_field([{"\udc80bad": 1}]) == "\\udc80bad"
+    assert unencodable_field([{}, "\ud800"]) == "arguments[1]"
+    assert unencodable_field([{"a": [[[[[["ok"]]]]]]}]) is None
+
+
+class Written:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def messages(self) -> list[dict]:
+        out = []
+        rest = self.data
+        while rest:
+            head, _, rest = rest.partition(b"\r\n\r\n")
+            n = int(head.split(b"Content-Length:")[1].split(b"\r\n")[0])
+            out.append(json.loads(rest[:n]))
+            rest = rest[n:]
+        return out
+
+
+def test_a_handler_failing_unexpectedly_is_answered_with_e5004_and_no_traceback():
+    """Guards HapaProtocol._send_handler_result (pygls internal): pygls would put the traceback into data."""
+    server = HapaServer()
+    out = Written()
+    server.protocol.set_writer(out)
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+    try:
+        raise KeyError("internal detail")
+    except KeyError as exc:
+        fut.set_exception(exc)
+    server.protocol._send_handler_result(fut, msg_id=5)
+    [msg] = out.messages()
+    assert msg["id"] == 5 and msg["error"]["data"]["code"] == "E5004", msg
+    assert msg["error"]["data"]["incident_id"] in msg["error"]["message"]
+    assert "traceback" not in json.dumps(msg).lower() and "internal detail" not in json.dumps(msg), msg
+    assert [i["incident_id"] for i in server.incidents] == [msg["error"]["data"]["incident_id"]]
