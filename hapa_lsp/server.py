@@ -124,7 +124,7 @@ class HapaProtocol(LanguageServerProtocol):
             if where is not None:
                 err = errors.InputError(f"'{where}' is not valid Unicode text (it holds a lone UTF-16 surrogate, "
                                         "which UTF-8 cannot encode)", code="E4001", field=where)
-                self._server.record_incident(err, storable_text(params.command))
+                self._server.record_incident(err, errors.storable_text(params.command))
                 self._send_response(message.id, error=rpc_error(err).to_response_error())
                 return
         if isinstance(params, types.ExecuteCommandParams) and params.work_done_token is not None:
@@ -233,18 +233,6 @@ def rpc_error(err: errors.HapaError) -> JsonRpcException:
     return JsonRpcException(code=int(code), message=err.message, data=err.to_data())
 
 
-def storable_text(text: str) -> str:
-    """``text`` unchanged when UTF-8 can encode it, else with the unencodable characters (lone surrogates) written
-    as backslash escapes: for field names in messages, logs and the store."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def unencodable_field(arguments: list[Any]) -> str | None:
     """The first field of command ``arguments`` whose text (value or key) UTF-8 cannot encode, or None.
 
@@ -256,12 +244,12 @@ def unencodable_field(arguments: list[Any]) -> str | None:
     while stack:
         value, path = stack.pop()
         if isinstance(value, str):
-            if storable_text(value) is not value:
+            if errors.storable_text(value) is not value:
                 return path or "arguments[0]"
         elif isinstance(value, dict):
             children = []
             for key, item in value.items():
-                name = storable_text(key) if isinstance(key, str) else str(key)
+                name = errors.storable_text(key) if isinstance(key, str) else str(key)
                 child = f"{path}.{name}" if path else name
                 if isinstance(key, str) and name is not key:
                     return child

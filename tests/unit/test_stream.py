@@ -1,15 +1,19 @@
 """hapa_lsp.stream: LSP framing that resynchronises after a broken frame; what the protocol answers for command
-arguments UTF-8 cannot encode and for a handler failing unexpectedly."""
+arguments UTF-8 cannot encode and for a handler failing unexpectedly; the storage edge for such text."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import json
+from pathlib import Path
 
 import pytest
 
+from hapa_lsp import errors
+from hapa_lsp.incidents import IncidentLog
 from hapa_lsp.server import HapaServer, unencodable_field
+from hapa_lsp.store import Store
 from hapa_lsp.stream import CHUNK, FrameReader, recover_id
 
 pytestmark = pytest.mark.timeout(20)
@@ -148,3 +152,39 @@ def test_a_handler_failing_unexpectedly_is_answered_with_e5004_and_no_traceback(
     assert msg["error"]["data"]["incident_id"] in msg["error"]["message"]
     assert "traceback" not in json.dumps(msg).lower() and "internal detail" not in json.dumps(msg), msg
     assert [i["incident_id"] for i in server.incidents] == [msg["error"]["data"]["incident_id"]]
+
+
+# ---- the storage edge -------------------------------------------------------------------------------------------
+@pytest.fixture
+def store(tmp_path: Path):
+    s = Store(str(tmp_path / "hapa.db")).open()
+    yield s
+    s.close()
+
+
+def test_an_incident_whose_text_utf8_cannot_encode_is_stored(store):
+    log_ = IncidentLog(lambda: store, lambda: 30)
+    err = errors.InputError("hapa.generateCode: '\udc80bad' is not a known field", code="E4001", field="\udc80bad")
+    log_.record(err, "hapa.generateCode")
+    log_.submit(lambda: None).result(timeout=5)
+    got = log_.get(err.incident_id)
+    assert got["detail"] == "hapa.generateCode: '\\udc80bad' is not a known field"
+    log_.close()
+
+
+def test_a_value_the_database_cannot_take_is_e5003(store):
+    with pytest.raises(errors.HapaError) as exc:
+        store.execute("SELECT ?", (2 ** 70,))
+    assert exc.value.code == "E5003"
+
+
+def test_an_incident_write_failing_otherwise_is_logged_as_e5003_not_raised(store, caplog):
+    log_ = IncidentLog(lambda: store, lambda: 30)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    log_._safe(broken)  # on the incident thread in the product; an exception there would vanish unseen
+    assert log_._write_failed
+    assert any("E5003" in str(r.msg) for r in caplog.records), caplog.records
+
