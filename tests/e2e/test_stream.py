@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.conftest import server_env
 
 INIT_PARAMS = {"processId": None, "rootUri": None, "capabilities": {}}
-pytestmark = pytest.mark.timeout(25)
+pytestmark = pytest.mark.timeout(20)
 
 
 def frame(obj: Any) -> bytes:
