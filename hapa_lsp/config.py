@@ -18,6 +18,7 @@ import cattrs
 
 from hapa_lsp.log import public_url, redact_text
 from hapa_lsp.sidecar import is_loopback
+from hapa_lsp.stream import DEFAULT_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
 
 SECTION = "hapa"
 
@@ -293,6 +294,17 @@ class RedisSettings:
 
 
 @attrs.frozen
+class ServerSettings:
+    """The LSP connection itself."""
+
+    max_message_bytes: int = _f(DEFAULT_MAX_MESSAGE_BYTES, "Largest LSP message read, in bytes: a longer one is "
+                                "skipped unread (its request answered with E4001) and reading goes on with the next "
+                                "message. The first messages, before the settings are read, get the environment's "
+                                "value or the default (64 MiB).",
+                                validator=_and(_ge(MIN_MAX_MESSAGE_BYTES), _le(MAX_MAX_MESSAGE_BYTES)))
+
+
+@attrs.frozen
 class Settings:
     """The whole settings tree, section ``hapa``."""
 
@@ -309,6 +321,7 @@ class Settings:
     incidents: IncidentSettings = attrs.field(factory=IncidentSettings)
     resilience: ResilienceSettings = attrs.field(factory=ResilienceSettings)
     redis: RedisSettings = attrs.field(factory=RedisSettings)
+    server: ServerSettings = attrs.field(factory=ServerSettings)
 
 
 # Environment names of the original backend that keep working.

@@ -206,6 +206,19 @@ class UpstreamServerError(UpstreamError):
     code = "E5009"
 
 
+def storable_text(text: str) -> str:
+    """``text`` unchanged when UTF-8 can encode it, else with what it cannot (lone surrogates, which a client can
+    send as JSON escapes such as \\ud800) written as backslash escapes: for field names in messages, and for the
+    store."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def as_hapa_error(exc: BaseException) -> HapaError:
     """Return ``exc`` if it is already a HapaError, else wrap it as E5004 without leaking its text."""
     if isinstance(exc, HapaError):

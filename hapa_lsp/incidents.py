@@ -108,13 +108,15 @@ class IncidentLog:
         try:
             fn(*args)
             self._write_failed = False
-        except errors.HapaError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to write is a database error (E5003), never unseen
+            err = exc if isinstance(exc, errors.HapaError) else errors.HapaError(
+                f"storing an incident failed: {type(exc).__name__}", code="E5003")
             # Not recorded as an incident: that would write to the database that just failed.
             if not self._write_failed:
                 from hapa_lsp.log import get_logger
 
-                get_logger("hapa_lsp.incident").error("incident not stored", code=exc.code, detail=exc.detail,
-                                                      incident_id=exc.incident_id)
+                get_logger("hapa_lsp.incident").error("incident not stored", code=err.code, detail=err.detail,
+                                                      incident_id=err.incident_id)
             self._write_failed = True
 
     def prune(self, now: float | None = None) -> int:

@@ -7,18 +7,26 @@ to import (httpx, jedi, structlog, prometheus) is imported on first use, after t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import json
+import logging
 import os
+import re
+import stat
+import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
-from hapa_lsp import __version__, errors
+from hapa_lsp import __version__, errors, stream
 from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
@@ -46,6 +54,54 @@ class HapaProtocol(LanguageServerProtocol):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.command_progress_tokens = {}
+        self._decoder = json.JSONDecoder(object_hook=self.structure_message)
+
+    # ---- the byte stream (hapa_lsp.stream frames it; this turns a frame into a message or an error answer) ----
+    def receive(self, frame: stream.Frame, frames: stream.FrameReader) -> None:
+        """Parse one frame and handle it; what cannot be read as one JSON-RPC message is answered with a JSON-RPC
+        error (the request's id when it can be read, else null) carrying E4001 and an incident id."""
+        ls = self._server
+        if frame.skipped:
+            err = ls.protocol_error("size", f"a message over hapa.server.maxMessageBytes ({ls.max_message_bytes()} "
+                                    f"bytes; this one declared {frame.declared}) was skipped unread")
+            self._answer_unreadable(stream.recover_id(frame.body), types.ErrorCodes.InvalidRequest, err)
+            return
+        body = frame.body
+        try:
+            text = body.decode("utf-8")
+            message, end = self._decoder.raw_decode(text, _WHITESPACE.match(text).end())
+        except RecursionError:
+            err = ls.protocol_error("nesting", "a message nested deeper than the server reads was not handled")
+            self._answer_unreadable(stream.recover_id(body), types.ErrorCodes.InvalidRequest, err)
+            return
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            err = ls.protocol_error("stream", f"a message that is not valid JSON ({reason}) was dropped", popup=True)
+            self._answer_unreadable(stream.recover_id(body), types.ErrorCodes.ParseError, err)
+            return
+        tail = text[end:]
+        if tail.strip(" \t\r\n"):
+            # Content-Length was too long: the rest is the start of the next message.
+            frames.unread(tail.encode("utf-8"))
+            ls.protocol_error("stream", f"Content-Length {frame.declared} was longer than the message", popup=True)
+        if isinstance(message, list):
+            err = ls.protocol_error("batch", "a JSON-RPC batch (array) was sent; LSP does not support batches")
+            self._answer_unreadable(None, types.ErrorCodes.InvalidRequest, err)
+            return
+        if not isinstance(message, _BadRequest) and not hasattr(message, "jsonrpc"):
+            msg_id = message.get("id") if isinstance(message, dict) and "method" in message else None
+            err = ls.protocol_error("invalid", "a message that is not a JSON-RPC 2.0 request, notification or "
+                                    "response was sent")
+            self._answer_unreadable(msg_id if isinstance(msg_id, (int, str)) else None,
+                                    types.ErrorCodes.InvalidRequest, err)
+            return
+        self.handle_message(message)
+
+    def _answer_unreadable(self, msg_id: Any, code: int, err: errors.HapaError) -> None:
+        # Written out by hand: pygls' serializer drops a None id, and JSON-RPC wants "id": null when the id is
+        # unknown.
+        self._send_data({"jsonrpc": "2.0", "id": msg_id,
+                         "error": {"code": int(code), "message": err.message, "data": err.to_data()}})
 
     def structure_message(self, data: dict[str, Any]):
         """Deserialize a message; a request that does not fit its type becomes a _BadRequest."""
@@ -65,6 +121,16 @@ class HapaProtocol(LanguageServerProtocol):
                 code=types.ErrorCodes.InvalidParams, message=err.message, data=err.to_data()))
             return
         params = getattr(message, "params", None)
+        if isinstance(params, types.ExecuteCommandParams) and isinstance(message, types.ExecuteCommandRequest):
+            # Command arguments go into prompts, the history and incidents: text UTF-8 cannot encode (a lone
+            # surrogate such as \ud800, legal as a JSON escape) is rejected here, naming the field.
+            where = unencodable_field(params.arguments or [])
+            if where is not None:
+                err = errors.InputError(f"'{where}' is not valid Unicode text (it holds a lone UTF-16 surrogate, "
+                                        "which UTF-8 cannot encode)", code="E4001", field=where)
+                self._server.record_incident(err, errors.storable_text(params.command))
+                self._send_response(message.id, error=rpc_error(err).to_response_error())
+                return
         if isinstance(params, types.ExecuteCommandParams) and params.work_done_token is not None:
             # pygls hands commands only their arguments; keep the client's progress token for the handler.
             self.command_progress_tokens[message.id] = params.work_done_token
@@ -118,6 +184,21 @@ class HapaProtocol(LanguageServerProtocol):
         fut.cancel()
 
     def _send_handler_result(self, future: Any, *, msg_id: Any):
+        if not future.cancelled() and future.exception() is not None \
+                and not isinstance(future.exception(), JsonRpcException):
+            # pygls would answer with the exception's text and traceback in data: E5004 with an incident id instead
+            # (the traceback goes to the log).
+            from hapa_lsp.log import get_logger
+
+            exc = future.exception()
+            err = errors.as_hapa_error(exc)
+            get_logger().error("request failed", request=msg_id, incident_id=err.incident_id,
+                               exc_info=(type(exc), exc, exc.__traceback__))
+            if not getattr(err, "recorded", False):
+                started = (self.__dict__.get("_request_starts") or {}).get(msg_id)
+                self._server.record_incident(err, started[0] if started else "request")
+            future = concurrent.futures.Future()
+            future.set_exception(rpc_error(err))
         starts = self.__dict__.get("_request_starts")
         started = starts.pop(msg_id, None) if starts else None
         overdue = self.__dict__.get("_overdue_errors")
@@ -131,6 +212,10 @@ class HapaProtocol(LanguageServerProtocol):
             status = "cancelled" if future.cancelled() else "error" if future.exception() is not None else "ok"
             _notify_request_observers(self._server, started[0], time.perf_counter() - started[1], status)
 
+
+_WHITESPACE = re.compile(r"[ \t\r\n]*")
+#: Protocol violations of one kind within this many seconds share one incident.
+PROTOCOL_INCIDENT_WINDOW_S = 60.0
 
 _TYPING_METHODS = frozenset({types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION,
                              types.TEXT_DOCUMENT_CODE_ACTION})
@@ -152,39 +237,122 @@ def rpc_error(err: errors.HapaError) -> JsonRpcException:
     return JsonRpcException(code=int(code), message=err.message, data=err.to_data())
 
 
+def unencodable_field(arguments: list[Any]) -> str | None:
+    """The first field of command ``arguments`` whose text (value or key) UTF-8 cannot encode, or None.
+
+    Named as the commands name fields: ``user_question``, ``user_profile.style``, ``items[2]`` inside the first
+    argument object, ``arguments[1]`` for a later argument. Iterative: a deeply nested argument cannot overflow
+    the stack here."""
+    stack: list[tuple[Any, str]] = [(a, "" if i == 0 and isinstance(a, dict) else f"arguments[{i}]")
+                                    for i, a in reversed(list(enumerate(arguments)))]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if errors.storable_text(value) is not value:
+                return path or "arguments[0]"
+        elif isinstance(value, dict):
+            children = []
+            for key, item in value.items():
+                name = errors.storable_text(key) if isinstance(key, str) else str(key)
+                child = f"{path}.{name}" if path else name
+                if isinstance(key, str) and name is not key:
+                    return child
+                children.append((item, child))
+            stack.extend(reversed(children))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in reversed(list(enumerate(value))))
+    return None
+
+
 class HapaServer(LanguageServer):
     """The hapa-lsp language server."""
 
     def _start_io_async(self, stdin: Any = None, stdout: Any = None) -> None:
-        """pygls' stdio loop with stdin read on the event loop; falls back to pygls' reader for non-pipes."""
-        import asyncio
-        import logging
-        import stat
-        import sys
-        from threading import Event
+        """pygls' stdio loop, with our framing (hapa_lsp.stream) instead of pygls' reader, which never recovers from
+        a wrong Content-Length; stdin is read by the event loop itself when it is a pipe."""
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        try:
+            asyncio.run(self._serve_stdio(stdin or sys.stdin.buffer))
+        except BrokenPipeError:
+            logging.getLogger("pygls.server").error("Connection to the client is lost! Shutting down the server.")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
 
-        from pygls.io_ import StdoutWriter, run_async
-
-        src = stdin or sys.stdin.buffer
+    async def _serve_stdio(self, src: Any) -> None:
+        loop = asyncio.get_running_loop()
         try:
             mode = os.fstat(src.fileno()).st_mode
             pipe = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) and not os.isatty(src.fileno())
         except (AttributeError, OSError, ValueError):
             pipe = False
-        if not pipe:
-            return super()._start_io_async(stdin, stdout)
-        self._stop_event = Event()
-        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
-        log = logging.getLogger("pygls.server")
-        try:
-            asyncio.run(run_async(stop_event=self._stop_event, reader=_PipeReader(src), protocol=self.protocol,
-                                  logger=log, error_handler=self.report_server_error))
-        except BrokenPipeError:
-            log.error("Connection to the client is lost! Shutting down the server.")
-        except (KeyboardInterrupt, SystemExit):
-            pass
-        finally:
-            self.shutdown()
+        if pipe:
+            # The event loop reads stdin itself (connect_read_pipe), instead of a thread hop per read: the
+            # latency of every keystroke's messages. The limit is flow control only (we never readline).
+            reader = asyncio.StreamReader(limit=4 * stream.CHUNK, loop=loop)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), src)
+            read: Callable[[int], Awaitable[bytes]] = reader.read
+        else:
+            read_some = getattr(src, "read1", None) or src.read
+
+            def read(n: int) -> Awaitable[bytes]:
+                return loop.run_in_executor(self.thread_pool, read_some, n)
+
+        await self.serve_stream(read)
+
+    async def serve_stream(self, read: Callable[[int], Awaitable[bytes]]) -> None:
+        """Read framed messages with ``read`` until the input ends or the server stops, and handle each."""
+        frames = stream.FrameReader(read, self.max_message_bytes,
+                                    lambda what: self.protocol_error("stream", what, popup=True))
+        while not self._stop_event.is_set():
+            frame = await frames.next()
+            if frame is None:
+                break
+            try:
+                self.protocol.receive(frame, frames)
+            except Exception as exc:  # noqa: BLE001 - one message failing must not end the session (exit's
+                # SystemExit is no Exception: it ends the loop as it should)
+                from hapa_lsp.log import get_logger
+
+                get_logger().exception("unable to handle a message")
+                try:
+                    self.report_server_error(exc, JsonRpcException)
+                except Exception:  # noqa: BLE001
+                    pass
+            # Let the handlers of this message start before the next one is read: a buffered burst must not
+            # be drained ahead of them.
+            await asyncio.sleep(0)
+
+    def max_message_bytes(self) -> int:
+        """``hapa.server.maxMessageBytes``; before the settings are read (the first messages), its environment
+        variable or the default."""
+        if self._settings_applied:
+            return self.settings.server.max_message_bytes
+        raw = os.environ.get("HAPA_SERVER_MAX_MESSAGE_BYTES", "").strip()
+        if raw.isdigit() and stream.MIN_MAX_MESSAGE_BYTES <= int(raw) <= stream.MAX_MAX_MESSAGE_BYTES:
+            return int(raw)
+        return stream.DEFAULT_MAX_MESSAGE_BYTES
+
+    def protocol_error(self, kind: str, detail: str, *, popup: bool = False) -> errors.HapaError:
+        """The E4001 incident for a violation of the protocol by the client (``kind``: stream, size, nesting,
+        batch, invalid): one per kind per minute, so a client that keeps doing it costs one log line and one
+        stored incident, not a flood; the same incident id goes into every answer meanwhile."""
+        from hapa_lsp.log import get_logger
+
+        now = time.monotonic()
+        last = self._protocol_errors.get(kind)
+        if last is not None and now - last[1] < PROTOCOL_INCIDENT_WINDOW_S:
+            get_logger().debug("protocol violation", kind=kind, detail=detail, incident_id=last[0].incident_id)
+            return last[0]
+        err = errors.InputError(detail, code="E4001")
+        self._protocol_errors[kind] = (err, now)
+        self.record_incident(err, "protocol")  # the one log line (warning, with code and incident id)
+        if popup and now - self._last_oob_message > 10:
+            self._last_oob_message = now
+            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
+        return err
 
     def __init__(self, **kwargs: Any):
         super().__init__("hapa-lsp", __version__, protocol_cls=HapaProtocol, **kwargs)
@@ -212,6 +380,10 @@ class HapaServer(LanguageServer):
         self._reported_codes: set[str] = set()
         self.incidents: deque[dict[str, Any]] = deque(maxlen=500)
         self._last_oob_message = 0.0
+        self._protocol_errors: dict[str, tuple[errors.HapaError, float]] = {}
+        # Incidents before the settings are read wait for them (the database path is one of them).
+        self._settings_applied = False
+        self._early_incidents: list[tuple[errors.HapaError, str]] = []
         self.started = time.time()
         self.root_path: str | None = None
 
@@ -279,6 +451,10 @@ class HapaServer(LanguageServer):
                                          workspace=self.workspace_settings)
         old = self.settings
         self.settings = settings
+        self._settings_applied = True
+        early, self._early_incidents = self._early_incidents, []
+        for err, method in early:
+            self.incident_log.record(err, method)
         log.register_secret(settings.backend.api_key)
         log.register_secret(settings.sidecar.api_key)
         log.register_secret(settings.redis.url)
@@ -322,6 +498,11 @@ class HapaServer(LanguageServer):
                "timestamp": time.time(), "status": "open"}
         self.incidents.append(rec)
         get_logger("hapa_lsp.incident").warning("incident", **rec)
+        if not self._settings_applied:
+            # Not before hapa.storage.path is known: it would go into the default database.
+            if len(self._early_incidents) < 100:
+                self._early_incidents.append((err, method))
+            return
         self.incident_log.record(err, method)
 
     @property
@@ -447,42 +628,6 @@ class HapaServer(LanguageServer):
         if now - self._last_oob_message > 10:
             self._last_oob_message = now
             self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
-
-
-class _PipeReader:
-    """stdin read by the event loop itself (connect_read_pipe) instead of pygls' thread-pool reader, which
-    costs a thread hop per header line and body: the latency of every keystroke's messages."""
-
-    def __init__(self, stdin: Any):
-        self._stdin = stdin
-        self._reader: Any = None
-
-    async def _ready(self) -> Any:
-        if self._reader is None:
-            import asyncio
-
-            loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=2**32, loop=loop)
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), self._stdin)
-            self._reader = reader
-        return self._reader
-
-    async def readline(self) -> bytes:
-        """One header line (b"" at end of input)."""
-        return await (await self._ready()).readline()
-
-    async def readexactly(self, n: int) -> bytes:
-        """A message body (b"" when the input ended early)."""
-        import asyncio
-
-        try:
-            body = await (await self._ready()).readexactly(n)
-        except asyncio.IncompleteReadError:
-            return b""
-        # Let the handlers of the previous message start before the next one is read: a buffered burst
-        # must not be drained ahead of them (the thread reader yielded on every read).
-        await asyncio.sleep(0)
-        return body
 
 
 def create_server() -> HapaServer:

@@ -133,16 +133,16 @@ class Store:
         """Run one statement (autocommit) and return its rows; E5003 when the database fails."""
         try:
             with self._lock:
-                return self.conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+                return self.conn.execute(sql, storable(params)).fetchall()
+        except _FAILURES as exc:
             raise errors.HapaError(f"database error: {type(exc).__name__}", code="E5003") from exc
 
     def insert(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Run one INSERT and return the new row id."""
         try:
             with self._lock:
-                return int(self.conn.execute(sql, params).lastrowid or 0)
-        except sqlite3.Error as exc:
+                return int(self.conn.execute(sql, storable(params)).lastrowid or 0)
+        except _FAILURES as exc:
             raise errors.HapaError(f"database error: {type(exc).__name__}", code="E5003") from exc
 
     async def arun(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -155,6 +155,19 @@ class Store:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+# What binding and running a statement can raise besides sqlite3.Error: an int over 64 bits (OverflowError), a
+# value sqlite3 cannot bind (ValueError, TypeError).
+_FAILURES = (sqlite3.Error, ValueError, OverflowError, TypeError)
+
+
+def storable(params: Sequence[Any] | dict[str, Any]) -> Sequence[Any] | dict[str, Any]:
+    """Statement parameters with text that UTF-8 cannot encode written as backslash escapes (the storage edge:
+    whatever a client sent, a row is written)."""
+    if isinstance(params, dict):
+        return {k: errors.storable_text(v) if isinstance(v, str) else v for k, v in params.items()}
+    return tuple(errors.storable_text(v) if isinstance(v, str) else v for v in params)
 
 
 def _statements(script: str) -> list[str]:
