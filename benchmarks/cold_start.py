@@ -47,6 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.typing_replay import descendants  # noqa: E402  # the jedi worker below a server
 from tests.fakes.model_server import FakeModelServer  # noqa: E402
 
 MODEL = "qwen2.5-coder:1.5b-base"  # the default completion model: the server's FIM template for it
@@ -160,25 +161,6 @@ class Client:
 
     async def notify(self, method: str, params: dict) -> None:
         await self.send({"jsonrpc": "2.0", "method": method, "params": params})
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (the jedi worker)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
 
 
 async def stop_server(client: Client | None, proc: asyncio.subprocess.Process) -> None:
