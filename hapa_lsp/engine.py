@@ -395,7 +395,7 @@ class Engine:
             prompt, win, single = built.prompt, built.window, built.single_line
             key = digest(s.backend.kind, s.backend.endpoint, prompt.model, prompt.family, s.backend.fim_mode,
                          prompt.max_tokens, prompt.temperature, prompt.text())
-            cached = await self.cache.aget("completions", key)
+            cached = await self.cache.aget("completions", key) or None  # "" (an older empty entry) is no hit
             self.emit("cache", hit=cached is not None, region="completions")
             if cached is not None:
                 self.counters["cache_hits"] += 1
@@ -413,6 +413,10 @@ class Engine:
             # asyncio's epoll selector rounds a timeout up to whole milliseconds and fires timers within its clock
             # resolution, so a sleep ends 0.5-1.5 ms late: aim that much early.
             rest = debounce - prepared - _TIMER_SLACK_S
+            if rest > 0:
+                warm = getattr(self.backend, "warm", None)  # kind llamacpp: fill the server's cache meanwhile
+                if warm is not None:
+                    warm(prompt)
             gen = st.generation
             # A keystroke after this request makes its jedi work stale: skip it instead of queueing it.
             waits = [ctx.complete(req, still_wanted=lambda: st.generation == gen)] + (
@@ -438,8 +442,8 @@ class Engine:
                    "overhead_ms": total_ms - model_ms - debounce * 1000, "prepare_ms": prepare_ms}
         if text_out is None:
             self.counters["empty"] += 1
-            # An empty answer is an answer: cache it so the same context does not call again.
-            self.cache.put("completions", key, "")
+            # Not cached: a cached "" would come back as an item with empty insertText, and an empty answer is
+            # often a moment's (a cut stream, a busy server), not the context's.
             return None
         self.cache.put("completions", key, text_out)
         self._remember(st, cur, text_out, prompt.model)
