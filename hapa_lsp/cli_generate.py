@@ -27,7 +27,9 @@ def add_parser(sub: Any) -> None:
 
 
 def cli_run(args: Any) -> int:
-    """Run ``hapa-lsp generate``: code on stdout, explanation and errors on stderr; exit 1 on failure."""
+    """Run ``hapa-lsp generate``: code on stdout, explanation and errors on stderr; exit 1 on failure.
+
+    With ``--json`` stdout always holds one JSON object, ``status`` "success" or "error" (then with ``code``)."""
     import json
     import os
     import sys
@@ -46,8 +48,10 @@ def cli_run(args: Any) -> int:
             with open(args.context, encoding="utf-8") as fh:
                 context = fh.read()
         except OSError as exc:
-            print(errors.InputError(f"cannot read {args.context}: {exc.strerror}", code="E4001",
-                                    field="--context").message, file=sys.stderr)
+            err = errors.InputError(f"cannot read {args.context}: {exc.strerror}", code="E4001", field="--context")
+            print(err.message, file=sys.stderr)
+            if args.json:
+                print(json.dumps(_failure(err, None, 0.0), indent=2))
             return 2
     profile = Profile.from_settings(settings.profile).merged(override)
     req = Request("generate", question=args.question, code_context=context, language=args.language,
@@ -65,9 +69,13 @@ def cli_run(args: Any) -> int:
         gen = asyncio.run(go())
     except errors.HapaError as exc:
         print(exc.message, file=sys.stderr)
-        if isinstance(exc, GenerationRejected):
-            print(exc.generation.code, file=sys.stderr)
+        rejected = exc.generation if isinstance(exc, GenerationRejected) else None
+        if rejected is not None:
+            print(rejected.code, file=sys.stderr)
         _cli_record(settings, req, "rejected" if exc.code == "E4011" else "error", None, t0, exc.incident_id)
+        if args.json:
+            # A --json caller parses stdout: it gets the failure as an object too (hapa.generateCode's shape).
+            print(json.dumps(_failure(exc, rejected, (time.perf_counter() - t0) * 1000), indent=2))
         return 1
     _cli_record(settings, req, "success", gen, t0, None)
     if args.json:
@@ -83,6 +91,17 @@ def cli_run(args: Any) -> int:
     if gen.explanation:
         print(f"\n{gen.explanation}", file=sys.stderr)
     return 0
+
+
+def _failure(exc: errors.HapaError, gen: Generation | None, ms: float) -> dict[str, Any]:
+    """The --json body of a failed generation: status, code, incident id, and the rejected attempt if any."""
+    out: dict[str, Any] = {"status": "error", "code": exc.code, "incident_id": exc.incident_id,
+                           "generated_code": gen.code if gen is not None else "",
+                           "explanation": gen.explanation if gen is not None else "",
+                           "response_time_ms": round(ms, 1), "error": exc.to_data()}
+    if gen is not None and gen.report is not None:
+        out["validation"] = gen.report.to_dict()
+    return out
 
 
 def _cli_record(settings: Settings, req: Request, status: str, gen: Generation | None, t0: float,
