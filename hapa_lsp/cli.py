@@ -122,25 +122,35 @@ def doctor(args: argparse.Namespace) -> int:
     b = settings.backend
     endpoint = public_url(b.endpoint)  # the report is pasted into issues: never the URL's password
 
+    from hapa_lsp.prompts import TEMPLATES, family_for
+
+    family = family_for(b.completion_model, b.fim_template)
+
     async def probe():
         client = make_client(b)
         try:
-            return await create_backend(b, client).probe((b.completion_model, b.chat_model))
+            backend = create_backend(b, client)
+            result = await backend.probe((b.completion_model, b.chat_model))
+            fim = None
+            if result.ok and b.kind == "openai" and family in TEMPLATES:
+                fim = await backend.fim_styles(b.completion_model, TEMPLATES[family])
+            return result, fim
         finally:
             await client.aclose()
 
-    result = asyncio.run(probe())
+    result, fim = asyncio.run(probe())
     lines.extend(result.problems)
-    from hapa_lsp.prompts import family_for
-
-    family = family_for(b.completion_model, b.fim_template)
+    fim_report, fim_problem = _fim_advice(b, fim)
+    if fim_problem:
+        lines.append(fim_problem)
     report = {
         "settings": config.to_dict(settings),
         "model_server": {"kind": b.kind, "endpoint": endpoint, "reachable_and_ready": result.ok,
                          "latency_ms": round(result.latency_ms, 1), "models_available": result.models[:50],
-                         "completion_prompt_family": family},
+                         "completion_prompt_family": family, "fim": fim_report},
         "problems": lines,
     }
+    ok = result.ok and not fim_problem
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -149,17 +159,47 @@ def doctor(args: argparse.Namespace) -> int:
         for section, values in report["settings"].items():
             for k, v in values.items():
                 print(f"  hapa.{section}.{k} = {json.dumps(v)}")
-        status = "OK" if result.ok else "NOT USABLE"
+        status = "OK" if ok else "NOT USABLE"
         print(f"model server: {b.kind} at {endpoint}: {status}"
               + (f" ({result.latency_ms:.0f} ms)" if result.latency_ms else ""))
         print(f"completion prompt family: {family} (model {b.completion_model})")
+        if fim_report is not None:
+            print(f"fill-in-the-middle: native (prompt + suffix) {fim_report['native']}, "
+                  f"template (FIM tokens) {fim_report['template']}"
+                  + (f"; use {fim_report['advice']}" if fim_report.get("advice") else ""))
         if lines:
             print("problems:")
             for ln in lines:
                 print(f"  - {ln}")
         else:
             print("no problems found")
-    return 0 if result.ok else 1
+    return 0 if ok else 1
+
+
+def _fim_advice(b: Any, fim: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+    """(the report's ``fim`` member, a problem line or ""): which FIM style this server honours and which
+    setting gets it. A mismatch is a problem: every inline completion would come back empty."""
+    if fim is None:
+        return None, ""
+    from hapa_lsp import errors
+
+    current = "native" if b.fim_mode == "native" else "template"
+    works = [m for m in ("template", "native") if fim[m] == "honoured"]
+    advice = ""
+    if fim["llama_server"]:
+        advice = 'hapa.backend.kind "llamacpp" (FIM through /infill, its prompt cache reused)'
+    if works:
+        best = current if current in works else works[0]
+        setting = f'hapa.backend.fimMode "{best}"'
+        advice = f"{setting} or {advice}" if advice else setting
+    report = dict(fim, current=current, advice=advice)
+    if fim[current] in ("ignored", "rejected", "text"):
+        what = {"ignored": "ignores the suffix", "rejected": "rejects the suffix field",
+                "text": "reads the FIM tokens as plain text"}[fim[current]]
+        err = errors.InputError(f"hapa.backend.fimMode is {b.fim_mode!r} ({current}), but this server {what}, so "
+                                f"inline completions come back empty or wrong", code="E4009")
+        return report, f"{err.code} {err.detail}: use {advice or 'a model with a FIM format'}"
+    return report, ""
 
 
 if __name__ == "__main__":

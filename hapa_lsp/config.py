@@ -43,8 +43,9 @@ _and = attrs.validators.and_
 class BackendSettings:
     """Which model server to call and how."""
 
-    kind: str = _f("ollama", "Model server dialect: `ollama` (native API) or `openai` (any OpenAI-compatible server).",
-                   validator=_in(("ollama", "openai")))
+    kind: str = _f("ollama", "Model server dialect: `ollama` (native API), `openai` (any OpenAI-compatible server) "
+                   "or `llamacpp` (llama.cpp's llama-server: FIM through /infill with its prompt cache reused).",
+                   validator=_in(("ollama", "openai", "llamacpp")))
     endpoint: str = _f("http://127.0.0.1:11434", "Base URL of the model server (env alias AI_MODEL_ENDPOINT); user:password@ in it "
                        "is sent as Basic auth and shown nowhere.",
                        validator=attrs.validators.matches_re(r"https?://[^\s/]+.*"))
@@ -71,6 +72,11 @@ class BackendSettings:
     temperature: float = _f(0.2, "Sampling temperature for completions.", validator=_and(_ge(0.0), _le(2.0)))
     max_connections: int = _f(8, "Pooled keep-alive connections to the model server.",
                               validator=_and(_ge(1), _le(64)))
+    cache_reuse: int = _f(16, "Kind `llamacpp`: smallest run of tokens llama-server reuses from its KV cache by "
+                          "shifting it (n_cache_reuse), e.g. the suffix after a typed character; 0: only the "
+                          "common start of the prompt is reused.", validator=_and(_ge(0), _le(4096)))
+    warm_up: bool = _f(True, "Kind `llamacpp`: while the debounce runs, send the context and the lines above the "
+                       "cursor with n_predict 0 when they changed, so the request after it finds them cached.")
 
 
 @attrs.frozen

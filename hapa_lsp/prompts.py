@@ -117,6 +117,8 @@ class FimPrompt:
     # Context from other files: the start of ``prefix`` for FIM templates; for chat prompts it is in the user
     # message (and not in ``prefix``).
     context_prefix: str = ""
+    # The other files themselves, for servers that lay them out in the model's format (llama-server's /infill).
+    context_files: tuple[ContextFile, ...] = ()
 
     @property
     def template(self) -> FimTemplate | None:
@@ -226,4 +228,4 @@ def build_fim_prompt(*, model: str, family_override: str, prefix: str, suffix: s
                              context_prefix=head)
     return FimPrompt(model=model, family=family, prefix=head + prefix, suffix=suffix, language=language, path=path,
                      max_tokens=max_tokens, temperature=temperature, stop=stop, messages=messages,
-                     preamble=preamble, context_prefix=head)
+                     preamble=preamble, context_prefix=head, context_files=tuple(context_files))

@@ -31,6 +31,10 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     chunks: int = 0
+    # llama-server's ``timings``: prompt tokens it actually evaluated (the rest came from its KV cache) and
+    # how many it reused; -1 when the server does not report them.
+    prompt_processed: int = -1
+    prompt_cached: int = -1
 
     @property
     def total(self) -> int:
@@ -107,7 +111,7 @@ class Backend:
         """POST ``payload`` and yield the open response; map every failure to the catalog."""
         import httpx
 
-        url = f"{self.base}{path}"
+        url = path if path.startswith(("http://", "https://")) else f"{self.base}{path}"
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = httpx.Timeout(timeout, connect=self.settings.connect_timeout)
@@ -207,6 +211,17 @@ def _loads(line: str, base: str) -> Any:
         raise errors.MalformedResponse(f"{base} sent a line that is not JSON") from exc
 
 
+def read_timings(obj: Any, usage: Usage) -> None:
+    """Copy llama-server's ``timings`` (``prompt_n``, ``cache_n``) from an answer object into ``usage``."""
+    t = obj.get("timings") if isinstance(obj, dict) else None
+    if isinstance(t, dict):
+        n, c = t.get("prompt_n"), t.get("cache_n")
+        if isinstance(n, int) and not isinstance(n, bool):
+            usage.prompt_processed = n
+        if isinstance(c, int) and not isinstance(c, bool):
+            usage.prompt_cached = c
+
+
 def _redact(text: str, secret: str) -> str:
     return text.replace(secret, "****") if secret else text
 
@@ -217,6 +232,10 @@ def create_backend(settings: BackendSettings, client: httpx.AsyncClient) -> Back
         from hapa_lsp.backends.openai import OpenAIBackend
 
         return OpenAIBackend(settings, client)
+    if settings.kind == "llamacpp":
+        from hapa_lsp.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(settings, client)
     from hapa_lsp.backends.ollama import OllamaBackend
 
     return OllamaBackend(settings, client)

@@ -10,10 +10,15 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from hapa_lsp import errors
-from hapa_lsp.backends import Backend, ProbeResult, Usage, _loads
+from hapa_lsp.backends import Backend, ProbeResult, Usage, _loads, read_timings
 
 if TYPE_CHECKING:
-    from hapa_lsp.prompts import ChatMessage, FimPrompt
+    from hapa_lsp.prompts import ChatMessage, FimPrompt, FimTemplate
+
+
+# A stream reports token usage only when asked (OpenAI, llama-server, vLLM, Ollama's /v1): a last event with
+# ``usage`` and no choices. Without it, history would store prompt_tokens = 0 for every streamed call.
+_USAGE = {"include_usage": True}
 
 
 class OpenAIBackend(Backend):
@@ -60,6 +65,7 @@ class OpenAIBackend(Backend):
                 if isinstance(u, dict):
                     usage.prompt_tokens = int(u.get("prompt_tokens") or 0)
                     usage.completion_tokens = int(u.get("completion_tokens") or 0)
+                read_timings(obj, usage)
                 choices = obj.get("choices")
                 if not isinstance(choices, list):
                     raise errors.MalformedResponse(f"{self.base} sent an event without choices")
@@ -80,7 +86,8 @@ class OpenAIBackend(Backend):
             return self.stream_chat(prompt.messages, model=prompt.model, max_tokens=prompt.max_tokens,
                                     temperature=prompt.temperature, usage=usage, stop=prompt.stop, timeout=timeout)
         payload: dict[str, Any] = {"model": prompt.model, "max_tokens": prompt.max_tokens,
-                                   "temperature": prompt.temperature, "stream": True}
+                                   "temperature": prompt.temperature, "stream": True,
+                                   "stream_options": _USAGE}
         if self.settings.fim_mode == "native":
             payload.update(prompt=prompt.prefix, suffix=prompt.suffix)
         else:
@@ -94,12 +101,57 @@ class OpenAIBackend(Backend):
                     usage: Usage, stop: tuple[str, ...] = (), timeout: float | None = None) -> AsyncIterator[str]:
         """Chat through /v1/chat/completions."""
         payload: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": temperature,
-                                   "stream": True,
+                                   "stream": True, "stream_options": _USAGE,
                                    "messages": [{"role": m.role, "content": m.content} for m in messages]}
         if stop:
             payload["stop"] = list(stop[:4])
         return self._sse("/chat/completions", payload, usage,
                          lambda c: (c.get("delta") or {}).get("content") or "", timeout)
+
+    async def fim_styles(self, model: str, template: FimTemplate) -> dict[str, Any]:
+        """Which ways of sending FIM this server honours for ``model``, learnt from the prompt token counts it
+        reports (four one-token requests; nothing is assumed from the server's name):
+
+        - ``native``: "honoured" when a ``suffix`` adds prompt tokens, "ignored" when it adds none (llama-server
+          on /v1/completions), "rejected" when the request fails (OpenAI's chat models);
+        - ``template``: "honoured" when the family's FIM markers add at most one token each (the tokenizer knows
+          them), "text" when the model would read them as plain text;
+
+        each "unknown" when the server reports no usage. ``llama_server`` tells whether the answers carried
+        llama-server's ``timings``."""
+        base = "def total(items):\n"
+        suffix = "\n".join(f"    value_{i} = compute(items, {i})" for i in range(8)) + "\n"
+        markers = template.prefix_token + template.suffix_token + template.middle_token
+        plain, with_suffix, with_markers = (await self._count(model, base), await self._count(model, base, suffix),
+                                            await self._count(model, markers + base))
+        out: dict[str, Any] = {"native": "unknown", "template": "unknown",
+                               "llama_server": any(c.get("llama_server") for c in (plain, with_suffix))}
+        n0 = plain.get("n")
+        if with_suffix.get("failed"):
+            out["native"] = "rejected"
+        elif n0 is not None and with_suffix.get("n") is not None:
+            out["native"] = "honoured" if with_suffix["n"] > n0 else "ignored"
+        if n0 is not None and with_markers.get("n") is not None:
+            out["template"] = "honoured" if with_markers["n"] - n0 <= 3 else "text"
+        return out
+
+    async def _count(self, model: str, prompt: str, suffix: str | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0,
+                                   "stream": False}
+        if suffix is not None:
+            payload["suffix"] = suffix
+        try:
+            resp = await self.client.post(f"{self.base}{self._path('/completions')}", json=payload,
+                                          headers=self._headers(),
+                                          timeout=httpx.Timeout(15.0, connect=self.settings.connect_timeout))
+            body = resp.json() if resp.status_code < 400 else None
+        except (httpx.HTTPError, ValueError):
+            return {"failed": True}
+        if not isinstance(body, dict):
+            return {"failed": True}
+        usage = body.get("usage")
+        n = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return {"n": n if isinstance(n, int) and n > 0 else None, "llama_server": isinstance(body.get("timings"), dict)}
 
     async def probe(self, models: tuple[str, ...]) -> ProbeResult:
         """GET /v1/models."""

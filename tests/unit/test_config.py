@@ -60,7 +60,7 @@ def test_secrets_are_masked_and_not_in_repr():
     assert config.to_dict(s)["backend"]["apiKey"] == "****34"
     rows = {r["key"]: r for r in config.schema()}
     assert rows["hapa.backend.apiKey"]["secret"] is True
-    assert rows["hapa.backend.kind"]["enum"] == ["ollama", "openai"]
+    assert rows["hapa.backend.kind"]["enum"] == ["ollama", "openai", "llamacpp"]
     assert all(r["description"] for r in rows.values())
 
 
