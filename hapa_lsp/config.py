@@ -75,6 +75,11 @@ class BackendSettings:
     cache_reuse: int = _f(16, "Kind `llamacpp`: smallest run of tokens llama-server reuses from its KV cache by "
                           "shifting it (n_cache_reuse), e.g. the suffix after a typed character; 0: only the "
                           "common start of the prompt is reused.", validator=_and(_ge(0), _le(4096)))
+    infill_suffix_lines: int = _f(8, "Kind `llamacpp`: lines after the cursor sent with each completion (at most; "
+                                  "0: all the window has). Everything after the cursor is evaluated again on every "
+                                  "keystroke, since a prompt cache only keeps what comes before the first change; "
+                                  "what comes before it is cached however long it is.",
+                                  validator=_and(_ge(0), _le(10000)))
     warm_up: bool = _f(True, "Kind `llamacpp`: while the debounce runs, send the context and the lines above the "
                        "cursor with n_predict 0 when they changed, so the request after it finds them cached.")
 

@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 _MAX_ORDER = 256  # paths remembered for the stable order of input_extra
 
 
+def _head_lines(text: str, lines: int) -> str:
+    """The first ``lines`` lines of ``text`` with their line ends (all of it for 0)."""
+    if lines <= 0:
+        return text
+    end = -1
+    for _ in range(lines):
+        end = text.find("\n", end + 1)
+        if end == -1:
+            return text
+    return text[: end + 1]
+
+
 class LlamaCppBackend(OpenAIBackend):
     """llama-server: FIM through ``/infill`` with its prompt cache; chat and probing as any OpenAI server."""
 
@@ -82,7 +94,8 @@ class LlamaCppBackend(OpenAIBackend):
         if prompt.template is None:
             return self.stream_chat(prompt.messages, model=prompt.model, max_tokens=prompt.max_tokens,
                                     temperature=prompt.temperature, usage=usage, stop=prompt.stop, timeout=timeout)
-        payload = self._payload(prompt, prompt.prefix, prompt.suffix, prompt.max_tokens)
+        payload = self._payload(prompt, prompt.prefix, _head_lines(prompt.suffix, self.settings.infill_suffix_lines),
+                                prompt.max_tokens)
         payload["stream"] = True
         self._warmed = self._stable_key(payload)
         return self._infill(payload, usage, timeout)
