@@ -275,6 +275,192 @@ async def replay(path: Path, latency: float, interval: float, mode: str, log_fil
     }
 
 
+# ---- --llama-server: prompt tokens a real llama.cpp server evaluates while the user types ----------------------
+
+LLAMA_LINE = "    record_count = self.format_count(record, include_context=True) + len(self.handlers)"
+
+
+class TimingsProxy:
+    """A loopback HTTP proxy in front of llama-server that keeps each answer's ``timings`` (prompt_n: prompt
+    tokens evaluated; cache_n: reused from the KV cache), streamed (last SSE event) or not."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream
+        self.records: list[dict] = []
+
+    async def start(self) -> str:
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - aiohttp's bound port
+        return f"http://127.0.0.1:{port}"
+
+    async def _forward(self, request):
+        import aiohttp
+        from aiohttp import web
+
+        try:
+            return await self._relay(request)
+        except (ConnectionResetError, aiohttp.ClientError):
+            return web.Response(status=499)  # hapa closed the request (a newer keystroke): nothing to relay
+
+    async def _relay(self, request):
+        from aiohttp import web
+
+        body = await request.read()
+        try:
+            warm = json.loads(body).get("n_predict") == 0  # the llamacpp kind's warm-up
+        except (ValueError, AttributeError):
+            warm = False
+        rec: dict = {"path": request.path, "t": time.perf_counter(), "done": False, "warm": warm}
+        self.records.append(rec)
+        request["rec"] = rec
+        async with self._session.request(request.method, self.upstream + request.path_qs, data=body,
+                                         headers={"Content-Type": request.headers.get("Content-Type", "")}) as up:
+            resp = web.StreamResponse(status=up.status, headers={"Content-Type": up.headers.get("Content-Type", "")})
+            await resp.prepare(request)
+            tail = b""
+            try:
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+                    tail = (tail + chunk)[-65536:]
+            except (ConnectionResetError, asyncio.CancelledError):
+                rec["aborted"] = True  # hapa closed the stream (a newer keystroke): llama-server stops too
+                raise
+            for piece in reversed(tail.replace(b"\r", b"").split(b"\n")):
+                piece = piece.strip()
+                if piece.startswith(b"data:"):
+                    piece = piece[5:].strip()
+                if b'"timings"' not in piece:
+                    continue
+                try:
+                    t = json.loads(piece)["timings"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                rec.update(prompt_n=t.get("prompt_n", 0), cache_n=t.get("cache_n", 0), done=True)
+                break
+            return resp
+
+    async def close(self) -> None:
+        await self._session.close()
+        await self._runner.cleanup()
+
+
+def llama_metric(url: str, name: str) -> float:
+    """One counter of llama-server's /metrics (started with --metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(f"llamacpp:{name} "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def llama_replay(server, path: Path, kind: str, interval: float, log_file: str) -> dict:
+    """One run: open ``path`` with an empty line in the middle and type LLAMA_LINE into it, one character
+    per ``interval``, with an inline request per keystroke, through hapa-lsp against llama-server."""
+    original = path.read_text()
+    lines = original.split("\n")
+    b0, _ = pick_function(original)
+    doc = "\n".join(lines[:b0] + [""] + lines[b0:])
+    proxy = TimingsProxy(server.url)
+    url = await proxy.start()
+    env = {**os.environ, "HAPA_BACKEND_KIND": kind, "HAPA_BACKEND_ENDPOINT": url,
+           "HAPA_BACKEND_COMPLETION_MODEL": "qwen2.5-coder:bigram", "HAPA_BACKEND_CHAT_MODEL": "qwen2.5-coder:bigram",
+           "HAPA_BACKEND_MAX_TOKENS": "16",
+           # Every keystroke reaches the server (no debounce to swallow it): the cost of each request is measured.
+           "HAPA_COMPLETION_DEBOUNCE_MS": "0", "HAPA_COMPLETION_MAX_DEBOUNCE_MS": "0",
+           # The test model's vocabulary is bytes: one token per character, so budget in characters.
+           "HAPA_CONTEXT_CHARS_PER_TOKEN": "1.0",
+           "HAPA_LOGGING_FILE": log_file, "HAPA_SIDECAR_ENABLED": "false"}
+    client, _ = await start([sys.executable, "-m", "hapa_lsp"], env)
+    uri = path.as_uri()
+    client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "python", "version": 1,
+                                                           "text": doc}})
+    await asyncio.sleep(1.0)
+    # One answered request at the empty line first (as after the cursor lands there): the cache holds this file.
+    _, fut = client.request("textDocument/inlineCompletion", {
+        "textDocument": {"uri": uri}, "position": {"line": b0, "character": 0}, "context": {"triggerKind": 1}})
+    await fut
+    await asyncio.sleep(0.3)
+    before = len(proxy.records)
+    processed0 = llama_metric(server.url, "prompt_tokens_total")
+    futures, version, col = [], 1, 0
+    for ch in LLAMA_LINE:
+        version += 1
+        client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version}, "contentChanges": [
+            {"range": {"start": {"line": b0, "character": col}, "end": {"line": b0, "character": col}},
+             "text": ch}]})
+        col += 1
+        _, fut = client.request("textDocument/inlineCompletion", {
+            "textDocument": {"uri": uri}, "position": {"line": b0, "character": col}, "context": {"triggerKind": 2}})
+        futures.append(fut)
+        await asyncio.sleep(interval)
+    await asyncio.gather(*futures)
+    await asyncio.sleep(0.5)  # a warm-up still in flight ends
+    await client.close()
+    processed_all = llama_metric(server.url, "prompt_tokens_total") - processed0
+    await proxy.close()
+    recs = proxy.records[before:]
+    done = [r for r in recs if r.get("done")]
+    fim = [r for r in done if r["path"] in ("/infill", "/v1/completions")]
+    total = [r["prompt_n"] + r["cache_n"] for r in fim]
+    n = len(LLAMA_LINE)
+    return {
+        "keystrokes": n,
+        "requests": len(recs),
+        "answered": sum(1 for r in fim if not r["warm"]),
+        "aborted": sum(1 for r in recs if r.get("aborted")),
+        "warm_ups": sum(1 for r in fim if r["warm"]),
+        "processed_p50": statistics.median(r["prompt_n"] for r in fim) if fim else float("nan"),
+        "prompt_p50": statistics.median(total) if total else float("nan"),
+        "share_p50": statistics.median(r["prompt_n"] / max(1, r["prompt_n"] + r["cache_n"]) for r in fim)
+        if fim else float("nan"),
+        "processed_per_key": processed_all / n,
+        "cacheless_per_key": sum(total) / n,
+    }
+
+
+async def llama_main(args: argparse.Namespace) -> None:
+    """--llama-server: the openai and llamacpp kinds against a real llama-server, medians of --runs runs."""
+    from tests.real import llama_model
+    from tests.real.conftest import LlamaServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = llama_model.build(Path(tmp) / "bigram.gguf")
+        server = LlamaServer(args.llama_server, model, Path(tmp) / "llama-server.log",
+                             ("--metrics", "-c", "16384", "-b", "4096"))
+        try:
+            print(f"machine: {os.cpu_count()} cores; llama-server (one slot) with the bigram test model "
+                  f"(tests/real/llama_model.py, one token per character); debounce off; typing one {len(LLAMA_LINE)}-character "
+                  f"line at {args.llama_interval * 1000:.0f} ms per character; medians of {args.runs} runs")
+            for label, path in FILES.items():
+                if args.files not in label:
+                    continue
+                print(f"\n[{label}]")
+                print(f"  {'kind':9} {'requests':>8} {'answered':>8} {'warm-ups':>8} {'prompt p50':>10} {'evaluated p50':>13} "
+                      f"{'share p50':>9} {'evaluated/key':>13} {'cache-less/key':>14}")
+                for kind in ("openai", "llamacpp"):
+                    runs = [await llama_replay(server, path, kind, args.llama_interval, os.path.join(tmp, f"{kind}.log"))
+                            for _ in range(args.runs)]
+                    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                    print(f"  {kind:9} {med['requests']:8.0f} {med['answered']:8.0f} {med['warm_ups']:8.0f} {med['prompt_p50']:10.0f} "
+                          f"{med['processed_p50']:13.0f} {med['share_p50'] * 100:8.1f}% {med['processed_per_key']:13.1f} "
+                          f"{med['cacheless_per_key']:14.1f}")
+            print("\n  share p50: prompt tokens evaluated / prompt tokens of the request, median over requests "
+                  "(target for llamacpp <= 20 %)")
+        finally:
+            server.kill()
+
+
 async def baseline_init() -> float:
     """Time to the initialize response of a do-nothing pygls server."""
     code = "from pygls.lsp.server import LanguageServer; LanguageServer('nothing', '0').start_io()"
@@ -293,7 +479,15 @@ async def main() -> None:
     ap.add_argument("--files", default="", help="only files whose label contains this text")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra server environment, e.g. HAPA_CONTEXT_FACTS=false (repeatable)")
+    ap.add_argument("--llama-interval", type=float, default=0.15,
+                    help="seconds per character in the --llama-server mode (slow enough for requests to be sent)")
+    ap.add_argument("--llama-server", default=None, metavar="PATH",
+                    help="instead: the prompt tokens a real llama-server (this binary, e.g. the one "
+                         ".ci/build-llama-server prints) evaluates while typing, kinds openai vs llamacpp")
     args = ap.parse_args()
+    if args.llama_server:
+        await llama_main(args)
+        return
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; model latency "
           f"{args.latency * 1000:.0f} ms; {args.interval * 1000:.0f} ms per character, {args.line_pause * 1000:.0f} ms "
           f"pause at line ends; medians of {args.runs} runs")
