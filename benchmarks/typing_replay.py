@@ -13,6 +13,12 @@ of --runs runs.
 Within a line the typist never pauses, so every keystroke aborts the request before it (as it
 must); at the end of each line they pause for --line-pause seconds, which is when a suggestion
 can arrive. With --line-pause 0 only the final request of the replay is ever answered.
+
+    python benchmarks/typing_replay.py --llama-server "$(.ci/build-llama-server)" [--runs 3]
+
+runs instead against a real llama.cpp llama-server (the bigram test model of tests/real) and reports the
+prompt tokens the server actually evaluated (its timings.prompt_n) per request and per keystroke while one
+line is typed, for the `openai` and `llamacpp` kinds, next to what cache-less requests would evaluate.
 """
 
 from __future__ import annotations
@@ -440,7 +446,7 @@ async def llama_main(args: argparse.Namespace) -> None:
                              ("--metrics", "-c", "16384", "-b", "4096"))
         try:
             print(f"machine: {os.cpu_count()} cores; llama-server (one slot) with the bigram test model "
-                  f"(tests/real/llama_model.py, one token per character); debounce off; typing one {len(LLAMA_LINE)}-character "
+                  f"(tests/real/llama_model.py, byte-level: about a token per character); debounce off; typing one {len(LLAMA_LINE)}-character "
                   f"line at {args.llama_interval * 1000:.0f} ms per character; medians of {args.runs} runs")
             for label, path in FILES.items():
                 if args.files not in label:

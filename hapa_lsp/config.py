@@ -72,9 +72,10 @@ class BackendSettings:
     temperature: float = _f(0.2, "Sampling temperature for completions.", validator=_and(_ge(0.0), _le(2.0)))
     max_connections: int = _f(8, "Pooled keep-alive connections to the model server.",
                               validator=_and(_ge(1), _le(64)))
-    cache_reuse: int = _f(16, "Kind `llamacpp`: smallest run of tokens llama-server reuses from its KV cache by "
-                          "shifting it (n_cache_reuse), e.g. the suffix after a typed character; 0: only the "
-                          "common start of the prompt is reused.", validator=_and(_ge(0), _le(4096)))
+    cache_reuse: int = _f(16, "Kind `llamacpp`: smallest run of cached tokens llama-server moves into place "
+                          "(n_cache_reuse) when tokens before it were removed, e.g. text deleted above the cursor "
+                          "or the start of the window cut; 0: only the common start of the prompt is reused.",
+                          validator=_and(_ge(0), _le(4096)))
     infill_suffix_lines: int = _f(8, "Kind `llamacpp`: lines after the cursor sent with each completion (at most; "
                                   "0: all the window has). Everything after the cursor is evaluated again on every "
                                   "keystroke, since a prompt cache only keeps what comes before the first change; "

@@ -2,15 +2,16 @@
 
 What makes a local model fast while typing is not computing the same prompt twice. llama-server keeps the
 KV cache of the last prompt of each slot; a request whose tokens start like the cached ones only evaluates
-the rest (``cache_prompt``), and with ``n_cache_reuse`` it also shifts cached chunks that moved (the suffix
-after the cursor, which moves by one token when a character is typed) instead of evaluating them again.
-So this backend:
+the rest (``cache_prompt``), and with ``n_cache_reuse`` it also moves cached chunks into place when tokens
+before them were removed (a deletion, the window's start cut). It cannot skip tokens inserted before a cached
+chunk, so what follows the cursor is evaluated again on every keystroke (measured in tests/real). So this
+backend:
 
 - sends the other files' context as ``input_extra`` (the server lays it out in the model's repository
   format before the prefix), in a stable order: files already sent keep their place, new ones go last,
   so a context that changes a little keeps most of its cached tokens;
 - sends the whole window before the cursor as ``input_prefix`` (untouched by special-token parsing, which
-  llama-server applies to ``prompt``) and the text after it as ``input_suffix``;
+  llama-server applies to ``prompt``) and at most ``infill_suffix_lines`` lines after it as ``input_suffix``;
 - optionally warms the cache (``n_predict: 0``) with the part that will not change while the user types
   on the current line, when that part changed, during the debounce wait before the real request.
 
