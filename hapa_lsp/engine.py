@@ -415,7 +415,7 @@ class Engine:
             rest = debounce - prepared - _TIMER_SLACK_S
             if rest > 0:
                 warm = getattr(self.backend, "warm", None)  # kind llamacpp: fill the server's cache meanwhile
-                if warm is not None:
+                if warm is not None and not (self.breaker is not None and self.breaker.is_open(prompt.model)):
                     warm(prompt)
             gen = st.generation
             # A keystroke after this request makes its jedi work stale: skip it instead of queueing it.
