@@ -117,26 +117,27 @@ def test_generate_json_prints_an_object_with_the_code_when_rejected(llama: Llama
     assert body["incident_id"] == body["error"]["incident_id"] and body["incident_id"] in out.stderr
 
 
-async def test_streamed_usage_reaches_the_token_metric(llama: LlamaServer):
-    from hapa_lsp.engine import Engine
-    from hapa_lsp.generation import Profile, Request, generate
-    from hapa_lsp.telemetry import Telemetry
+async def test_streamed_usage_reaches_the_token_metric(llama: LlamaServer, tmp_path: Path):
+    import httpx
 
-    settings = settings_for(llama_env(llama))
-    engine = Engine(settings)
-    tel = Telemetry()
-    engine.observers.append(tel.on_event)
+    from tests.e2e.test_sidecar import command, samples, sidecar_url, value
+
+    client = await start_client(None, env=llama_env(llama, HAPA_STORAGE_PATH=str(tmp_path / "hapa.db"),
+                                                    HAPA_SIDECAR_PORT="0"))
     try:
-        gen = await generate(engine, settings, Request("generate", question="add two numbers", code_context="",
-                                                       language="python",
-                                                       profile=Profile.from_settings(settings.profile)))
+        # (metrics are wired up after `initialized`, once slow imports are done; hapa.health waits for that)
+        url = await sidecar_url(client)
+        assert url
+        result = await command(client, "hapa.generateCode", {"user_question": "add two numbers"})
+        assert result["status"] == "success" and result["generated_code"].strip() == CHAT_CODE.strip()
+        async with httpx.AsyncClient(trust_env=False) as http:
+            metrics = samples((await http.get(f"{url}/metrics")).text)
     finally:
-        await engine.aclose()
-    assert gen.code.strip() == CHAT_CODE.strip()
-    prompt = tel.registry.get_sample_value("hapa_ai_tokens_used_total", {"model": MODEL, "kind": "prompt"})
-    completion = tel.registry.get_sample_value("hapa_ai_tokens_used_total", {"model": MODEL, "kind": "completion"})
-    assert prompt == gen.prompt_tokens and prompt > 20
-    assert completion == gen.completion_tokens and completion >= 4
+        await stop_client(client)
+    usage = result["usage"]
+    assert usage["prompt_tokens"] > 20 and usage["completion_tokens"] >= 4
+    assert value(metrics, "hapa_ai_tokens_used_total", model=MODEL, kind="prompt") == usage["prompt_tokens"]
+    assert value(metrics, "hapa_ai_tokens_used_total", model=MODEL, kind="completion") == usage["completion_tokens"]
 
 
 # ---- inline completion -----------------------------------------------------------------------------------------
