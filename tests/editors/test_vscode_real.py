@@ -426,3 +426,66 @@ def test_typing_shows_ghost_text_tab_accepts_and_save_writes_it(start_vscode, fa
     vs.save()
     path = vs.workspace / "calc.py"
     vs.wait(lambda: path.read_text() == HEADER + "\n    return a + b", 20, "the saved file",)
+
+
+@pytest.mark.timeout(300)
+def test_generate_code_from_comment_through_the_code_action_menu(start_vscode, fake):
+    def answer(req: RequestRecord) -> str:
+        if req.messages is None:  # inline completion while the file is open: nothing to suggest
+            return ""
+        return ("```python\ndef dedupe(items):\n    seen = set()\n"
+                "    return [x for x in items if not (x in seen or seen.add(x))]\n```")
+
+    fake.script(answer)
+    comment = "# remove duplicates from a list, keep order"
+    vs = start_vscode({"listutil.py": comment + "\n"})
+    vs.open("listutil.py")
+    vs.page.key("End", "End", 35)
+    menu_js = """[...document.querySelectorAll('.action-widget .monaco-list-row[role=option]')]
+                 .map(e => [e.innerText.trim(), e.classList.contains('focused')])"""
+
+    def menu() -> list[list[Any]]:
+        rows = vs.page.js(menu_js)
+        if not rows:
+            vs.page.key(".", "Period", 190, modifiers=2)  # Ctrl+. (again, if the actions were not listed yet)
+            time.sleep(0.5)
+            rows = vs.page.js(menu_js)
+        return rows
+
+    rows = vs.wait(menu, 60, "the code action menu", interval=0.5)
+    titles = [r[0] for r in rows]
+    assert "hapa: Generate code from comment" in titles, titles
+    assert fake.requests == [] or all(r.messages is None for r in fake.requests), "listing calls no model"
+    for _ in range(len(rows)):  # walk the menu with the arrow keys to the action, as a keyboard user does
+        if [r for r in vs.page.js(menu_js) if r[1]][0][0] == "hapa: Generate code from comment":
+            break
+        vs.page.key("ArrowDown", "ArrowDown", 40)
+    vs.page.key("Enter", "Enter", 13, text="\r")
+    expected = [comment, "def dedupe(items):", "    seen = set()",
+                "    return [x for x in items if not (x in seen or seen.add(x))]", ""]
+    vs.wait(lambda: vs.lines() == expected, 60, "the generated function below the comment")
+    assert len([r for r in fake.requests if r.messages is not None]) == 1
+    vs.save()
+    path = vs.workspace / "listutil.py"
+    vs.wait(lambda: path.read_text() == "\n".join(expected), 20, "the saved file")
+
+
+@pytest.mark.timeout(300)
+def test_model_outage_shows_in_the_status_bar_not_a_popup_per_keystroke(start_vscode, fake):
+    fake.fault = "refuse"
+    vs = start_vscode({"calc.py": ""})
+    vs.open("calc.py")
+    vs.page.type(HEADER + "\n")
+    status = vs.wait(lambda: "E5005" in vs.status_bar() and vs.status_bar(), 60, "the outage in the status bar")
+    assert status in ("$(warning) hapa E5005", "$(error) hapa E5005"), status
+    told = vs.wait(lambda: [t for t in vs.notifications() if "E5005" in t], 20, "the one notification")
+    assert told[0].startswith("hapa-lsp: E5005 Model server unreachable") and "INC-" in told[0], told
+    vs.page.type("return a")  # every keystroke asks for a suggestion again; the model is still down
+    # (Only the end of the line: in some runs the first character typed after the notification appeared replaced
+    # VS Code's auto-indent; the cause is not known yet.)
+    vs.wait(lambda: vs.lines()[-1].endswith("return a"), 20, "the typing to reach the editor")
+    time.sleep(2)  # a window in which popups from these keystrokes would arrive (absence cannot be polled for)
+    toasts = [t for t in vs.notifications() if "E5005" in t]
+    assert toasts == told, "told once, not on every keystroke"
+    assert vs.ghost() == ""
+    assert "E5005" in vs.status_bar()
