@@ -357,11 +357,12 @@ def fake() -> Iterator[FakeModelServer]:
 
 
 @pytest.fixture
-def start_vscode(request: pytest.FixtureRequest, vsix: Path, fake: FakeModelServer,
+def start_vscode(request: pytest.FixtureRequest, fake: FakeModelServer,
                  tmp_path: Path) -> Iterator[Callable[..., VSCode]]:
     """Start code-server + Chromium on a workspace whose settings point hapa at the fake model server.
     On failure, a screenshot of the page goes to the test's directory (its path is printed)."""
     code_server, chromium = _code_server_or_skip(), _chromium_or_skip()
+    vsix: Path = request.getfixturevalue("vsix")  # built only where it can be used
     hapa_lsp = Path(sys.executable).parent / "hapa-lsp"
     assert hapa_lsp.is_file(), f"{hapa_lsp} is missing (pip install -e .)"
     started: list[VSCode] = []
