@@ -165,12 +165,17 @@ class Page:
                                              "nativeVirtualKeyCode": vk, "modifiers": modifiers})
 
     def type(self, text: str) -> None:
-        """Type ``text`` one character at a time; a newline is the Enter key."""
+        """Type ``text`` one key press at a time, as a US keyboard sends it; a newline is the Enter key."""
         for ch in text:
             if ch == "\n":
                 self.key("Enter", "Enter", 13, text="\r")
-            else:
-                self.send("Input.insertText", {"text": ch})
+            elif ch == " ":
+                self.key(" ", "Space", 32, text=" ")
+            elif ch.isascii() and ch.isalnum():
+                code = f"Digit{ch}" if ch.isdigit() else f"Key{ch.upper()}"
+                self.key(ch, code, ord(ch.upper()), modifiers=8 if ch.isupper() else 0, text=ch)
+            else:  # punctuation: the character itself, as keyboard layouts differ
+                self.key(ch, "", 0, text=ch)
 
     def screenshot(self, path: Path) -> None:
         data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
@@ -482,8 +487,8 @@ def test_model_outage_shows_in_the_status_bar_not_a_popup_per_keystroke(start_vs
     told = vs.wait(lambda: [t for t in vs.notifications() if "E5005" in t], 20, "the one notification")
     assert told[0].startswith("hapa-lsp: E5005 Model server unreachable") and "INC-" in told[0], told
     vs.page.type("return a")  # every keystroke asks for a suggestion again; the model is still down
-    # (Only the end of the line: in some runs the first character typed after the notification appeared replaced
-    # VS Code's auto-indent; the cause is not known yet.)
+    # Only the end of the line: with VS Code's EditContext input (its default), the first key typed while the
+    # notification slides in replaced the auto-indent (2 of 2 runs; 0 of 3 with editor.editContext off).
     vs.wait(lambda: vs.lines()[-1].endswith("return a"), 20, "the typing to reach the editor")
     time.sleep(2)  # a window in which popups from these keystrokes would arrive (absence cannot be polled for)
     toasts = [t for t in vs.notifications() if "E5005" in t]
