@@ -272,22 +272,26 @@ class VSCode:
         return self.page.js("""[...document.querySelectorAll('.notifications-toasts .notification-toast')]
             .map(e => e.innerText.trim())""")
 
-    def focused_editor(self) -> bool:
-        return bool(self.page.js("""!!(document.activeElement && document.activeElement.closest('.monaco-editor')
-                                  && document.querySelector('.editor-instance'))"""))
-
     # ---- driving ------------------------------------------------------------------------------------------
     def wait(self, fn: Callable[[], Any], timeout: float = 30, what: str = "the condition",
              interval: float = 0.1) -> Any:
         return _wait(fn, timeout, what, interval)
 
-    def open(self, name: str) -> None:
-        """Open ``name`` with Quick Open (Ctrl+P), as a user would, and wait for the editor to take the keys."""
+    def open(self, name: str) -> list[str]:
+        """Open ``name`` with Quick Open (Ctrl+P), as a user would, and wait for the editor to take the keys.
+        Returns the states hapa's status bar item went through until hapa-lsp was ready."""
         self.wait(lambda: self.page.js("!!document.querySelector('.monaco-workbench .part.statusbar')"), 90,
                   "the workbench to load")
-        # The extension activates onStartupFinished: its status item shows once hapa-lsp was started.
         # The extension activates onStartupFinished and shows `$(sync~spin) hapa` until hapa-lsp says it is ready.
-        self.wait(lambda: self.status_bar() not in ("", "$(sync~spin) hapa"), 90, "hapa-lsp to be ready")
+        seen: list[str] = []
+
+        def ready() -> bool:
+            now = self.status_bar()
+            if now and (not seen or seen[-1] != now):
+                seen.append(now)
+            return now not in ("", "$(sync~spin) hapa")
+
+        self.wait(ready, 90, "hapa-lsp to be ready")
 
         def quick_open() -> bool:
             self.page.key("p", "KeyP", 80, modifiers=2)
@@ -311,6 +315,7 @@ class VSCode:
             return !!tab && tab.textContent.replace(/\\s/g, '').includes({json.dumps(name)})
                 && !!el && !!el.closest('.monaco-editor');
         }})()"""), 30, f"{name} open and focused in the editor")
+        return seen
 
     def save(self) -> None:
         self.page.key("s", "KeyS", 83, modifiers=2)
@@ -417,7 +422,8 @@ def start_vscode(request: pytest.FixtureRequest, fake: FakeModelServer,
 def test_typing_shows_ghost_text_tab_accepts_and_save_writes_it(start_vscode, fake):
     fake.script(lambda req: "return a + b\n" if req.prompt is not None else "")
     vs = start_vscode({"calc.py": ""})
-    vs.open("calc.py")
+    states = vs.open("calc.py")
+    assert states[-1] == "$(sparkle) hapa" and set(states) <= {"$(sync~spin) hapa", "$(sparkle) hapa"}, states
     vs.page.type(HEADER + "\n")
     vs.wait(lambda: vs.lines() == [HEADER, "    "], 20, "the typed header and VS Code's indent")
     assert vs.wait(lambda: vs.ghost(), 60, "ghost text") == "return a + b"
