@@ -385,13 +385,18 @@ def register(server: HapaServer) -> None:
         if not actions or _resolve_supported(ls):
             return actions or None
         trigger = params.context.trigger_kind if params.context else None
+        # Computing an edit is a whole generation: eagerly only when it is the one on offer. With several (eglot
+        # 1.9 on a comment lists five), the menu would wait for every one of them and spend the rate limit on
+        # actions nobody picks, so each runs on choice instead.
+        eager = trigger != types.CodeActionTriggerKind.Automatic and \
+            sum(command_for(a.data or {}) is None for a in actions) == 1
         out = []
         for a in actions:
             cmd = command_for(a.data or {})
             if cmd is not None:
                 out.append(types.CodeAction(title=a.title, kind=a.kind, command=cmd))
-            elif trigger == types.CodeActionTriggerKind.Automatic:
-                # No resolve and no explicit request: never call the model for a light bulb; run on choice.
+            elif not eager:
+                # No resolve and no explicit request for a single action: never call the model for the menu.
                 out.append(types.CodeAction(title=a.title, kind=a.kind, is_preferred=a.is_preferred,
                                             command=types.Command(title=a.title, command=APPLY_COMMAND,
                                                                           arguments=[a.data])))

@@ -349,6 +349,40 @@ async def test_clients_without_resolve_get_the_edit_eagerly(fake, tmp_path):
         await stop_client(client)
 
 
+async def test_clients_without_resolve_get_a_menu_of_several_actions_without_model_calls(fake, tmp_path):
+    """eglot 1.9 (no codeAction/resolve) asks explicitly; with several actions on offer, none is generated before
+    the user picks one: each runs on choice and its edit comes through workspace/applyEdit."""
+    caps = copy.deepcopy(editor_capabilities())
+    caps.text_document.code_action.resolve_support = None
+    client = attach_editor(await start_client(fake, root=tmp_path, env=env_for(tmp_path), capabilities=caps))
+    try:
+        uri = (tmp_path / "menu.py").as_uri()
+        open_doc(client, uri, SOURCE)
+        result = await client.text_document_code_action_async(types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri),
+            range=types.Range(types.Position(4, 4), types.Position(6, 0)),
+            context=types.CodeActionContext(diagnostics=[])))  # no triggerKind, as eglot 1.9 sends it
+        by_title = {a.title: a for a in result}
+        assert {"hapa: Refactor", "hapa: Add docstring and type hints", "hapa: Write tests"} <= set(by_title)
+        assert all(getattr(a, "edit", None) is None for a in result)
+        assert fake.count() == 0  # the menu costs no generation
+        listed = by_title["hapa: Refactor"]
+        if isinstance(listed, types.CodeAction):
+            refactor = listed.command
+        else:  # lsprotocol reads {title, kind, command: {...}} as a Command whose `command` is the dict's repr
+            import ast
+
+            refactor = types.Command(**ast.literal_eval(listed.command))
+        assert refactor.command == "hapa.codeAction.apply"
+        fake.queue("```python\ndef total(self, prices):\n    return sum(prices.values())\n```")
+        applied = await run(client, refactor.command, *refactor.arguments)
+        assert applied == {"applied": True}
+        assert fake.count() == 1  # the chosen action only
+        assert "return sum(prices.values())" in apply_text_edits(SOURCE, edits_for(client.applied[-1].edit, uri))
+    finally:
+        await stop_client(client)
+
+
 async def test_comment_actions_work_in_other_languages(editor, fake, workspace):
     uri = uri_in(workspace, "sum.js")
     text = "function total(xs) {\n  // add up the numbers in xs and return the sum\n}\n"
