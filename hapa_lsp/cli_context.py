@@ -44,7 +44,7 @@ def _root_for(path: Path) -> str:
 
 
 def _language(path: str) -> str:
-    from hapa_lsp.features._docs import language_for
+    from hapa_lsp.features.common import language_for
 
     return language_for(path)
 
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 async def _build(settings: Any, root: str, file: Path, text: str, line: int, col: int, opened: list, *,
                  cold: bool) -> Any:
     from hapa_lsp.context.builder import ContextEngine
-    from hapa_lsp.jedi_utils import JediRunner
+    from hapa_lsp.jedi_client import JediRunner
 
     runner = JediRunner()
     try:

@@ -86,7 +86,7 @@ class Engine:
                                          "empty": 0, "tokens": 0}
         # Set by features/lifecycle.py once the session is initialized (the context engine reads them).
         self.workspace: Any = None  # pygls Workspace: open documents for neighbour snippets
-        self.jedi: Any = None  # hapa_lsp.jedi_utils.JediRunner: the worker process facts are resolved in
+        self.jedi: Any = None  # hapa_lsp.jedi_client.JediRunner: the worker process facts are resolved in
         self.root_path: str | None = None
         self._context: Any = None
         # Work started for no request (warming a newly opened document): referenced until done.
@@ -143,7 +143,7 @@ class Engine:
 
         import hapa_lsp.cache_redis  # noqa: F401
         import hapa_lsp.context.builder  # noqa: F401
-        import hapa_lsp.telemetry  # noqa: F401
+        import hapa_lsp.ops.telemetry  # noqa: F401
         import hapa_lsp.postprocess  # noqa: F401
         import hapa_lsp.resilience  # noqa: F401
         from hapa_lsp.backends import make_client

@@ -419,7 +419,7 @@ class HapaServer(LanguageServer):
     def jedi(self):
         """The jedi worker."""
         if self._jedi is None:
-            from hapa_lsp.jedi_utils import JediRunner
+            from hapa_lsp.jedi_client import JediRunner
 
             self._jedi = JediRunner(max_memory_mb=self.settings.context.jedi_worker_max_mb)
         return self._jedi
@@ -507,18 +507,18 @@ class HapaServer(LanguageServer):
 
     @property
     def incident_log(self):
-        """The persistent incident log (hapa_lsp.incidents) over ``store``."""
+        """The persistent incident log (hapa_lsp.ops.incidents) over ``store``."""
         if self._incident_log is None:
-            from hapa_lsp.incidents import IncidentLog
+            from hapa_lsp.ops.incidents import IncidentLog
 
             self._incident_log = IncidentLog(lambda: self.store, lambda: self.settings.incidents.retention_days)
         return self._incident_log
 
     @property
     def rate_limiter(self):
-        """Per-feature rate limits (hapa_lsp.ratelimit), following ``hapa.rateLimits``."""
+        """Per-feature rate limits (hapa_lsp.ops.ratelimit), following ``hapa.rateLimits``."""
         if self._rate_limiter is None:
-            from hapa_lsp.ratelimit import RateLimiter
+            from hapa_lsp.ops.ratelimit import RateLimiter
 
             self._rate_limiter = RateLimiter(lambda: self.settings.rate_limits)
         return self._rate_limiter

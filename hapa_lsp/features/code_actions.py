@@ -167,7 +167,7 @@ def _resolve_supported(ls: HapaServer) -> bool:
 
 def list_actions(ls: HapaServer, doc: TextDocument, rng: types.Range, only: Any) -> list[types.CodeAction]:
     """The actions for a range, from the text alone; each carries ``data`` for resolve."""
-    from hapa_lsp.features._docs import language_of
+    from hapa_lsp.features.common import language_of
 
     language = language_of(doc)
     lines = doc.source.split("\n")
@@ -262,7 +262,7 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
 
     from hapa_lsp import generation
     from hapa_lsp.features import generate as g
-    from hapa_lsp.features._docs import language_of, open_document
+    from hapa_lsp.features.common import language_of, open_document
 
     if not isinstance(data, dict) or "uri" not in data or "action" not in data:
         raise errors.InputError("the code action has no hapa data", code="E4001", field="data")
@@ -366,7 +366,7 @@ def _insert_below(lines: list[str], row: int, text: str) -> types.TextEdit:
 
 def register(server: HapaServer) -> None:
     """Register textDocument/codeAction, codeAction/resolve and the apply command for clients without resolve."""
-    from hapa_lsp.features._docs import open_document
+    from hapa_lsp.features.common import open_document
     from hapa_lsp.server import rpc_error
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION,
@@ -376,7 +376,7 @@ def register(server: HapaServer) -> None:
             doc = open_document(ls, params.text_document.uri)
         except errors.HapaError:
             return None
-        from hapa_lsp.features._docs import language_of
+        from hapa_lsp.features.common import language_of
 
         if ls.engine.applies_to(name_of(doc), language_of(doc)) is not None:
             return None

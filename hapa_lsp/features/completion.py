@@ -10,7 +10,7 @@ from lsprotocol import types
 
 from hapa_lsp import errors
 from hapa_lsp.documents import doc_key, fs_path, name_of
-from hapa_lsp.features._docs import bind_request, language_of, open_document, position_encoding
+from hapa_lsp.features.common import bind_request, language_of, open_document, position_encoding
 from hapa_lsp.features.inline import accept_command
 
 if TYPE_CHECKING:

@@ -571,7 +571,7 @@ def _guard(ls: HapaServer, command: str, exc: errors.HapaError):
 
 def register(server: HapaServer) -> None:
     """Register the generation, agent, validation, history and feedback commands."""
-    from hapa_lsp.features._docs import LazyModule, document_for_model, language_of, position_encoding
+    from hapa_lsp.features.common import LazyModule, document_for_model, language_of, position_encoding
 
     generation = LazyModule("hapa_lsp.generation")
     history = LazyModule("hapa_lsp.history")

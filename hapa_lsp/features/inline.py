@@ -9,7 +9,7 @@ from lsprotocol import types
 
 from hapa_lsp import errors
 from hapa_lsp.documents import doc_key, fs_path, name_of
-from hapa_lsp.features._docs import after_response, bind_request, language_of, open_document, position_encoding
+from hapa_lsp.features.common import after_response, bind_request, language_of, open_document, position_encoding
 
 if TYPE_CHECKING:
     from hapa_lsp.engine import Suggestion

@@ -109,7 +109,7 @@ def register(server: HapaServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: HapaServer, params: types.DidOpenTextDocumentParams) -> None:
         from hapa_lsp.documents import find_open, fs_path, name_of
-        from hapa_lsp.features._docs import language_of
+        from hapa_lsp.features.common import language_of
 
         doc = find_open(ls.workspace, params.text_document.uri)
         if doc is not None:
@@ -146,7 +146,7 @@ def _warm(engine: Any) -> None:
         import hapa_lsp.backends.openai  # noqa: F401
         import hapa_lsp.cache  # noqa: F401
         import hapa_lsp.prompts  # noqa: F401
-        from hapa_lsp.ratelimit import load_limits
+        from hapa_lsp.ops.ratelimit import load_limits
 
         load_limits()  # `import limits` costs 50-130 ms
         engine.prepare()

@@ -15,8 +15,8 @@ from hapa_lsp import __version__, errors
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
-    from hapa_lsp.sidecar import Sidecar
-    from hapa_lsp.telemetry import Telemetry
+    from hapa_lsp.ops.sidecar import Sidecar
+    from hapa_lsp.ops.telemetry import Telemetry
 
 CACHE_TYPES = {"code_generation": "code_generation", "completions": "completions",
                "user_profiles": "user_profiles", "all": None}
@@ -39,7 +39,7 @@ class Ops:
     def telemetry(self) -> Telemetry:
         """The metrics registry and analytics (all zero while metrics are off)."""
         if self._telemetry is None:
-            from hapa_lsp.telemetry import Telemetry
+            from hapa_lsp.ops.telemetry import Telemetry
 
             self._telemetry = Telemetry()
         return self._telemetry
@@ -150,7 +150,7 @@ class Ops:
         s = ls.settings.sidecar
         if not s.enabled:
             return
-        from hapa_lsp.sidecar import Sidecar
+        from hapa_lsp.ops.sidecar import Sidecar
         from lsprotocol import types
 
         self.sidecar = Sidecar(self)
@@ -230,7 +230,7 @@ class Ops:
             status = "degraded"
         if database != "ok":
             status = "unhealthy"
-        from hapa_lsp.incidents import iso
+        from hapa_lsp.ops.incidents import iso
 
         return {
             "status": status,
@@ -271,7 +271,7 @@ def _warm_imports(settings: Any) -> None:
     # The lazily imported ones go through their modules' loaders, which hold a lock: a keystroke that needs
     # one while this thread imports it waits for the import instead of seeing a half-initialised package.
     from hapa_lsp.cache_redis import load_redis
-    from hapa_lsp.ratelimit import load_limits
+    from hapa_lsp.ops.ratelimit import load_limits
     from hapa_lsp.resilience import load_tenacity
 
     load_limits()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hapa_lsp import config, errors, log
-from hapa_lsp.incidents import IncidentLog, iso
+from hapa_lsp.ops.incidents import IncidentLog, iso
 from hapa_lsp.store import Store
 
 MODEL = "qwen2.5-coder:1.5b-base"

@@ -127,7 +127,7 @@ class Refusals:
         self.ops.ls.record_incident(err, method)
         from hapa_lsp.log import get_logger
 
-        get_logger("hapa_lsp.sidecar").warning(
+        get_logger("hapa_lsp.ops.sidecar").warning(
             "sidecar requests refused", reason=reason, code=err.code, incident_id=err.incident_id,
             refused_in_previous_window=win[2] if win is not None else 0, window_seconds=self.WINDOW)
         self._windows[reason] = [now, err.incident_id, 1]
@@ -166,7 +166,7 @@ class Sidecar:
 
         from hapa_lsp.log import get_logger
 
-        log = get_logger("hapa_lsp.sidecar")
+        log = get_logger("hapa_lsp.ops.sidecar")
         s = self.ops.ls.settings.sidecar
         if not is_loopback(s.host) and not s.api_key:
             self.refused = (f"the sidecar is not started: binding {s.host} (not loopback) requires "
@@ -282,7 +282,7 @@ class Sidecar:
             err = errors.as_hapa_error(exc)
             from hapa_lsp.log import get_logger
 
-            get_logger("hapa_lsp.sidecar").exception("sidecar handler failed", incident_id=err.incident_id)
+            get_logger("hapa_lsp.ops.sidecar").exception("sidecar handler failed", incident_id=err.incident_id)
             self.ops.ls.record_incident(err, f"sidecar {request.path}")
             return error_response(err)
 
@@ -327,7 +327,7 @@ class Sidecar:
         if self._page is None:
             from importlib.resources import files
 
-            self._page = files("hapa_lsp").joinpath("dashboard.html").read_bytes()
+            self._page = files("hapa_lsp.ops").joinpath("dashboard.html").read_bytes()
         return web.Response(body=self._page, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
