@@ -92,9 +92,8 @@ class TieredCache(ResponseCache):
         self.last_error = type(exc).__name__
         if not self._reported:
             self._reported = True
-            self._on_error(errors.HapaError(f"Redis at the configured HAPA_REDIS_URL failed ({type(exc).__name__});"
-                                            f" the shared cache is bypassed and retried in {RETRY_AFTER:g} s",
-                                            code="E5002"))
+            self._on_error(errors.CacheUnavailable(f"Redis at the configured HAPA_REDIS_URL failed ({type(exc).__name__});"
+                                            f" the shared cache is bypassed and retried in {RETRY_AFTER:g} s"))
 
     def _worked(self) -> None:
         if self._down_until:

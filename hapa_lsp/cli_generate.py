@@ -46,7 +46,7 @@ def cli_run(args: Any) -> int:
             with open(args.context, encoding="utf-8") as fh:
                 context = fh.read()
         except OSError as exc:
-            print(errors.InputError(f"cannot read {args.context}: {exc.strerror}", code="E4001",
+            print(errors.InvalidInput(f"cannot read {args.context}: {exc.strerror}",
                                     field="--context").message, file=sys.stderr)
             return 2
     profile = Profile.from_settings(settings.profile).merged(override)

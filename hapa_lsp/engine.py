@@ -305,12 +305,12 @@ class Engine:
         """Why this document gets no AI suggestions, or None when it does."""
         s = self.settings
         if not s.completion.enabled:
-            return errors.InputError("AI completion is turned off (hapa.completion.enabled)", code="E4005")
+            return errors.PermissionDenied("AI completion is turned off (hapa.completion.enabled)")
         excluded = exclusion_error(path, s.context.exclude_globs)
         if excluded is not None:
             return excluded
         if s.completion.languages and language not in s.completion.languages:
-            return errors.InputError(f"language '{language}' is not in hapa.completion.languages", code="E4010")
+            return errors.UnsupportedLanguage(f"language '{language}' is not in hapa.completion.languages")
         return None
 
     async def suggest(self, *, uri: str, path: str, language: str, text: str, line: int, character: int,

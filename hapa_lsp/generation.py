@@ -68,7 +68,7 @@ class Profile:
         if override is None:
             return self
         if not isinstance(override, Mapping):
-            raise errors.InputError(f"{field_prefix} must be an object", code="E4001", field=field_prefix)
+            raise errors.InvalidInput(f"{field_prefix} must be an object", field=field_prefix)
         allowed = {"pythonSkillLevel": ("python_skill_level", SKILL_LEVELS),
                    "codeOutputStructure": ("code_output_structure", OUTPUT_STRUCTURES),
                    "explanationStyle": ("explanation_style", EXPLANATION_STYLES)}
@@ -81,11 +81,10 @@ class Profile:
             elif key in snake:
                 attr, (name, options) = key, snake[key]
             else:
-                raise errors.InputError(f"{field_prefix}.{key} is not a profile field (expected "
-                                        f"{', '.join(allowed)})", code="E4001", field=f"{field_prefix}.{key}")
+                raise errors.InvalidInput(f"{field_prefix}.{key} is not a profile field (expected "
+                                        f"{', '.join(allowed)})", field=f"{field_prefix}.{key}")
             if value not in options:
-                raise errors.InputError(f"{field_prefix}.{name} must be one of {', '.join(options)}, got {value!r}",
-                                        code="E4001", field=f"{field_prefix}.{name}")
+                raise errors.InvalidInput(f"{field_prefix}.{name} must be one of {', '.join(options)}, got {value!r}", field=f"{field_prefix}.{name}")
             out = replace(out, **{attr: value})
         return out
 
@@ -238,13 +237,11 @@ class Generation:
     request_id: str = ""  # the id carried by this generation's hapa/streamChunk notifications
 
 
-class GenerationRejected(errors.InputError):
+class GenerationRejected(errors.ValidationFailed):
     """The model's code still failed validation after the repair round (E4011); carries the last attempt."""
 
-    code = "E4011"
-
     def __init__(self, detail: str, generation: Generation):
-        super().__init__(detail, code="E4011")
+        super().__init__(detail)
         self.generation = generation
 
 

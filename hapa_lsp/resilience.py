@@ -98,7 +98,7 @@ class CircuitBreaker:
 
     def failure(self, model: str, err: errors.HapaError) -> None:
         """A call failed with ``err``; open the circuit when that makes enough failures in a row."""
-        if getattr(err, "fast", False):
+        if err.fast:
             return
         m = self._models.setdefault(model, _ModelState())
         now = time.monotonic()
@@ -149,10 +149,7 @@ def _secs(s: float) -> str:
 
 def _fast(template: errors.HapaError, model: str, detail: str, wait: float) -> errors.HapaError:
     """A failure without calling: same code as what took the model down, and the same incident."""
-    err = type(template)(detail, code=template.code, retry_after=wait, incident_id=template.incident_id)
-    err.fast = True  # type: ignore[attr-defined]
-    err.model = model  # type: ignore[attr-defined]
-    return err
+    return type(template)(detail, retry_after=wait, incident_id=template.incident_id, model=model, fast=True)
 
 
 class ResilientBackend:
@@ -203,8 +200,8 @@ class ResilientBackend:
             await gen.aclose()  # type: ignore[attr-defined]
 
     def _failed(self, model: str, exc: errors.HapaError) -> None:
-        if not getattr(exc, "model", None):
-            exc.model = model  # type: ignore[attr-defined]
+        if not exc.model:
+            exc.model = model
         self.breaker.failure(model, exc)
 
     async def _open(self, make: Callable[[], AsyncIterator[str]], model: str, retry: bool
@@ -241,7 +238,7 @@ class ResilientBackend:
             return min(jitter(state), s.retry_max_wait)
 
         def transient(exc: BaseException) -> bool:
-            if not isinstance(exc, errors.HapaError) or getattr(exc, "fast", False) or exc.code not in RETRYABLE:
+            if not isinstance(exc, errors.HapaError) or exc.fast or exc.code not in RETRYABLE:
                 return False
             return exc.code != "E5007" or (exc.retry_after or 0.0) <= s.retry_max_wait
 

@@ -115,8 +115,7 @@ class HapaProtocol(LanguageServerProtocol):
     def handle_message(self, message: Any):
         """Answer _BadRequest with E4001; everything else as pygls does."""
         if isinstance(message, _BadRequest):
-            err = errors.InputError(f"the parameters of {message.method} do not match the LSP specification",
-                                    code="E4001")
+            err = errors.InvalidInput(f"the parameters of {message.method} do not match the LSP specification")
             self._send_response(message.id, error=types.ResponseError(
                 code=types.ErrorCodes.InvalidParams, message=err.message, data=err.to_data()))
             return
@@ -126,8 +125,8 @@ class HapaProtocol(LanguageServerProtocol):
             # surrogate such as \ud800, legal as a JSON escape) is rejected here, naming the field.
             where = unencodable_field(params.arguments or [])
             if where is not None:
-                err = errors.InputError(f"'{where}' is not valid Unicode text (it holds a lone UTF-16 surrogate, "
-                                        "which UTF-8 cannot encode)", code="E4001", field=where)
+                err = errors.InvalidInput(f"'{where}' is not valid Unicode text (it holds a lone UTF-16 surrogate, "
+                                        "which UTF-8 cannot encode)", field=where)
                 self._server.record_incident(err, errors.storable_text(params.command))
                 self._send_response(message.id, error=rpc_error(err).to_response_error())
                 return
@@ -177,7 +176,7 @@ class HapaProtocol(LanguageServerProtocol):
             return
         from hapa_lsp.log import get_logger
 
-        err = errors.HapaError(f"{label} (request {msg_id}) got no answer within {deadline:g} s", code="E5004")
+        err = errors.InternalError(f"{label} (request {msg_id}) got no answer within {deadline:g} s")
         get_logger().error("request overdue", request=msg_id, method=label, incident_id=err.incident_id)
         self._server.record_incident(err, label)
         self.__dict__.setdefault("_overdue_errors", {})[msg_id] = err
@@ -346,7 +345,7 @@ class HapaServer(LanguageServer):
         if last is not None and now - last[1] < PROTOCOL_INCIDENT_WINDOW_S:
             get_logger().debug("protocol violation", kind=kind, detail=detail, incident_id=last[0].incident_id)
             return last[0]
-        err = errors.InputError(detail, code="E4001")
+        err = errors.InvalidInput(detail)
         self._protocol_errors[kind] = (err, now)
         self.record_incident(err, "protocol")  # the one log line (warning, with code and incident id)
         if popup and now - self._last_oob_message > 10:
@@ -482,7 +481,7 @@ class HapaServer(LanguageServer):
         return problems
 
     def _config_problem(self, problem: ConfigProblem) -> None:
-        err = errors.InputError(f"{problem.path} ({problem.source}) {problem.reason}", code=problem.code,
+        err = errors.error_class(problem.code)(f"{problem.path} ({problem.source}) {problem.reason}",
                                 field=problem.path)
         self.record_incident(err, "configuration")
         msg = f"{problem.message} ({err.incident_id})"
@@ -603,7 +602,7 @@ class HapaServer(LanguageServer):
         if sig in seen:
             return
         seen.add(sig)
-        err = errors.HapaError(f"{component} failed, {what} ({sig[1]})", code="E5004")
+        err = errors.InternalError(f"{component} failed, {what} ({sig[1]})")
         self.record_incident(err, component)
         get_logger().warning(f"{component} failed", incident_id=err.incident_id, error=detail[:2000])
         if not any(s[0] == component for s in seen - {sig}):
@@ -621,8 +620,8 @@ class HapaServer(LanguageServer):
 
         if source == FeatureRequestError:
             return
-        err = errors.HapaError(f"{type(error).__name__} while handling a message", code="E4001"
-                               if isinstance(error, (JsonRpcException, ValueError)) else "E5004")
+        err = (errors.InvalidInput if isinstance(error, (JsonRpcException, ValueError)) else errors.InternalError)(
+            f"{type(error).__name__} while handling a message")
         self.record_incident(err, "protocol")
         now = time.monotonic()
         if now - self._last_oob_message > 10:

@@ -244,8 +244,8 @@ def _tests_target(ls: HapaServer, doc: TextDocument) -> tuple[str, str, bool]:
     here = fs_path(doc)
     root = ls.root_path or (os.path.dirname(here) if here else None)
     if not root:
-        raise errors.InputError("this document is not a file and no workspace folder is open: there is no "
-                                "place for a tests file; save the file first", code="E4005", field="uri")
+        raise errors.PermissionDenied("this document is not a file and no workspace folder is open: there is no "
+                                "place for a tests file; save the file first", field="uri")
     stem = os.path.splitext(os.path.basename(name_of(doc)))[0]
     path = os.path.join(root, "tests", f"test_{stem}.py")
     uri = from_fs_path(path) or path
@@ -265,7 +265,7 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
     from hapa_lsp.features.common import language_of, open_document
 
     if not isinstance(data, dict) or "uri" not in data or "action" not in data:
-        raise errors.InputError("the code action has no hapa data", code="E4001", field="data")
+        raise errors.InvalidInput("the code action has no hapa data", field="data")
     uri = data["uri"]
     doc = open_document(ls, uri)
     language = language_of(doc)
@@ -275,8 +275,7 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
     version = data.get("version")
     if version is not None and doc.version is not None and version != doc.version:
         # The lines the action was computed for may have moved; an edit now could land in the wrong place.
-        raise errors.InputError("the document changed since this action was offered; ask for code actions again",
-                                code="E4001", field="data.version")
+        raise errors.InvalidInput("the document changed since this action was offered; ask for code actions again", field="data.version")
     lines = g.doc_lines(doc)
     action = data["action"]
     profile = generation.Profile.from_settings(ls.settings.profile)
@@ -294,7 +293,7 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
     task = {"comment": "implement", "todo": "implement", "stub": "implement", "refactor": "refactor",
             "document": "document", "tests": "tests", "agent": "agent"}.get(action)
     if task is None:
-        raise errors.InputError(f"unknown code action {action!r}", code="E4001", field="data.action")
+        raise errors.InvalidInput(f"unknown code action {action!r}", field="data.action")
     # A code action's generation is a code generation: it counts against the same limit as hapa.generateCode,
     # whichever way it runs (resolve, the eager path for clients without resolve, the apply command).
     ls.rate_limiter.check(GENERATION_RULE)

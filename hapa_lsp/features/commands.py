@@ -16,7 +16,7 @@ def first_object(args: tuple[Any, ...], command: str) -> dict[str, Any]:
         return {}
     if len(args) == 1 and isinstance(args[0], dict):
         return args[0]
-    raise errors.InputError(f"{command} takes one JSON object argument", code="E4001", field="arguments")
+    raise errors.InvalidInput(f"{command} takes one JSON object argument", field="arguments")
 
 
 def register(server: HapaServer) -> None:

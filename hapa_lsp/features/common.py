@@ -18,7 +18,7 @@ def open_document(ls: HapaServer, uri: str) -> TextDocument:
     """The editor's copy of an open document; E4006 when the editor never opened it (disk is not read)."""
     doc = find_open(ls.workspace, uri)
     if doc is None:
-        raise errors.InputError(f"{uri} is not open in the editor", code="E4006")
+        raise errors.DocumentNotOpen(f"{uri} is not open in the editor")
     return doc
 
 

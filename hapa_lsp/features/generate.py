@@ -59,8 +59,7 @@ def normalise(obj: Mapping[str, Any], allowed: tuple[str, ...], command: str) ->
     for key, value in obj.items():
         name = key if key in allowed else _snake(key)
         if name not in allowed:
-            raise errors.InputError(f"{command}: '{key}' is not a known field (expected {', '.join(allowed)})",
-                                    code="E4001", field=key)
+            raise errors.InvalidInput(f"{command}: '{key}' is not a known field (expected {', '.join(allowed)})", field=key)
         out[name] = value
     return out
 
@@ -70,13 +69,13 @@ def want_str(args: Mapping[str, Any], name: str, *, required: bool = False, defa
     """A string field; E4002 when required and missing (or blank), E4001 when not a string."""
     if name not in args or args[name] is None:
         if required:
-            raise errors.InputError(f"the field '{name}' is required", code="E4002", field=name)
+            raise errors.MissingField(f"the field '{name}' is required", field=name)
         return default
     v = args[name]
     if not isinstance(v, str):
-        raise errors.InputError(f"'{name}' must be a string, got {type(v).__name__}", code="E4001", field=name)
+        raise errors.InvalidInput(f"'{name}' must be a string, got {type(v).__name__}", field=name)
     if required and not blank_ok and not v.strip():
-        raise errors.InputError(f"the field '{name}' must not be empty", code="E4002", field=name)
+        raise errors.MissingField(f"the field '{name}' must not be empty", field=name)
     return v
 
 
@@ -88,7 +87,7 @@ def want_number(args: Mapping[str, Any], name: str, lo: float, hi: float, *, int
     ok = isinstance(v, int) if integer else isinstance(v, (int, float))
     if isinstance(v, bool) or not ok or not lo <= v <= hi:
         kind = "a whole number" if integer else "a number"
-        raise errors.InputError(f"'{name}' must be {kind} from {lo:g} to {hi:g}, got {v!r}", code="E4001",
+        raise errors.InvalidInput(f"'{name}' must be {kind} from {lo:g} to {hi:g}, got {v!r}",
                                 field=name)
     return v
 
@@ -97,27 +96,27 @@ def want_bool(args: Mapping[str, Any], name: str, default: bool) -> bool:
     """An optional boolean; E4001 names the field otherwise."""
     v = args.get(name, default)
     if not isinstance(v, bool):
-        raise errors.InputError(f"'{name}' must be true or false, got {v!r}", code="E4001", field=name)
+        raise errors.InvalidInput(f"'{name}' must be true or false, got {v!r}", field=name)
     return v
 
 
 def want_position(v: Any, name: str) -> types.Position:
     """An LSP position object {line, character}."""
     if not isinstance(v, Mapping):
-        raise errors.InputError(f"'{name}' must be an object {{line, character}}", code="E4001", field=name)
+        raise errors.InvalidInput(f"'{name}' must be an object {{line, character}}", field=name)
     for k in ("line", "character"):
         x = v.get(k)
         if x is None:
-            raise errors.InputError(f"'{name}.{k}' is required", code="E4002", field=f"{name}.{k}")
+            raise errors.MissingField(f"'{name}.{k}' is required", field=f"{name}.{k}")
         if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-            raise errors.InputError(f"'{name}.{k}' must be a whole number >= 0", code="E4001", field=f"{name}.{k}")
+            raise errors.InvalidInput(f"'{name}.{k}' must be a whole number >= 0", field=f"{name}.{k}")
     return types.Position(v["line"], v["character"])
 
 
 def want_range(v: Any, name: str) -> types.Range:
     """An LSP range object {start, end}."""
     if not isinstance(v, Mapping):
-        raise errors.InputError(f"'{name}' must be an object {{start, end}}", code="E4001", field=name)
+        raise errors.InvalidInput(f"'{name}' must be an object {{start, end}}", field=name)
     return types.Range(want_position(v.get("start"), f"{name}.start"), want_position(v.get("end"), f"{name}.end"))
 
 
@@ -136,8 +135,7 @@ def _parse_time(args: Mapping[str, Any], name: str) -> float | None:
             if d.tzinfo is None:
                 d = d.replace(tzinfo=_dt.timezone.utc)
             return d.timestamp()
-    raise errors.InputError(f"'{name}' must be an ISO date (2026-01-31 or 2026-01-31T12:00:00Z) or epoch seconds",
-                            code="E4001", field=name)
+    raise errors.InvalidInput(f"'{name}' must be an ISO date (2026-01-31 or 2026-01-31T12:00:00Z) or epoch seconds", field=name)
 
 
 def check_size(ls: HapaServer, text: str, field_name: str) -> None:
@@ -146,8 +144,8 @@ def check_size(ls: HapaServer, text: str, field_name: str) -> None:
     budget_tokens = getattr(c, "generation_max_prompt_tokens", 8192)
     limit = int(budget_tokens * c.chars_per_token)
     if len(text) > limit:
-        raise errors.InputError(f"'{field_name}' has {len(text)} characters; the generation prompt takes about "
-                                f"{limit} (hapa.context.generationMaxPromptTokens)", code="E4012", field=field_name)
+        raise errors.ContextTooLarge(f"'{field_name}' has {len(text)} characters; the generation prompt takes about "
+                                f"{limit} (hapa.context.generationMaxPromptTokens)", field=field_name)
 
 
 # ---- streaming, progress and cancellation -------------------------------------------------------------------------
@@ -418,7 +416,7 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
                                              ms=(time.perf_counter() - t0) * 1000)))
         if s.outcome == "cancelled":
             # window/workDoneProgress/cancel: the request itself is still open and gets an answer.
-            err = errors.InputError("cancelled from the progress indicator", code="E4008")
+            err = errors.Cancelled("cancelled from the progress indicator")
             err.request_id = rid  # type: ignore[attr-defined]
             err.recorded = True  # type: ignore[attr-defined]  # a user's choice, not an incident
             raise err from None
@@ -540,7 +538,7 @@ def find_agent(ls: HapaServer, name: str) -> Agent:
         if a.name == name:
             return a
     names = ", ".join(a.name for a in ls.settings.agents.presets) or "none configured"
-    raise errors.InputError(f"no agent named {name!r} (agents: {names})", code="E4001", field="name")
+    raise errors.InvalidInput(f"no agent named {name!r} (agents: {names})", field="name")
 
 
 def module_name(path: str, root: str | None) -> str:
@@ -594,7 +592,7 @@ def register(server: HapaServer) -> None:
             doc = None
             if uri:
                 if "position" not in a:
-                    raise errors.InputError("'position' is required with 'uri'", code="E4002", field="position")
+                    raise errors.MissingField("'position' is required with 'uri'", field="position")
                 pos = want_position(a["position"], "position")
                 doc = document_for_model(ls, uri)
                 language = a.get("language") or language_of(doc)
@@ -608,7 +606,7 @@ def register(server: HapaServer) -> None:
                                         chars_per_token=s.chars_per_token)
                     code_context = win.prefix + win.suffix
             elif "position" in a:
-                raise errors.InputError("'uri' is required with 'position'", code="E4002", field="uri")
+                raise errors.MissingField("'uri' is required with 'position'", field="uri")
         except errors.HapaError as exc:
             raise _guard(ls, GENERATE, exc) from exc
         req = generation.Request("generate", question=question, code_context=code_context, language=language,
@@ -662,8 +660,7 @@ def register(server: HapaServer) -> None:
                 else:
                     code = code or doc.source
             if not (question.strip() or code.strip()):
-                raise errors.InputError("give 'question', 'code' or a document 'uri' for the agent to work on",
-                                        code="E4002", field="code")
+                raise errors.MissingField("give 'question', 'code' or a document 'uri' for the agent to work on", field="code")
             check_size(ls, code, "range" if rng is not None else ("uri" if doc is not None else "code"))
         except errors.HapaError as exc:
             raise _guard(ls, AGENT_RUN, exc) from exc
@@ -680,7 +677,7 @@ def register(server: HapaServer) -> None:
             uri = want_str(a, "uri", required=True, blank_ok=False)
             doc = document_for_model(ls, uri)
             if "range" not in a:
-                raise errors.InputError("'range' is required", code="E4002", field="range")
+                raise errors.MissingField("'range' is required", field="range")
             lines = doc_lines(doc)
             rng = full_lines(lines, want_range(a["range"], "range"))
             check_size(ls, text_of(lines, rng), "range")
@@ -715,7 +712,7 @@ def register(server: HapaServer) -> None:
         report = validate(code, language)
         out = report.to_dict()
         if not report.parses and report.syntax_error is not None:
-            err = errors.InputError(report.syntax_error.describe(), code="E4011", field="code")
+            err = errors.ValidationFailed(report.syntax_error.describe(), field="code")
             out["error"] = err.to_data()
         return out
 
@@ -727,12 +724,12 @@ def register(server: HapaServer) -> None:
             uri = want_str(a, "uri", required=True)
             raw = a.get("diagnostics")
             if not isinstance(raw, list):
-                raise errors.InputError("'diagnostics' must be a list", code="E4001", field="diagnostics")
+                raise errors.InvalidInput("'diagnostics' must be a list", field="diagnostics")
             diags = [ls.protocol._converter.structure(d, types.Diagnostic) for d in raw]
         except errors.HapaError as exc:
             raise _guard(ls, SHOW_ISSUES, exc) from exc
         except Exception as exc:  # noqa: BLE001 - malformed diagnostics from a client
-            raise _guard(ls, SHOW_ISSUES, errors.InputError("malformed diagnostics", code="E4001",
+            raise _guard(ls, SHOW_ISSUES, errors.InvalidInput("malformed diagnostics",
                                                             field="diagnostics")) from exc
         publish_issues(ls, uri, diags)
 
@@ -755,7 +752,7 @@ def register(server: HapaServer) -> None:
         try:
             a = normalise(first_object(args, HISTORY_CLEAR), ("confirm", "before"), HISTORY_CLEAR)
             if a.get("confirm") is not True:
-                raise errors.InputError("clearing the history needs \"confirm\": true", code="E4002",
+                raise errors.MissingField("clearing the history needs \"confirm\": true",
                                         field="confirm")
             before = _parse_time(a, "before")
             n = await store_call(ls, history.clear_history, before=before)
@@ -770,10 +767,10 @@ def register(server: HapaServer) -> None:
             hid = want_number(a, "history_id", 1, 2**62, integer=True)
             rid = want_str(a, "request_id")
             if hid is None and not rid:
-                raise errors.InputError("give 'history_id' (from hapa.generateCode / hapa.history.list) or "
-                                        "'request_id' (from a suggestion)", code="E4002", field="history_id")
+                raise errors.MissingField("give 'history_id' (from hapa.generateCode / hapa.history.list) or "
+                                        "'request_id' (from a suggestion)", field="history_id")
             if "rating" not in a or a["rating"] is None:
-                raise errors.InputError("'rating' is required: 1-5, \"up\" or \"down\"", code="E4002",
+                raise errors.MissingField("'rating' is required: 1-5, \"up\" or \"down\"",
                                         field="rating")
             r = a["rating"]
             if r in ("up", "down"):
@@ -781,11 +778,11 @@ def register(server: HapaServer) -> None:
             elif isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= 5:
                 rating = r
             else:
-                raise errors.InputError(f"'rating' must be 1-5, \"up\" or \"down\", got {r!r}", code="E4001",
+                raise errors.InvalidInput(f"'rating' must be 1-5, \"up\" or \"down\", got {r!r}",
                                         field="rating")
             comment = want_str(a, "comment")[:4000]
             if hid is not None and not await store_call(ls, history.history_exists, hid):
-                raise errors.InputError(f"no generation with history_id {hid}", code="E4001", field="history_id")
+                raise errors.InvalidInput(f"no generation with history_id {hid}", field="history_id")
             fid = await store_call(ls, history.record_feedback, "rating", history_id=hid, request_id=rid,
                                    rating=rating, comment=comment)
         except errors.HapaError as exc:
@@ -823,7 +820,7 @@ def _suggestion_notification(kind: str, command: str):
         info = _plain(params)
         try:
             if not isinstance(info, Mapping):
-                raise errors.InputError(f"{command} takes one JSON object", code="E4001", field="params")
+                raise errors.InvalidInput(f"{command} takes one JSON object", field="params")
             await record_suggestion_event(ls, kind, info, command)
         except errors.HapaError as exc:
             ls.record_incident(exc, command)
@@ -853,7 +850,7 @@ async def record_suggestion_event(ls: HapaServer, kind: str, info: Mapping[str, 
     length = want_number(info, "length", 0, 10**9, integer=True) or 0
     accepted = want_number(info, "accepted_length", 0, 10**9, integer=True)
     if kind == "partial" and accepted is None:
-        raise errors.InputError("'accepted_length' is required", code="E4002", field="accepted_length")
+        raise errors.MissingField("'accepted_length' is required", field="accepted_length")
     if kind == "accepted":
         accepted = length
     await store_call(ls, history.record_feedback, kind, request_id=rid, uri=uri, language=language, model=model,

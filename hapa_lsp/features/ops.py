@@ -161,7 +161,7 @@ class Ops:
             ls.window_log_message(types.LogMessageParams(types.MessageType.Info, f"hapa-lsp sidecar: {url}"))
         elif refused and refused != self._refused_reported:  # once, not again on each settings change
             self._refused_reported = refused
-            err = errors.InputError(refused, code="E4005", field="hapa.sidecar.host")
+            err = errors.PermissionDenied(refused, field="hapa.sidecar.host")
             ls.record_incident(err, "sidecar")
             ls.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
 
@@ -320,7 +320,7 @@ def register(server: HapaServer) -> None:
         a = first_object(args, "hapa.errors.patterns")
         period = a.get("period", "7d")
         if not isinstance(period, str):
-            raise errors.InputError("period must be a string: 1h, 24h, 7d or 30d", code="E4001", field="period")
+            raise errors.InvalidInput("period must be a string: 1h, 24h, 7d or 30d", field="period")
         return await ops_of(ls).errors_patterns(period)
 
     async def errors_get(ls: HapaServer, *args: Any) -> dict[str, Any]:
@@ -329,7 +329,7 @@ def register(server: HapaServer) -> None:
         else:
             incident_id = first_object(args, "hapa.errors.get").get("incident_id")
         if not incident_id:
-            raise errors.InputError("incident_id is required", code="E4002", field="incident_id")
+            raise errors.MissingField("incident_id is required", field="incident_id")
         return await ops_of(ls).incident(incident_id)
 
     async def analytics_performance(ls: HapaServer, *args: Any) -> dict[str, Any]:
@@ -338,14 +338,13 @@ def register(server: HapaServer) -> None:
     async def cache_clear(ls: HapaServer, *args: Any) -> dict[str, Any]:
         a = first_object(args, "hapa.cache.clear")
         if "cache_type" not in a:
-            raise errors.InputError("cache_type is required: code_generation, completions, user_profiles or all",
-                                    code="E4002", field="cache_type")
+            raise errors.MissingField("cache_type is required: code_generation, completions, user_profiles or all", field="cache_type")
         cache_type = a["cache_type"]
         if cache_type not in CACHE_TYPES:
-            raise errors.InputError(f"cache_type must be code_generation, completions, user_profiles or all, "
-                                    f"got {cache_type!r}", code="E4001", field="cache_type")
+            raise errors.InvalidInput(f"cache_type must be code_generation, completions, user_profiles or all, "
+                                    f"got {cache_type!r}", field="cache_type")
         if a.get("confirm") is not True:
-            raise errors.InputError("clearing a cache needs confirm: true", code="E4002", field="confirm")
+            raise errors.MissingField("clearing a cache needs confirm: true", field="confirm")
         region = CACHE_TYPES[cache_type]
         from hapa_lsp.cache_redis import TieredCache
 

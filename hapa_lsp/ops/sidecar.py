@@ -237,16 +237,16 @@ class Sidecar:
         host = request.headers.get("Host")
         if host is not None and not self.hosts.allows(host_of(host)):
             shown = host_of(host)[:80]
-            return error_response(self.refusals.refuse("host", "sidecar host check", lambda inc: errors.InputError(
+            return error_response(self.refusals.refuse("host", "sidecar host check", lambda inc: errors.PermissionDenied(
                 f"requests addressed to {shown!r} are not served: only loopback names, the bind host and "
-                f"hapa.sidecar.allowedHosts are (DNS rebinding protection)", code="E4005", field="Host",
+                f"hapa.sidecar.allowedHosts are (DNS rebinding protection)", field="Host",
                 incident_id=inc)), status=421)
         origin = request.headers.get("Origin")
         if origin is not None and not self._origin_allowed(origin):
             shown = origin[:80]
-            return error_response(self.refusals.refuse("origin", "sidecar origin check", lambda inc: errors.InputError(
+            return error_response(self.refusals.refuse("origin", "sidecar origin check", lambda inc: errors.PermissionDenied(
                 f"cross-origin requests are not served (Origin {shown!r}); open the dashboard from the sidecar "
-                f"itself", code="E4005", field="Origin", incident_id=inc)))
+                f"itself", field="Origin", incident_id=inc)))
         # A path or method we do not serve is answered by what it is, without an incident: a browser asking
         # for /favicon.ico or a port scanner is no failure of ours.
         miss = getattr(request.match_info, "http_exception", None)
@@ -263,15 +263,15 @@ class Sidecar:
             # compare_digest on bytes of equal meaning: constant time whatever the length or content.
             if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
                 detail = "missing X-API-Key header" if not given else "the X-API-Key does not match"
-                return error_response(self.refusals.refuse("api_key", where, lambda inc: errors.InputError(
-                    detail, code="E4003", field="X-API-Key", incident_id=inc)))
+                return error_response(self.refusals.refuse("api_key", where, lambda inc: errors.InvalidApiKey(
+                    detail, field="X-API-Key", incident_id=inc)))
         feature = _LIMITED.get(request.path)
         if feature is not None:
             try:
                 self.ops.ls.rate_limiter.check(feature)
             except errors.HapaError as limited:
-                return error_response(self.refusals.refuse("rate_limit", where, lambda inc: errors.HapaError(
-                    limited.detail, code=limited.code, field=limited.field, retry_after=limited.retry_after,
+                return error_response(self.refusals.refuse("rate_limit", where, lambda inc: type(limited)(
+                    limited.detail, field=limited.field, retry_after=limited.retry_after,
                     incident_id=inc)))
         try:
             return await handler(request)

@@ -24,7 +24,7 @@ def test_one_incident_per_reason_and_window():
     ref = Refusals(ops, clock=lambda: now[0])
 
     def make(inc: str | None) -> errors.HapaError:
-        return errors.InputError("the X-API-Key does not match", code="E4003", incident_id=inc)
+        return errors.InvalidApiKey("the X-API-Key does not match", incident_id=inc)
 
     first = [ref.refuse("api_key", "sidecar /x", make) for _ in range(500)]
     assert len(ops.recorded) == 1 and {e.incident_id for e in first} == {ops.recorded[0][0]}
