@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
 from hapa_lsp.cache import ResponseCache
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.config import Settings
@@ -97,8 +98,6 @@ class TieredCache(ResponseCache):
 
     def _worked(self) -> None:
         if self._down_until:
-            from hapa_lsp.log import get_logger
-
             get_logger().info("shared cache back", backend="redis")
         self._down_until = 0.0
         self._reported = False

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from hapa_lsp import errors
 from hapa_lsp.context import CursorText, exclusion_error, split_at, split_near, units_len
 from hapa_lsp.context.tokens import CounterLoader
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     import httpx
@@ -272,8 +273,6 @@ class Engine:
     def _background_done(self, task: asyncio.Task) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            from hapa_lsp.log import get_logger
-
             get_logger().warning("background work failed", error=repr(task.exception())[:500])
 
     def did_close(self, uri: str) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.backends import Backend, Usage
@@ -247,8 +248,6 @@ class ResilientBackend:
             code = getattr(exc, "code", None)
             wait_s = state.next_action.sleep if state.next_action else 0.0
             self._emit("retry", model=model, code=code, attempt=state.attempt_number, wait=wait_s)
-            from hapa_lsp.log import get_logger
-
             get_logger().info("retrying model call", model=model, code=code, attempt=state.attempt_number,
                               wait_s=round(wait_s, 3))
 

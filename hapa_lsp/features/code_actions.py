@@ -11,6 +11,7 @@ from lsprotocol import types
 
 from hapa_lsp import errors
 from hapa_lsp.documents import find_open, fs_path, name_of
+from hapa_lsp.protocol import resolve_supports, rpc_error
 # Imported at run time: pygls resolves command handlers' annotations with typing.get_type_hints.
 from hapa_lsp.server import HapaServer  # noqa: TC001
 
@@ -159,10 +160,7 @@ def _only_allows(only: Any, kind: str) -> bool:
 
 
 def _resolve_supported(ls: HapaServer) -> bool:
-    td = ls.client_capabilities.text_document
-    ca = td.code_action if td else None
-    rs = ca.resolve_support if ca else None
-    return bool(rs and "edit" in rs.properties)
+    return resolve_supports(ls, "edit")
 
 
 def list_actions(ls: HapaServer, doc: TextDocument, rng: types.Range, only: Any) -> list[types.CodeAction]:
@@ -343,7 +341,7 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
     diags = g.edit_diagnostics(edit, gen.report)
     if not diags:
         return wedit, None, ""
-    raw = [ls.protocol._converter.unstructure(d) for d in diags]
+    raw = [ls.protocol.to_json(d) for d in diags]
     cmd = types.Command(title="hapa: show issues in generated code", command=g.SHOW_ISSUES,
                         arguments=[{"uri": uri, "diagnostics": raw}])
     return wedit, cmd, f" (⚠ {len(diags)} issue{'s' if len(diags) > 1 else ''}: " + \
@@ -366,7 +364,6 @@ def _insert_below(lines: list[str], row: int, text: str) -> types.TextEdit:
 def register(server: HapaServer) -> None:
     """Register textDocument/codeAction, codeAction/resolve and the apply command for clients without resolve."""
     from hapa_lsp.features.common import open_document
-    from hapa_lsp.server import rpc_error
 
     @server.feature(types.TEXT_DOCUMENT_CODE_ACTION,
                     types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=True))
@@ -439,6 +436,6 @@ def register(server: HapaServer) -> None:
             raise rpc_error(exc) from exc
         applied = await g.apply_edit(ls, edit, "hapa: code action")
         if applied and cmd is not None and cmd.arguments:
-            diags = [ls.protocol._converter.structure(d, types.Diagnostic) for d in cmd.arguments[0]["diagnostics"]]
+            diags = [ls.protocol.from_json(d, types.Diagnostic) for d in cmd.arguments[0]["diagnostics"]]
             g.publish_issues(ls, data["uri"], diags)
         return {"applied": applied}

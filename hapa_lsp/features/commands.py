@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hapa_lsp.protocol import rpc_error
 from hapa_lsp import errors
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
@@ -22,8 +24,6 @@ def first_object(args: tuple[Any, ...], command: str) -> dict[str, Any]:
 def register(server: HapaServer) -> None:
     """Register the core commands."""
     from hapa_lsp.features.inline import ACCEPT_COMMAND
-    from hapa_lsp.server import rpc_error
-
     @server.command(ACCEPT_COMMAND)
     async def did_accept(ls: Any, *args: Any) -> dict[str, Any]:  # Any: pygls evaluates these annotations
         from hapa_lsp.features.generate import record_suggestion_event
@@ -36,8 +36,6 @@ def register(server: HapaServer) -> None:
         except errors.HapaError as exc:
             ls.record_incident(exc, ACCEPT_COMMAND)
             raise rpc_error(exc) from exc
-        from hapa_lsp.log import get_logger
-
         get_logger().info("suggestion accepted", request_id=info.get("request_id"), model=info.get("model"),
                           language=info.get("language"))
         return {"recorded": True}

@@ -18,6 +18,8 @@ from hapa_lsp.documents import name_of
 # Imported at run time: pygls resolves command handlers' annotations with typing.get_type_hints.
 from hapa_lsp.server import HapaServer  # noqa: TC001
 from hapa_lsp.features.commands import first_object
+from hapa_lsp.log import get_logger
+from hapa_lsp.protocol import client_supports, rpc_error, supports_document_changes
 
 if TYPE_CHECKING:
     from pygls.workspace import TextDocument
@@ -43,8 +45,6 @@ _THROTTLE_S = 0.03
 
 
 def _log():
-    from hapa_lsp.log import get_logger
-
     return get_logger("hapa_lsp.generate")
 
 
@@ -149,11 +149,6 @@ def check_size(ls: HapaServer, text: str, field_name: str) -> None:
 
 
 # ---- streaming, progress and cancellation -------------------------------------------------------------------------
-def _client_supports_progress(ls: HapaServer) -> bool:
-    w = ls.client_capabilities.window
-    return bool(w and w.work_done_progress)
-
-
 class Stream:
     """One generation's work-done progress and ``hapa/streamChunk`` notifications; cancels the task on request."""
 
@@ -177,7 +172,7 @@ class Stream:
             return self
         if self.token is not None:
             self._begin(self.token)
-        elif _client_supports_progress(self.ls) and types.WINDOW_WORK_DONE_PROGRESS_CREATE not in self.ls.silent_methods:
+        elif client_supports(self.ls, "window.work_done_progress") and types.WINDOW_WORK_DONE_PROGRESS_CREATE not in self.ls.silent_methods:
             # (a client that left a create unanswered gets chunks only from then on, not a wait per generation)
             # Created alongside the model call, not before it: the editor's round trip must not delay the answer.
             self._creating = asyncio.ensure_future(self._create(f"hapa-{self.request_id}-{os.getpid()}"))
@@ -247,15 +242,8 @@ class Stream:
 
 
 def link_request_cancel(ls: HapaServer) -> Any:
-    """Make ``$/cancelRequest`` for the current command cancel this task (pygls only cancels its wrapper)."""
-    proto = ls.protocol
-    msg_id = proto.msg_id
-    task = asyncio.current_task()
-    fut = proto._request_futures.get(msg_id) if msg_id is not None else None
-    if fut is not None and task is not None:
-        loop = asyncio.get_running_loop()
-        fut.add_done_callback(lambda f: f.cancelled() and loop.call_soon_threadsafe(task.cancel))
-    return proto.command_progress_tokens.pop(msg_id, None) if msg_id is not None else None
+    """Make ``$/cancelRequest`` for the current command cancel this task; the client's progress token, if any."""
+    return ls.protocol.follow_cancellation()
 
 
 # ---- documents and edits --------------------------------------------------------------------------------------------
@@ -297,19 +285,10 @@ def insertion_at(lines: list[str], row: int, code: str) -> types.TextEdit:
     return types.TextEdit(types.Range(at, at), "\n" + reindent(code, indent))
 
 
-def _supports_document_changes(ls: HapaServer) -> bool:
-    ws = ls.client_capabilities.workspace
-    we = ws.workspace_edit if ws else None
-    if we is None:
-        return False
-    return bool(we.document_changes or (we.resource_operations and
-                                        types.ResourceOperationKind.Create in we.resource_operations))
-
-
 def workspace_edit(ls: HapaServer, uri: str, version: int | None, edits: list[types.TextEdit],
                    create: bool = False) -> types.WorkspaceEdit:
     """A WorkspaceEdit in the form the client understands (documentChanges when it can, plus CreateFile)."""
-    if create or _supports_document_changes(ls):
+    if create or supports_document_changes(ls):
         changes: list[Any] = []
         if create:
             changes.append(types.CreateFile(uri=uri, options=types.CreateFileOptions(ignore_if_exists=True)))
@@ -322,8 +301,7 @@ def workspace_edit(ls: HapaServer, uri: str, version: int | None, edits: list[ty
 
 async def apply_edit(ls: HapaServer, edit: types.WorkspaceEdit, label: str) -> bool:
     """Ask the client to apply ``edit`` (workspace/applyEdit); False when it cannot or refuses."""
-    ws = ls.client_capabilities.workspace
-    if not (ws and ws.apply_edit):
+    if not client_supports(ls, "workspace.apply_edit"):
         return False
     try:
         result = await ls.ask_client(types.WORKSPACE_APPLY_EDIT, types.ApplyWorkspaceEditParams(edit=edit, label=label),
@@ -494,8 +472,7 @@ async def explanation_document(ls: HapaServer, title: str, body: str) -> str:
 
     await asyncio.get_running_loop().run_in_executor(None, write)
     uri = from_fs_path(path) or path
-    w = ls.client_capabilities.window
-    if w and w.show_document and w.show_document.support:
+    if client_supports(ls, "window.show_document.support"):
         try:
             result = await ls.ask_client(types.WINDOW_SHOW_DOCUMENT, types.ShowDocumentParams(uri=uri, take_focus=True))
             if getattr(result, "success", False):
@@ -560,8 +537,6 @@ _AGENT_FIELDS = ("name", "question", "code", "language", "uri", "range", "user_p
 
 
 def _guard(ls: HapaServer, command: str, exc: errors.HapaError):
-    from hapa_lsp.server import rpc_error
-
     if exc.code != "E4006" and not getattr(exc, "recorded", False):
         ls.record_incident(exc, command)
     return rpc_error(exc)
@@ -725,7 +700,7 @@ def register(server: HapaServer) -> None:
             raw = a.get("diagnostics")
             if not isinstance(raw, list):
                 raise errors.InvalidInput("'diagnostics' must be a list", field="diagnostics")
-            diags = [ls.protocol._converter.structure(d, types.Diagnostic) for d in raw]
+            diags = [ls.protocol.from_json(d, types.Diagnostic) for d in raw]
         except errors.HapaError as exc:
             raise _guard(ls, SHOW_ISSUES, exc) from exc
         except Exception as exc:  # noqa: BLE001 - malformed diagnostics from a client

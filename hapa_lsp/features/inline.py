@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from hapa_lsp.protocol import rpc_error
 from hapa_lsp import errors
 from hapa_lsp.documents import doc_key, fs_path, name_of
 from hapa_lsp.features.common import after_response, bind_request, language_of, open_document, position_encoding
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.engine import Suggestion
@@ -53,8 +55,6 @@ def register(server: HapaServer) -> None:
                                           encoding=position_encoding(ls), request_id=rid)
         except errors.HapaError as exc:
             if invoked:
-                from hapa_lsp.server import rpc_error
-
                 if exc.code != "E4006" and not getattr(exc, "recorded", False):
                     ls.record_incident(exc, types.TEXT_DOCUMENT_INLINE_COMPLETION)
                 raise rpc_error(exc) from exc
@@ -63,13 +63,9 @@ def register(server: HapaServer) -> None:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must not take typing down with it
             err = errors.as_hapa_error(exc)
-            from hapa_lsp.log import get_logger
-
             get_logger().exception("inline completion failed", incident_id=err.incident_id)
             ls.background_failure(err, method=types.TEXT_DOCUMENT_INLINE_COMPLETION)
             if invoked:
-                from hapa_lsp.server import rpc_error
-
                 raise rpc_error(err) from exc
             return None
         if sug is None:
@@ -82,7 +78,5 @@ def register(server: HapaServer) -> None:
 
 
 def _log_answer(sug: Suggestion) -> None:
-    from hapa_lsp.log import get_logger
-
     get_logger().info("inline", request_id=sug.request_id, source=sug.source, chars=len(sug.text),
                       **{k: round(v, 2) for k, v in sug.timings.items()})

@@ -9,17 +9,13 @@ from lsprotocol import types
 
 from hapa_lsp.documents import doc_key
 from hapa_lsp.log import get_logger, register_secrets_in
+from hapa_lsp.protocol import client_supports, install_fast_documents
 
 # hapa_lsp.config.SECTION, spelled out so the settings tree is built after the initialize response.
 SECTION = "hapa"
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
-
-
-def _supports_configuration(ls: HapaServer) -> bool:
-    ws = ls.client_capabilities.workspace
-    return bool(ws and ws.configuration)
 
 
 async def pull_configuration(ls: HapaServer) -> None:
@@ -51,11 +47,9 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: HapaServer, params: types.InitializeParams) -> None:
-        from hapa_lsp.documents import install
-
         # Keys in the raw options are masked from here on, also where a line shows them without their name.
         register_secrets_in(params.initialization_options)
-        install(ls.workspace)  # pygls creates the workspace just before calling this handler
+        install_fast_documents(ls.workspace)  # pygls creates the workspace just before calling this handler
         folders = params.workspace_folders or []
         if folders:
             from pygls.uris import to_fs_path
@@ -86,11 +80,10 @@ def register(server: HapaServer) -> None:
         # The sidecar and incident pruning start now, with the settings known so far; the client's configuration
         # is applied whenever it arrives (a client that never answers must not delay them).
         ls.keep(asyncio.ensure_future(ls.run_startup_hooks()))
-        dyn = ls.client_capabilities.workspace
-        if dyn and dyn.did_change_configuration and dyn.did_change_configuration.dynamic_registration:
+        if client_supports(ls, "workspace.did_change_configuration.dynamic_registration"):
             # Alongside the configuration pull, not before it: a client that never answers costs one timeout.
             ls.keep(asyncio.ensure_future(_register_configuration(ls)))
-        if _supports_configuration(ls):
+        if client_supports(ls, "workspace.configuration"):
             await pull_configuration(ls)
         if ls.status_state == "ok":  # a failure reported meanwhile must not be covered up by "ready"
             ls.set_status("ok", f"hapa-lsp {ls.version} ready ({ls.settings.backend.kind} "
@@ -98,7 +91,7 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: HapaServer, params: types.DidChangeConfigurationParams) -> None:
-        if _supports_configuration(ls):
+        if client_supports(ls, "workspace.configuration"):
             await pull_configuration(ls)
         else:
             settings: Any = params.settings

@@ -11,7 +11,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from hapa_lsp.protocol import rpc_error
 from hapa_lsp import __version__, errors
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
@@ -78,8 +80,6 @@ class Ops:
         if event == "upstream" and fields.get("outcome") == "ok":
             self.ls.incident_log.succeeded(f"upstream:{fields.get('model', '')}")
         elif event == "circuit":
-            from hapa_lsp.log import get_logger
-
             get_logger().warning("model circuit", model=fields.get("model"), state=fields.get("state"),
                                  code=fields.get("code"))
             if fields.get("state") == "open":
@@ -89,8 +89,6 @@ class Ops:
         elif event == "shared_cache":
             err = fields.get("error")
             if isinstance(err, errors.HapaError):
-                from hapa_lsp.log import get_logger
-
                 get_logger().error("shared cache bypassed", code=err.code, detail=err.detail,
                                    incident_id=err.incident_id)
                 self.ls.record_incident(err, "cache")
@@ -166,8 +164,6 @@ class Ops:
             ls.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
 
     async def _prune_loop(self) -> None:
-        from hapa_lsp.log import get_logger
-
         while True:
             try:
                 n = await self.ls.incident_log.run(self.ls.incident_log.prune)
@@ -294,8 +290,6 @@ def ops_of(ls: HapaServer) -> Ops:
 def register(server: HapaServer) -> None:
     """Register the startup hook and the operations commands."""
     from hapa_lsp.features.commands import first_object
-    from hapa_lsp.server import rpc_error
-
     ops = ops_of(server)
     server.startup_hooks.append(ops.start)
 
@@ -353,8 +347,6 @@ def register(server: HapaServer) -> None:
             memory, shared = await cache.aclear(region)
         else:
             memory, shared = cache.clear(region), 0
-        from hapa_lsp.log import get_logger
-
         get_logger().info("cache cleared", cache_type=cache_type, memory=memory, shared=shared)
         return {"cache_type": cache_type, "cleared": {"memory": memory, "shared": shared}, "status": "cleared"}
 

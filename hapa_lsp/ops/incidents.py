@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.store import Store
@@ -113,8 +114,6 @@ class IncidentLog:
                 f"storing an incident failed: {type(exc).__name__}")
             # Not recorded as an incident: that would write to the database that just failed.
             if not self._write_failed:
-                from hapa_lsp.log import get_logger
-
                 get_logger("hapa_lsp.incident").error("incident not stored", code=err.code, detail=err.detail,
                                                       incident_id=err.incident_id)
             self._write_failed = True

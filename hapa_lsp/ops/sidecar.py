@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hapa_lsp import errors
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -125,8 +126,6 @@ class Refusals:
             return make(win[1])
         err = make(None)
         self.ops.ls.record_incident(err, method)
-        from hapa_lsp.log import get_logger
-
         get_logger("hapa_lsp.ops.sidecar").warning(
             "sidecar requests refused", reason=reason, code=err.code, incident_id=err.incident_id,
             refused_in_previous_window=win[2] if win is not None else 0, window_seconds=self.WINDOW)
@@ -163,8 +162,6 @@ class Sidecar:
     async def start(self) -> str | None:
         """Bind and serve; returns the URL, or None when the settings forbid starting (logged and shown)."""
         from aiohttp import web
-
-        from hapa_lsp.log import get_logger
 
         log = get_logger("hapa_lsp.ops.sidecar")
         s = self.ops.ls.settings.sidecar
@@ -280,8 +277,6 @@ class Sidecar:
             return error_response(err)
         except Exception as exc:  # noqa: BLE001 - a bug answers E5004, the sidecar keeps serving
             err = errors.as_hapa_error(exc)
-            from hapa_lsp.log import get_logger
-
             get_logger("hapa_lsp.ops.sidecar").exception("sidecar handler failed", incident_id=err.incident_id)
             self.ops.ls.record_incident(err, f"sidecar {request.path}")
             return error_response(err)

@@ -12,7 +12,8 @@ import pytest
 
 from hapa_lsp import errors
 from hapa_lsp.ops.incidents import IncidentLog
-from hapa_lsp.server import HapaServer, unencodable_field
+from hapa_lsp.protocol import unencodable_field
+from hapa_lsp.server import HapaServer
 from hapa_lsp.store import Store
 from hapa_lsp.stream import CHUNK, FrameReader, recover_id
 
