@@ -33,7 +33,7 @@ def cli_run(args: Any) -> int:
     import sys
 
     from hapa_lsp import config
-    from hapa_lsp.engine import Engine
+    from hapa_lsp.upstream import Upstream
 
     settings, problems = config.load(environ=os.environ)
     for p in problems:
@@ -54,11 +54,11 @@ def cli_run(args: Any) -> int:
                   profile=profile, temperature=args.temperature)
 
     async def go() -> Generation:
-        engine = Engine(settings)
+        upstream = Upstream(settings)
         try:
-            return await generate(engine, settings, req)
+            return await generate(upstream, settings, req)
         finally:
-            await engine.aclose()
+            await upstream.aclose()
 
     t0 = time.perf_counter()
     try:

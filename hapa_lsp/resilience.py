@@ -163,14 +163,6 @@ class ResilientBackend:
         self._settings = settings
         self._emit = emit
 
-    @classmethod
-    def wrap(cls, engine: Any, inner: Backend) -> ResilientBackend:
-        """Wrap ``inner`` for ``engine``, keeping one breaker per engine across backend rebuilds."""
-        breaker = engine.breaker
-        if breaker is None:
-            breaker = engine.breaker = CircuitBreaker(lambda: engine.settings.resilience, engine.emit)
-        return cls(inner, breaker, lambda: engine.settings.resilience, engine.emit)
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # kind, base, settings, probe, ...
 

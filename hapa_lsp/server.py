@@ -20,10 +20,15 @@ from pygls.lsp.server import LanguageServer
 
 from hapa_lsp import __version__, errors, protocol, stream
 from hapa_lsp.log import get_logger
+from hapa_lsp.ops.service import Ops
 from hapa_lsp.protocol import HapaProtocol
 
 if TYPE_CHECKING:
     from hapa_lsp.config import ConfigProblem, Settings
+    from hapa_lsp.engine import Engine
+    from hapa_lsp.jedi_client import JediRunner
+    from hapa_lsp.store import Store
+    from hapa_lsp.upstream import Upstream
 
 STATUS = "hapa/status"
 
@@ -81,16 +86,21 @@ class HapaServer(LanguageServer):
         self._env_layer: dict[str, Any] | None = None
         self.init_options: Any = None
         self.workspace_settings: Any = None
-        self._engine = None
-        self._jedi = None
-        self._store = None
+        # Components, each built by this server on first use (their modules are too slow to import before the
+        # initialize response; tests/unit/test_startup.py guards that) and never assigned from outside.
+        self._upstream: Upstream | None = None
+        self._engine: Engine | None = None
+        self._jedi: JediRunner | None = None
+        self._store: Store | None = None
         self._store_lock = threading.RLock()
         # Server-to-client requests the client left unanswered (see ask_client).
         self.silent_methods: set[str] = set()
-        # Operations (hapa_lsp.features.ops): request accounting, the command rate-limit gate, startup hooks.
+        # Operations (hapa_lsp.ops.service): request accounting, the command rate-limit gate, startup hooks.
         self.request_observers: list[Any] = []
         self.request_gate: Any = None
         self.startup_hooks: list[Any] = []
+        #: Generations running now: hapa/status says "busy" while there is one.
+        self.busy_generations = 0
         #: Called with (old, new) settings after every change (the sidecar restarts when its settings moved).
         self.settings_observers: list[Any] = []
         self._incident_log: Any = None
@@ -101,22 +111,63 @@ class HapaServer(LanguageServer):
         self.incidents: deque[dict[str, Any]] = deque(maxlen=500)
         self._last_oob_message = 0.0
         self._protocol_errors: dict[str, tuple[errors.HapaError, float]] = {}
+        self._config_seen: set[tuple[str, str, str]] = set()  # configuration problems already reported
+        self._degraded_seen: set[tuple[str, str]] = set()  # optional parts' failures already reported
+        self._kept: set[Any] = set()  # background work held until done (see keep)
         # Incidents before the settings are read wait for them (the database path is one of them).
         self._settings_applied = False
         self._early_incidents: list[tuple[errors.HapaError, str]] = []
         self.started = time.time()
+        #: The workspace root (from initialize); the jedi worker and tests files are relative to it.
         self.root_path: str | None = None
+        #: Metrics, the sidecar, incident pruning and the ops commands' data (hapa_lsp.ops.service).
+        self.ops = Ops(self)
+        self.startup_hooks.append(self.ops.start)
 
     # ---- components, created on first use -----------------------------------------------------------------
     @property
-    def engine(self):
-        """The suggestion engine."""
+    def upstream(self) -> Upstream:
+        """The model backend, response cache and call accounting, shared by the engine and the generations."""
+        if self._upstream is None:
+            from hapa_lsp.upstream import Upstream
+
+            self._upstream = Upstream(self.settings)
+        return self._upstream
+
+    @property
+    def engine(self) -> Engine:
+        """The suggestion engine (the typing path)."""
         if self._engine is None:
             from hapa_lsp.engine import Engine
 
-            self._engine = Engine(self.settings, notify_failure=self.background_failure,
-                                  notify_success=self.background_success)
+            self._engine = Engine(self.settings, self.upstream, workspace=self._open_workspace,
+                                  jedi=lambda: self.jedi, root=lambda: self.root_path, model_gate=self._typing_gate,
+                                  notify_failure=self.background_failure, notify_success=self.background_success)
         return self._engine
+
+    def _open_workspace(self) -> Any:
+        """pygls' workspace once initialize created it, else None."""
+        try:
+            return self.workspace
+        except RuntimeError:
+            return None
+
+    def _typing_gate(self, explicit: bool) -> bool:
+        # Rate limits count model calls, not keystrokes: cache hits and superseded requests are free.
+        return self.rate_limiter.check(types.TEXT_DOCUMENT_INLINE_COMPLETION, quiet=not explicit)
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """The components built so far (None for those nobody used yet): status and shutdown must not build one."""
+        return {"upstream": self._upstream, "engine": self._engine, "jedi": self._jedi}
+
+    async def aclose(self) -> None:
+        """Stop what the server started: the ops services, the model client and cache, the jedi worker."""
+        await self.ops.stop()  # the sidecar's port is free before the editor starts the next server
+        if self._upstream is not None:
+            await self._upstream.aclose()
+        if self._jedi is not None:
+            await self._jedi.aclose()
 
     @property
     def store(self):
@@ -136,7 +187,7 @@ class HapaServer(LanguageServer):
             return self._store
 
     @property
-    def jedi(self):
+    def jedi(self) -> JediRunner:
         """The jedi worker."""
         if self._jedi is None:
             from hapa_lsp.jedi_client import JediRunner
@@ -182,6 +233,8 @@ class HapaServer(LanguageServer):
         log.register_url_secret(settings.redis.url)
         if old.logging != settings.logging:
             log.configure_from_settings(settings.logging)
+        if self._upstream is not None:
+            self._upstream.update_settings(settings)
         if self._engine is not None:
             self._engine.update_settings(settings)
         for obs in list(self.settings_observers):
@@ -192,7 +245,7 @@ class HapaServer(LanguageServer):
         if self._jedi is not None:
             self._jedi.max_memory_mb = settings.context.jedi_worker_max_mb
         # Each layer is re-merged on every change; tell the user about a problem once, not on every re-read.
-        seen = getattr(self, "_config_seen", set())
+        seen = self._config_seen
         for p in problems:
             if (p.path, p.source, p.reason) not in seen:
                 self._config_problem(p)
@@ -262,7 +315,7 @@ class HapaServer(LanguageServer):
 
     def keep(self, fut: Any) -> Any:
         """Hold a reference to background work until it is done (asyncio keeps only weak ones to tasks)."""
-        tasks: set = self.__dict__.setdefault("_kept", set())
+        tasks = self._kept
         tasks.add(fut)
         fut.add_done_callback(tasks.discard)
         return fut
@@ -270,7 +323,7 @@ class HapaServer(LanguageServer):
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait (at most ``timeout`` s) for the background work ``keep`` holds: history rows of cancelled or
         code-action generations are written before the process exits."""
-        tasks = set(self.__dict__.get("_kept", ()))
+        tasks = set(self._kept)
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
@@ -311,7 +364,7 @@ class HapaServer(LanguageServer):
         catalog code and an incident id, instead of silently getting less. Each distinct failure is logged."""
         detail = f"{type(exc).__name__}: {exc}"
         sig = (component, detail.split("\n", 1)[0][:160])
-        seen: set = self.__dict__.setdefault("_degraded_seen", set())
+        seen = self._degraded_seen
         if sig in seen:
             return
         seen.add(sig)

@@ -30,7 +30,7 @@ def register(server: HapaServer) -> None:
 
         try:
             info = first_object(args, ACCEPT_COMMAND)
-            ls.engine.counters["accepted"] = ls.engine.counters.get("accepted", 0) + 1
+            ls.upstream.count("accepted")
             # Stored as feedback: the acceptance rate per model and file type is computed from these rows.
             await record_suggestion_event(ls, "accepted", info, ACCEPT_COMMAND)
         except errors.HapaError as exc:
@@ -43,9 +43,10 @@ def register(server: HapaServer) -> None:
     @server.command("hapa.stats")
     def stats(ls: Any, *args: Any) -> dict[str, Any]:  # Any: pygls evaluates these annotations
         out = ls.engine.stats()
-        if ls._jedi is not None:
-            out["jedi_skipped"] = ls._jedi.skipped
-            out["jedi_worker"] = {"pid": ls._jedi.pid, "rss_mb": round(ls._jedi.rss_mb, 1),
-                                  "replaced": ls._jedi.restarts, "failures": ls._jedi.failures}
+        jedi = ls.components["jedi"]
+        if jedi is not None:
+            out["jedi_skipped"] = jedi.skipped
+            out["jedi_worker"] = {"pid": jedi.pid, "rss_mb": round(jedi.rss_mb, 1),
+                                  "replaced": jedi.restarts, "failures": jedi.failures}
         out["status"] = ls.status_state
         return out

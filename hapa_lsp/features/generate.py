@@ -385,7 +385,7 @@ async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, 
     ls.set_status("busy", title)
     try:
         async with s:
-            gen = await generation.generate(ls.engine, ls.settings, req, on_text=s.on_text)
+            gen = await generation.generate(ls.upstream, ls.settings, req, on_text=s.on_text)
             gen.request_id = rid
         if ls.status_state in ("error", "warning"):
             ls.background_success()  # the model answered: an earlier failure no longer describes the server

@@ -66,15 +66,8 @@ def register(server: HapaServer) -> None:
     @server.feature(types.INITIALIZED)
     async def initialized(ls: HapaServer, params: types.InitializedParams) -> None:
         ls.apply_settings()
-        # The context engine reads open documents, the jedi worker and the workspace root through the engine.
-        eng = ls.engine
-        eng.workspace, eng.jedi, eng.root_path = ls.workspace, ls.jedi, ls.root_path
-        # Rate limits count model calls, not keystrokes: cache hits and superseded requests are free.
-        eng.model_gate = lambda explicit: ls.rate_limiter.check(types.TEXT_DOCUMENT_INLINE_COMPLETION,
-                                                                quiet=not explicit)
         # Warm up what the first keystroke needs, off the event loop, now that the editor is not waiting.
-        loop = asyncio.get_running_loop()
-        ls.keep(loop.run_in_executor(None, _warm, eng))
+        ls.keep(asyncio.ensure_future(_warm_up(ls)))
         if ls.settings.completion.jedi or ls.settings.context.facts:
             ls.keep(ls.jedi.warm_up())
         # The sidecar and incident pruning start now, with the settings known so far; the client's configuration
@@ -120,28 +113,30 @@ def register(server: HapaServer) -> None:
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: HapaServer, *args: Any) -> None:
         await ls.drain()  # history rows still being written
-        ops = getattr(ls, "ops", None)
-        if ops is not None:
-            await ops.stop()  # the sidecar's port is free before the editor starts the next server
-        if ls._engine is not None:
-            await ls._engine.aclose()
-        if ls._jedi is not None:
-            await ls._jedi.aclose()
+        await ls.aclose()
 
 
-def _warm(engine: Any) -> None:
-    """In a worker thread: imports and objects the first model call would otherwise build on the event loop."""
+async def _warm_up(ls: HapaServer) -> None:
+    """Import the typing path's modules in a worker thread (~0.1-0.2 s on a loaded machine: httpx, the engine, the
+    context builder), then build the engine on the loop, cheaply now, and its pooled HTTP client in the thread."""
+    loop = asyncio.get_running_loop()
     try:
-        import httpx  # noqa: F401
-        import structlog  # noqa: F401
-
-        import hapa_lsp.backends.ollama  # noqa: F401
-        import hapa_lsp.backends.openai  # noqa: F401
-        import hapa_lsp.cache  # noqa: F401
-        import hapa_lsp.prompts  # noqa: F401
-        from hapa_lsp.ops.ratelimit import load_limits
-
-        load_limits()  # `import limits` costs 50-130 ms
-        engine.prepare()
+        await loop.run_in_executor(None, _import_typing_path)
+        engine = ls.engine
+        await loop.run_in_executor(None, engine.prepare)
     except Exception:  # noqa: BLE001 - e.g. the editor quit while we were importing; first use imports again
-        pass
+        get_logger().debug("warm-up failed", exc_info=True)
+
+
+def _import_typing_path() -> None:
+    import httpx  # noqa: F401
+    import structlog  # noqa: F401
+
+    import hapa_lsp.backends.ollama  # noqa: F401
+    import hapa_lsp.backends.openai  # noqa: F401
+    import hapa_lsp.engine  # noqa: F401
+    import hapa_lsp.prompts  # noqa: F401
+    import hapa_lsp.upstream  # noqa: F401
+    from hapa_lsp.ops.ratelimit import load_limits
+
+    load_limits()  # `import limits` costs 50-130 ms

@@ -26,7 +26,7 @@ from hapa_lsp.log import get_logger
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from hapa_lsp.features.ops import Ops
+    from hapa_lsp.ops.service import Ops
 
 PORT_ATTEMPTS = 20
 OPEN_PATHS = frozenset({"/health", "/metrics", "/dashboard", "/"})
