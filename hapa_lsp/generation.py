@@ -215,10 +215,6 @@ def split_answer(text: str) -> tuple[str, str]:
     return code, explanation
 
 
-def reindent(code: str, indent: str) -> str:
-    """``code`` dedented, then every non-blank line prefixed with ``indent``."""
-    code = textwrap.dedent(code.expandtabs(4) if "\t" in code and " " in indent else code).strip("\n")
-    return "\n".join((indent + ln) if ln.strip() else "" for ln in code.split("\n"))
 
 
 # ---- the model call ----------------------------------------------------------------------------------------------

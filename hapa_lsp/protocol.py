@@ -74,6 +74,11 @@ class HapaProtocol(LanguageServerProtocol):
         """``obj`` (an lsprotocol type) as plain JSON values, the way pygls writes it."""
         return self._converter.unstructure(obj)
 
+    @property
+    def converter(self) -> Any:
+        """pygls' cattrs converter (features.args derives the strict one for command arguments from it)."""
+        return self._converter
+
     def from_json(self, data: Any, cls: Any) -> Any:
         """Plain JSON ``data`` structured as ``cls`` (an lsprotocol or attrs class) with pygls' converter; raises
         cattrs' errors (``cattrs.transform_error`` turns them into field paths)."""

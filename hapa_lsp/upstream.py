@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
 from hapa_lsp.backends import Usage, create_backend, make_client
-from hapa_lsp.cache_redis import make_cache
+from hapa_lsp.cache_redis import TieredCache, make_cache
 from hapa_lsp.log import get_logger
 from hapa_lsp.resilience import CircuitBreaker, ResilientBackend
 
@@ -177,6 +177,13 @@ class Upstream:
             self.count("tokens", usage.prompt_tokens + completion)
             self.emit("upstream", model=model, kind=kind, ms=(time.perf_counter() - t0) * 1000,
                       prompt_tokens=usage.prompt_tokens, completion_tokens=completion, outcome=outcome, code=code)
+
+    async def clear_cache(self, region: str | None) -> tuple[int, int]:
+        """Empty ``region`` (None: all) of the cache; (entries dropped in memory, in the shared level)."""
+        cache = self.cache
+        if isinstance(cache, TieredCache):
+            return await cache.aclear(region)
+        return cache.clear(region), 0
 
     def stats(self) -> dict[str, Any]:
         """The counters, and the cache's when it exists."""

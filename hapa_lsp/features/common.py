@@ -1,17 +1,51 @@
-"""Shared helpers for handlers: finding open documents and converting positions."""
+"""What every handler module shares: the error boundary, command arguments, open documents, positions, and the
+names (commands, notifications) one surface hands to another.
+
+Feature modules import this one and never each other; a new surface is one module with a ``register(server)``
+and one line in ``features/__init__.py``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 
 from hapa_lsp import errors
 from hapa_lsp.context import exclusion_error
 from hapa_lsp.documents import find_open, name_of
+from hapa_lsp.features.args import structure
+from hapa_lsp.log import get_logger
+from hapa_lsp.protocol import rpc_error
 
 if TYPE_CHECKING:
     from pygls.workspace import TextDocument
 
+    from hapa_lsp.engine import Suggestion
     from hapa_lsp.server import HapaServer
+
+T = TypeVar("T")
+
+# ---- names one surface hands to another (commands a client runs from an answer, notifications) ------------------
+ACCEPT_COMMAND = "hapa.didAcceptCompletion"
+GENERATE = "hapa.generateCode"
+AGENT_RUN = "hapa.agent.run"
+AGENT_LIST = "hapa.agent.list"
+EXPLAIN = "hapa.explain"
+VALIDATE = "hapa.validateCode"
+SHOW_ISSUES = "hapa.showIssues"
+HISTORY_LIST = "hapa.history.list"
+HISTORY_CLEAR = "hapa.history.clear"
+FEEDBACK = "hapa.feedback"
+FEEDBACK_STATS = "hapa.feedback.stats"
+DID_SHOW = "hapa.didShowCompletion"
+DID_PARTIAL = "hapa.didPartiallyAcceptCompletion"
+APPLY_CODE_ACTION = "hapa.codeAction.apply"
 
 
 def open_document(ls: HapaServer, uri: str) -> TextDocument:
@@ -40,15 +74,13 @@ class LazyModule:
         self._name = name
 
     def __getattr__(self, attr: str):
-        import importlib
-
         return getattr(importlib.import_module(self._name), attr)
 
 
 def bind_request(request_id: str, method: str) -> None:
     """Bind the request id to every log line written while handling this request (pygls runs each
     message in its own contextvars context, and tasks the handler starts inherit it)."""
-    import structlog
+    import structlog  # not part of start (tests/unit/test_startup.py); loaded by the first request's log line
 
     structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
 
@@ -60,8 +92,6 @@ def after_response(fn: Any, *args: Any, **kwargs: Any) -> None:
     a callback that reschedules itself once runs in the loop iteration after that one. Bookkeeping such as
     the per-request log line then costs the user nothing.
     """
-    import asyncio
-
     loop = asyncio.get_running_loop()
     loop.call_soon(lambda: loop.call_soon(lambda: fn(*args, **kwargs)))
 
@@ -88,3 +118,89 @@ def language_for(name: str) -> str:
         if name.endswith(ext):
             return lang
     return "plaintext"
+
+
+# ---- the error boundary ------------------------------------------------------------------------------------------
+def boundary(method: str, *, quiet: Callable[..., bool] | None = None, fallback: Any = None,
+             notification: bool = False) -> Callable[[Any], Any]:
+    """The one error boundary of every handler (``@boundary(method)`` under ``@server.feature``/``command``).
+
+    The rules, the same everywhere:
+
+    - a HapaError is recorded as an incident once (not when it is already ``recorded``, and never for
+      DocumentNotOpen: an editor asking about a document it did not open is its state, not an incident), then
+      answered as a JSON-RPC error carrying the catalog data (``protocol.rpc_error``);
+    - anything else is a bug: logged with its traceback, recorded as E5004 (InternalError), answered without
+      its text;
+    - when ``quiet(*args)`` is true (automatic requests: ghost text nobody asked for) nothing is answered as an
+      error: the handler returns ``fallback``; a bug is still reported (status, one popup) but a HapaError was
+      already told to the user where it happened (a model failure by the engine);
+    - a ``notification`` has nobody to answer: failures are recorded and dropped.
+
+    Cancellation passes through untouched (it is not an Exception).
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+            async def handler(ls, *args):  # type: ignore[no-untyped-def]  # pygls reads `ls` by its name
+                try:
+                    return await fn(ls, *args)
+                except Exception as exc:  # noqa: BLE001 - the boundary: every failure gets one treatment
+                    return _failed(ls, method, exc, quiet is not None and quiet(*args), fallback, notification)
+        else:
+            def handler(ls, *args):  # type: ignore[no-untyped-def]
+                try:
+                    return fn(ls, *args)
+                except Exception as exc:  # noqa: BLE001
+                    return _failed(ls, method, exc, quiet is not None and quiet(*args), fallback, notification)
+        # No functools.wraps: pygls resolves a command handler's annotations, and ours name types it cannot see.
+        handler.__name__, handler.__qualname__, handler.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        handler.boundary = method  # type: ignore[attr-defined]  # what tests/unit/test_boundary.py looks for
+        return handler
+
+    return decorate
+
+
+def _failed(ls: HapaServer, method: str, exc: Exception, quiet: bool, fallback: Any, notification: bool) -> Any:
+    if isinstance(exc, JsonRpcException):
+        raise exc  # already an answer
+    if isinstance(exc, errors.HapaError):
+        err = exc
+        if quiet:
+            return fallback
+        if not err.recorded and not isinstance(err, errors.DocumentNotOpen):
+            ls.record_incident(err, method)
+            err.recorded = True
+    else:
+        err = errors.as_hapa_error(exc)
+        get_logger().error(f"{method} failed", incident_id=err.incident_id,
+                           exc_info=(type(exc), exc, exc.__traceback__))
+        if quiet:
+            ls.background_failure(err, method=method)  # recorded, in the status, one popup: typing goes on
+            return fallback
+        ls.record_incident(err, method)
+        err.recorded = True
+    if notification:
+        return None
+    raise rpc_error(err) from exc
+
+
+def arguments(ls: HapaServer, args: tuple[Any, ...], cls: type[T], command: str) -> T:
+    """A command's JSON object argument as its attrs class (``features.args``), structured by pygls' converter."""
+    return structure(ls.protocol.converter, args, cls, command)
+
+
+def first_object(args: tuple[Any, ...], command: str) -> dict[str, Any]:
+    """The command's single JSON object argument (``{}`` when none), unchecked; E4001 for anything else."""
+    if not args:
+        return {}
+    if len(args) == 1 and isinstance(args[0], dict):
+        return args[0]
+    raise errors.InvalidInput(f"{command} takes one JSON object argument", field="arguments")
+
+
+def accept_command(sug: Suggestion, uri: str, language: str) -> types.Command:
+    """The command an editor runs when the user accepts a suggestion (feedback and acceptance rate)."""
+    return types.Command(title="Accept hapa suggestion", command=ACCEPT_COMMAND,
+                         arguments=[{"request_id": sug.request_id, "uri": uri, "language": language,
+                                     "model": sug.model, "source": sug.source, "length": len(sug.text)}])

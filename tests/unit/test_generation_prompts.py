@@ -7,7 +7,8 @@ import pytest
 
 from hapa_lsp import errors
 from hapa_lsp.config import Agent, ProfileSettings
-from hapa_lsp.generation import Profile, Request, build_messages, reindent, repair_messages, split_answer
+from hapa_lsp.edits import reindent
+from hapa_lsp.generation import Profile, Request, build_messages, repair_messages, split_answer
 
 
 def system(**profile: str) -> str:
