@@ -9,7 +9,7 @@ from typing import Any
 from hapa_lsp import errors
 from hapa_lsp.config import Settings
 from hapa_lsp.generation import (EXPLANATION_STYLES, OUTPUT_STRUCTURES, SKILL_LEVELS, Generation, GenerationRejected,
-                                 Profile, Request, generate)
+                                 Profile, GenerationRequest, generate)
 
 
 def add_parser(sub: Any) -> None:
@@ -50,7 +50,7 @@ def cli_run(args: Any) -> int:
                                     field="--context").message, file=sys.stderr)
             return 2
     profile = Profile.from_settings(settings.profile).merged(override)
-    req = Request("generate", question=args.question, code_context=context, language=args.language,
+    req = GenerationRequest("generate", question=args.question, code_context=context, language=args.language,
                   profile=profile, temperature=args.temperature)
 
     async def go() -> Generation:
@@ -85,7 +85,7 @@ def cli_run(args: Any) -> int:
     return 0
 
 
-def _cli_record(settings: Settings, req: Request, status: str, gen: Generation | None, t0: float,
+def _cli_record(settings: Settings, req: GenerationRequest, status: str, gen: Generation | None, t0: float,
                 incident_id: str | None) -> None:
     """Keep the CLI's generation in the history too; a database problem only costs the history row."""
     from hapa_lsp import history

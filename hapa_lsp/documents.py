@@ -1,31 +1,22 @@
-"""Open documents: their identity (one place decides it), and a TextDocument whose edits cost a splice.
+"""Open documents: their identity, decided in one place.
 
-Identity: editors send URIs percent-escaped (``file:///tmp/my%20project/a.py``; VS Code on Windows always
+Editors send URIs percent-escaped (``file:///tmp/my%20project/a.py``; VS Code on Windows always
 ``file:///c%3A/Users/...``), and pygls keys its open documents by the unquoted form. ``doc_key`` is that form,
 with a Windows drive letter lower-cased; ``find_open`` is the only lookup of an open document; ``fs_path`` is
 the file a document is on disk, or None for ``untitled:``, notebook cells and other non-``file`` schemes, which
 get AI completion from the editor's text but nothing read from disk. Nothing else compares raw URI strings.
 
-Edits: pygls applies every keystroke by splitting the whole document into lines and writing them back one by
-one through a StringIO: ~2 ms per keystroke on a 4,600-line file, on the event loop. Here an edit finds
-its two offsets by walking from the line the previous edit touched (its start never moves when the edit
-is at or below it) and splices the string once.
+The document class whose edits cost a splice instead of a rebuild is ``protocol.FastTextDocument`` (it
+overrides pygls internals, so it lives in the adapter).
 """
 
 from __future__ import annotations
 
 import re
-import types as _pytypes
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
-from lsprotocol import types
 from pygls.workspace import TextDocument
-
-from hapa_lsp.context import has_lone_cr, remember_line_breaks, split_at, split_near
-
-if TYPE_CHECKING:
-    from pygls.workspace import Workspace
 
 
 _DRIVE = re.compile(r"^(file:///)([A-Za-z])(:)")

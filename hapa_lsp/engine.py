@@ -1,7 +1,17 @@
-"""The suggestion core: supersede, debounce, cache and type-through, context, model call, post-processing.
+"""The typing path: one keystroke's cursor context in, a suggestion (or nothing) out, with as few model calls as
+possible.
 
-One ``Engine`` per server. The LSP handlers stay thin and call ``inline()`` / ``ai_for_list()``;
-commands and code actions use the same backend and cache through ``backend`` and ``cache``.
+::
+
+    Engine.suggest        join an identical request (inline + completion list), supersede older contexts
+      └─ _suggest         type-through of the shown suggestion -> context.builder (window, facts, neighbours)
+                          -> Upstream.cache -> adaptive debounce while jedi facts resolve -> rate-limit gate
+                          -> _call_model (Upstream.call + backend.stream_fim, closed early) -> postprocess.clean
+    did_open / did_change / did_close    per-document state: typing rhythm, cancellation, the line hint
+
+One ``Engine`` per server, built by ``HapaServer.engine``; the LSP handlers (``features/inline.py``,
+``features/completion.py``) stay thin and call ``suggest``. The backend, cache and call accounting are the
+``Upstream`` it shares with the generations (``generation.py``).
 """
 
 from __future__ import annotations
@@ -254,42 +264,42 @@ class Engine:
         path or name; ``on_disk`` is False for documents that are not files (jedi then gets no path).
         """
         st = self._state(uri)
-        ctx = (st.generation, len(text), line, character, encoding)
+        asked = (st.generation, len(text), line, character, encoding)
         for other, t in list(st.tasks.items()):
-            if other != ctx and not t.done():
+            if other != asked and not t.done():
                 t.cancel()
                 self.counters["superseded"] += 1
                 self.emit("superseded", slot=slot)
-        task = st.tasks.get(ctx)
+        task = st.tasks.get(asked)
         if task is None or task.done():
             rid = request_id or self.next_request_id()
             task = asyncio.ensure_future(self._suggest(uri, path, language, text, line, character, invoked, rid,
                                                      encoding, on_disk))
-            st.tasks[ctx] = task
-            st.waiters[ctx] = 0
-            task.add_done_callback(lambda t, st=st, ctx=ctx: self._forget(st, ctx, t))
+            st.tasks[asked] = task
+            st.waiters[asked] = 0
+            task.add_done_callback(lambda t, st=st, asked=asked: self._forget(st, asked, t))
         else:
             self.counters["joined"] = self.counters.get("joined", 0) + 1
-        st.waiters[ctx] = st.waiters.get(ctx, 0) + 1
+        st.waiters[asked] = st.waiters.get(asked, 0) + 1
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             cur = asyncio.current_task()
             if cur is not None and cur.cancelling():
                 # The client cancelled this request; nobody else waiting means nobody needs the answer.
-                if st.waiters.get(ctx, 0) <= 1 and not task.done():
+                if st.waiters.get(asked, 0) <= 1 and not task.done():
                     task.cancel()
                 raise
             return None  # superseded by a newer keystroke or request
         finally:
-            if ctx in st.waiters:
-                st.waiters[ctx] -= 1
+            if asked in st.waiters:
+                st.waiters[asked] -= 1
 
     @staticmethod
-    def _forget(st: _DocState, ctx: tuple, task: asyncio.Task) -> None:
-        if st.tasks.get(ctx) is task:
-            del st.tasks[ctx]
-            st.waiters.pop(ctx, None)
+    def _forget(st: _DocState, asked: tuple, task: asyncio.Task) -> None:
+        if st.tasks.get(asked) is task:
+            del st.tasks[asked]
+            st.waiters.pop(asked, None)
 
     async def _suggest(self, uri: str, path: str, language: str, text: str, line: int, character: int,
                        invoked: bool, rid: str, encoding: str = "utf-16", on_disk: bool = True) -> Suggestion | None:
@@ -311,10 +321,10 @@ class Engine:
                                   timings={"total_ms": (time.perf_counter() - t0) * 1000})
 
         # Context engine (hapa_lsp.context.builder): window + cached jedi facts + neighbour snippets, in budget.
-        ctx = self.context
-        req = ctx.start(uri=uri, path=path, language=language, cur=cur, on_disk=on_disk,
+        builder = self.context
+        req = builder.start(uri=uri, path=path, language=language, cur=cur, on_disk=on_disk,
                         open_docs=open_documents(self._workspace()))
-        built = ctx.assemble(req)
+        built = builder.assemble(req)
         for attempt in (0, 1):
             prompt, win, single = built.prompt, built.window, built.single_line
             key = digest(s.backend.kind, s.backend.endpoint, prompt.model, prompt.family, s.backend.fim_mode,
@@ -339,11 +349,11 @@ class Engine:
             rest = debounce - prepared - _TIMER_SLACK_S
             gen = st.generation
             # A keystroke after this request makes its jedi work stale: skip it instead of queueing it.
-            waits = [ctx.complete(req, still_wanted=lambda: st.generation == gen)] + (
+            waits = [builder.complete(req, still_wanted=lambda: st.generation == gen)] + (
                 [asyncio.sleep(rest)] if rest > 0 else [])
             if not (await asyncio.gather(*waits))[0]:
                 break
-            built = ctx.assemble(req)
+            built = builder.assemble(req)
 
         if self._model_gate is not None and not self._model_gate(invoked):
             return None  # over the rate limit: dropped without a popup, and counted by the limiter

@@ -8,7 +8,6 @@ and accounting the typing path (``engine.py``) uses, and knows nothing about LSP
 from __future__ import annotations
 
 import re
-import textwrap
 import time
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
@@ -105,7 +104,7 @@ CODE_TASKS = frozenset(("generate", "implement", "refactor", "document", "tests"
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class GenerationRequest:
     """One generation: the task, what it is about, and for whom."""
 
     task: str
@@ -130,7 +129,7 @@ def _fence(language: str) -> str:
     return language if re.fullmatch(r"[A-Za-z0-9_+-]+", language or "") else ""
 
 
-def system_prompt(req: Request) -> str:
+def system_prompt(req: GenerationRequest) -> str:
     """The system message: role, the profile's guidance and the answer format."""
     lang = req.language or "python"
     parts = [f"You are an expert {lang} programmer working inside the user's editor."]
@@ -152,7 +151,7 @@ def _block(code: str, language: str) -> str:
     return f"```{_fence(language)}\n{code.rstrip()}\n```"
 
 
-def user_prompt(req: Request) -> str:
+def user_prompt(req: GenerationRequest) -> str:
     """The user message for the task."""
     lang = req.language
     where = f" (file {req.path})" if req.path else ""
@@ -183,7 +182,7 @@ def user_prompt(req: Request) -> str:
     raise ValueError(f"unknown task {t!r}")
 
 
-def build_messages(req: Request) -> list[ChatMessage]:
+def build_messages(req: GenerationRequest) -> list[ChatMessage]:
     """The chat messages for ``req``."""
     return [ChatMessage("system", system_prompt(req)), ChatMessage("user", user_prompt(req))]
 
@@ -288,7 +287,7 @@ async def chat(upstream: Upstream, settings: Settings, messages: list[ChatMessag
                       before_upstream_ms=(t_up - t0) * 1000, messages=messages)
 
 
-def model_and_temperature(settings: Settings, req: Request) -> tuple[str, float]:
+def model_and_temperature(settings: Settings, req: GenerationRequest) -> tuple[str, float]:
     """The chat model and temperature: the request's, else the agent's, else the settings'."""
     model = (req.agent.model if req.agent is not None and req.agent.model else "") or settings.backend.chat_model
     temp = req.temperature
@@ -297,7 +296,7 @@ def model_and_temperature(settings: Settings, req: Request) -> tuple[str, float]
     return model, settings.backend.temperature if temp is None else temp
 
 
-async def generate(upstream: Upstream, settings: Settings, req: Request, on_text: OnText | None = None) -> Generation:
+async def generate(upstream: Upstream, settings: Settings, req: GenerationRequest, on_text: OnText | None = None) -> Generation:
     """Run ``req``: prompt, stream, validate; one repair round for code that does not parse, then E4011."""
     t0 = time.perf_counter()
     messages = build_messages(req)

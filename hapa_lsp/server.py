@@ -1,7 +1,20 @@
-"""HapaServer: the pygls LanguageServer, its settings, status reporting, and the feature registrations.
+"""HapaServer: the pygls LanguageServer that owns hapa-lsp's components, its settings, status and incidents.
 
-Handlers live in ``hapa_lsp.features``; they stay thin and call the engine. Everything that is slow
-to import (httpx, jedi, structlog, prometheus) is imported on first use, after the initialize response.
+::
+
+    HapaServer
+      .protocol      protocol.HapaProtocol (framing, malformed input, accounting, deadlines)
+      .settings      config.Settings, re-merged from every layer by apply_settings
+      .upstream      upstream.Upstream: backend + cache + breaker + accounting   (built on first use)
+      .engine        engine.Engine: the typing path, over .upstream             (built on first use)
+      .jedi          jedi_client.JediRunner: the jedi worker process            (built on first use)
+      .store         store.Store (SQLite), .incident_log, .rate_limiter          (built on first use)
+      .ops           ops.service.Ops: metrics, sidecar, incident pruning         (built here)
+
+Every component is built by the server itself, with what it needs passed to its constructor; nothing is
+assigned onto one from outside. The slow ones are built on first use, after the initialize response: the
+editor waits for everything start imports (tests/unit/test_startup.py guards the list). Handlers live in
+``hapa_lsp.features``.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ async def compute_edit(ls: HapaServer, data: dict[str, Any], *, stream: bool = T
     # whichever way it runs (resolve, the eager path for clients without resolve, the apply command).
     ls.rate_limiter.check(GENERATION_RULE)
     module = module_name(name_of(doc), ls.root_path) if action == "tests" else ""
-    req = generation.Request(task, target=target, code_context=context if task != "tests" else "",
+    req = generation.GenerationRequest(task, target=target, code_context=context if task != "tests" else "",
                              language=language, path=name_of(doc), module=module, profile=profile, agent=agent)
     gen, ms = await run_generation(ls, req, uri=uri, title=f"hapa: {action}", stream=stream)
     ls.keep(asyncio.ensure_future(record(ls, req, uri=uri, status="success", gen=gen, ms=ms)))

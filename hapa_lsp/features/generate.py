@@ -67,7 +67,7 @@ def register(server: HapaServer) -> None:
                 code_context = win.prefix + win.suffix
         elif a.position is not None:
             raise errors.MissingField("'uri' is required with 'position'", field="uri")
-        req = generation.Request("generate", question=a.user_question, code_context=code_context,
+        req = generation.GenerationRequest("generate", question=a.user_question, code_context=code_context,
                                  language=language, path=name_of(doc) if doc else "", profile=profile,
                                  temperature=a.temperature)
         t0 = time.perf_counter()
@@ -133,7 +133,7 @@ def register(server: HapaServer) -> None:
         rng = full_lines(lines, _lsp_range(a.range))
         check_size(ls, text_of(lines, rng), "range")
         profile = generation.Profile.from_settings(ls.settings.profile).merged(a.user_profile)
-        req = generation.Request("explain", target=text_of(lines, rng), language=language_of(doc),
+        req = generation.GenerationRequest("explain", target=text_of(lines, rng), language=language_of(doc),
                                  path=name_of(doc), profile=profile)
         t0 = time.perf_counter()
         try:
@@ -260,7 +260,7 @@ async def _run_agent(ls: HapaServer, agent: Agent, *, question: str, code: str, 
                      doc: TextDocument | None, rng: types.Range | None, profile: Any, temperature: float | None,
                      stream: bool, token: Any, prose: bool) -> dict[str, Any]:
     """Run an agent; code replaces ``rng`` when given, prose answers are shown as a document."""
-    req = generation.Request("agent", question=question, target=code, language=language,
+    req = generation.GenerationRequest("agent", question=question, target=code, language=language,
                              path=name_of(doc) if doc else "", profile=profile, agent=agent, temperature=temperature,
                              prose=prose)
     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from hapa_lsp.protocol import client_supports, supports_document_changes
 if TYPE_CHECKING:
     from hapa_lsp.config import Agent
     from hapa_lsp.features.args import SuggestionEventArgs
-    from hapa_lsp.generation import Generation, Request
+    from hapa_lsp.generation import Generation, GenerationRequest
     from hapa_lsp.server import HapaServer
 
 generation = LazyModule("hapa_lsp.generation")
@@ -191,7 +191,7 @@ async def store_call(ls: HapaServer, fn: Any, *args: Any, **kwargs: Any) -> Any:
     return await store.arun(functools.partial(fn, store, *args, **kwargs))
 
 
-async def record(ls: HapaServer, req: Request, *, uri: str, status: str, gen: Generation | None = None,
+async def record(ls: HapaServer, req: GenerationRequest, *, uri: str, status: str, gen: Generation | None = None,
                  ms: float = 0.0, incident_id: str | None = None) -> int | None:
     """Store the generation in the history; a database failure is reported, never fatal to the answer."""
     try:
@@ -207,7 +207,7 @@ async def record(ls: HapaServer, req: Request, *, uri: str, status: str, gen: Ge
         return None
 
 
-async def run_generation(ls: HapaServer, req: Request, *, uri: str, title: str, stream: bool,
+async def run_generation(ls: HapaServer, req: GenerationRequest, *, uri: str, title: str, stream: bool,
                          token: Any = None) -> tuple[Generation, float]:
     """Generate with progress and chunks; history is recorded for failures and cancellations here."""
     rid = ls.engine.next_request_id()
@@ -272,7 +272,7 @@ def failure(exc: errors.HapaError, ms: float) -> dict[str, Any]:
     return out
 
 
-def success(gen: Generation, ms: float, req: Request, history_id: int | None) -> dict[str, Any]:
+def success(gen: Generation, ms: float, req: GenerationRequest, history_id: int | None) -> dict[str, Any]:
     """The result of a generation command that worked (the mission's hapa.generateCode shape)."""
     report = gen.report
     return {
