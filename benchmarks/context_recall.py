@@ -36,7 +36,7 @@ import attrs
 
 from hapa_lsp.config import Settings
 from hapa_lsp.context.builder import ContextEngine
-from hapa_lsp.jedi_utils import JediRunner
+from hapa_lsp.jedi_client import JediRunner
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
 from hapa_lsp.cache import ResponseCache
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.config import Settings
@@ -92,14 +93,11 @@ class TieredCache(ResponseCache):
         self.last_error = type(exc).__name__
         if not self._reported:
             self._reported = True
-            self._on_error(errors.HapaError(f"Redis at the configured HAPA_REDIS_URL failed ({type(exc).__name__});"
-                                            f" the shared cache is bypassed and retried in {RETRY_AFTER:g} s",
-                                            code="E5002"))
+            self._on_error(errors.CacheUnavailable(f"Redis at the configured HAPA_REDIS_URL failed ({type(exc).__name__});"
+                                            f" the shared cache is bypassed and retried in {RETRY_AFTER:g} s"))
 
     def _worked(self) -> None:
         if self._down_until:
-            from hapa_lsp.log import get_logger
-
             get_logger().info("shared cache back", backend="redis")
         self._down_until = 0.0
         self._reported = False

@@ -196,8 +196,8 @@ def _fim_advice(b: Any, fim: dict[str, Any] | None) -> tuple[dict[str, Any] | No
     if fim[current] in ("ignored", "rejected", "text"):
         what = {"ignored": "ignores the suffix", "rejected": "rejects the suffix field",
                 "text": "reads the FIM tokens as plain text"}[fim[current]]
-        err = errors.InputError(f"hapa.backend.fimMode is {b.fim_mode!r} ({current}), but this server {what}, so "
-                                f"inline completions come back empty or wrong", code="E4009")
+        err = errors.ConfigInvalid(f"hapa.backend.fimMode is {b.fim_mode!r} ({current}), but this server {what}, "
+                                  f"so inline completions come back empty or wrong")
         return report, f"{err.code} {err.detail}: use {advice or 'a model with a FIM format'}"
     return report, ""
 

@@ -44,7 +44,7 @@ def _root_for(path: Path) -> str:
 
 
 def _language(path: str) -> str:
-    from hapa_lsp.features._docs import language_for
+    from hapa_lsp.features.common import language_for
 
     return language_for(path)
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     m = re.fullmatch(r"(.+):(\d+):(\d+)", args.location)
     if not m:
-        err = errors.InputError(f"expected FILE:LINE:COL, got {args.location!r}", code="E4001")
+        err = errors.InvalidInput(f"expected FILE:LINE:COL, got {args.location!r}")
         print(err.message)
         return 2
     file, line, col = Path(m.group(1)).resolve(), int(m.group(2)), int(m.group(3))
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             init = json.loads(Path(args.settings).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            err = errors.InputError(f"cannot read settings file {args.settings}: {exc}", code="E4001")
+            err = errors.InvalidInput(f"cannot read settings file {args.settings}: {exc}")
             print(err.message)
             return 2
     settings, problems = config.load(environ=os.environ, init_options=init)
@@ -73,13 +73,13 @@ def run(args: argparse.Namespace) -> int:
     from hapa_lsp.context import is_excluded
 
     if is_excluded(str(file), settings.context.exclude_globs):
-        err = errors.InputError(f"{file.name} is excluded from AI (hapa.context.excludeGlobs)", code="E4007")
+        err = errors.FileExcluded(f"{file.name} is excluded from AI (hapa.context.excludeGlobs)")
         print(err.message)
         return 2
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        err = errors.InputError(f"cannot read {file}: {exc}", code="E4001")
+        err = errors.InvalidInput(f"cannot read {file}: {exc}")
         print(err.message)
         return 2
     opened = []
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 async def _build(settings: Any, root: str, file: Path, text: str, line: int, col: int, opened: list, *,
                  cold: bool) -> Any:
     from hapa_lsp.context.builder import ContextEngine
-    from hapa_lsp.jedi_utils import JediRunner
+    from hapa_lsp.jedi_client import JediRunner
 
     runner = JediRunner()
     try:

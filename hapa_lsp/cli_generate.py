@@ -9,7 +9,7 @@ from typing import Any
 from hapa_lsp import errors
 from hapa_lsp.config import Settings
 from hapa_lsp.generation import (EXPLANATION_STYLES, OUTPUT_STRUCTURES, SKILL_LEVELS, Generation, GenerationRejected,
-                                 Profile, Request, generate)
+                                 Profile, GenerationRequest, generate)
 
 
 def add_parser(sub: Any) -> None:
@@ -35,7 +35,7 @@ def cli_run(args: Any) -> int:
     import sys
 
     from hapa_lsp import config
-    from hapa_lsp.engine import Engine
+    from hapa_lsp.upstream import Upstream
 
     settings, problems = config.load(environ=os.environ)
     for p in problems:
@@ -48,21 +48,21 @@ def cli_run(args: Any) -> int:
             with open(args.context, encoding="utf-8") as fh:
                 context = fh.read()
         except OSError as exc:
-            err = errors.InputError(f"cannot read {args.context}: {exc.strerror}", code="E4001", field="--context")
+            err = errors.InvalidInput(f"cannot read {args.context}: {exc.strerror}", field="--context")
             print(err.message, file=sys.stderr)
             if args.json:
                 print(json.dumps(_failure(err, None, 0.0), indent=2))
             return 2
     profile = Profile.from_settings(settings.profile).merged(override)
-    req = Request("generate", question=args.question, code_context=context, language=args.language,
+    req = GenerationRequest("generate", question=args.question, code_context=context, language=args.language,
                   profile=profile, temperature=args.temperature)
 
     async def go() -> Generation:
-        engine = Engine(settings)
+        upstream = Upstream(settings)
         try:
-            return await generate(engine, settings, req)
+            return await generate(upstream, settings, req)
         finally:
-            await engine.aclose()
+            await upstream.aclose()
 
     t0 = time.perf_counter()
     try:
@@ -104,7 +104,7 @@ def _failure(exc: errors.HapaError, gen: Generation | None, ms: float) -> dict[s
     return out
 
 
-def _cli_record(settings: Settings, req: Request, status: str, gen: Generation | None, t0: float,
+def _cli_record(settings: Settings, req: GenerationRequest, status: str, gen: Generation | None, t0: float,
                 incident_id: str | None) -> None:
     """Keep the CLI's generation in the history too; a database problem only costs the history row."""
     from hapa_lsp import history

@@ -17,7 +17,7 @@ import attrs
 import cattrs
 
 from hapa_lsp.log import public_url, redact_text
-from hapa_lsp.sidecar import is_loopback
+from hapa_lsp.ops.sidecar import is_loopback
 from hapa_lsp.stream import DEFAULT_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
 
 SECTION = "hapa"
@@ -225,7 +225,7 @@ def _rates_valid(_: Any, __: Any, value: dict[str, str]) -> None:
 
 
 def _builtin_rate_rules() -> dict[str, str]:
-    from hapa_lsp.ratelimit import BUILTIN_RULES
+    from hapa_lsp.ops.ratelimit import BUILTIN_RULES
 
     return dict(BUILTIN_RULES)
 

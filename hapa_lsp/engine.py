@@ -1,7 +1,17 @@
-"""The suggestion core: supersede, debounce, cache and type-through, context, model call, post-processing.
+"""The typing path: one keystroke's cursor context in, a suggestion (or nothing) out, with as few model calls as
+possible.
 
-One ``Engine`` per server. The LSP handlers stay thin and call ``inline()`` / ``ai_for_list()``;
-commands and code actions use the same backend and cache through ``backend`` and ``cache``.
+::
+
+    Engine.suggest        join an identical request (inline + completion list), supersede older contexts
+      └─ _suggest         type-through of the shown suggestion -> context.builder (window, facts, neighbours)
+                          -> Upstream.cache -> adaptive debounce while jedi facts resolve -> rate-limit gate
+                          -> _call_model (Upstream.call + backend.stream_fim, closed early) -> postprocess.clean
+    did_open / did_change / did_close    per-document state: typing rhythm, cancellation, the line hint
+
+One ``Engine`` per server, built by ``HapaServer.engine``; the LSP handlers (``features/inline.py``,
+``features/completion.py``) stay thin and call ``suggest``. The backend, cache and call accounting are the
+``Upstream`` it shares with the generations (``generation.py``).
 """
 
 from __future__ import annotations
@@ -15,15 +25,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
+from hapa_lsp.cache import digest
 from hapa_lsp.context import CursorText, exclusion_error, split_at, split_near, units_len
+from hapa_lsp.context.builder import ContextEngine, open_documents
 from hapa_lsp.context.tokens import CounterLoader
+from hapa_lsp.log import get_logger
+from hapa_lsp.postprocess import Cursor, clean
 
 if TYPE_CHECKING:
-    import httpx
-
-    from hapa_lsp.backends import Backend
-    from hapa_lsp.cache import ResponseCache
     from hapa_lsp.config import Settings
+    from hapa_lsp.upstream import Upstream
 
 
 @dataclass(slots=True)
@@ -67,35 +78,36 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class Engine:
-    """Turns (document text, position) into a suggestion, spending as few model calls as possible."""
+    """Turns (document text, position) into a suggestion, spending as few model calls as possible.
 
-    def __init__(self, settings: Settings, *, notify_failure: Callable[[errors.HapaError, str, bool], None] | None = None,
+    Everything it needs is given to the constructor: the settings, the ``Upstream`` (backend, cache, accounting)
+    it shares with the generations, and the server's session as getters (open documents, the jedi worker, the
+    workspace root: they exist once the editor initialized the session), the rate-limit gate asked before each
+    model call, and where model failures and recoveries are reported.
+    """
+
+    def __init__(self, settings: Settings, upstream: Upstream, *,
+                 workspace: Callable[[], Any] = lambda: None,
+                 jedi: Callable[[], Any] = lambda: None,
+                 root: Callable[[], str | None] = lambda: None,
+                 model_gate: Callable[[bool], bool] | None = None,
+                 notify_failure: Callable[[errors.HapaError, str, bool], None] | None = None,
                  notify_success: Callable[[], None] | None = None):
         self.settings = settings
-        self._client: httpx.AsyncClient | None = None
-        self._backend: Backend | None = None
-        self._cache: ResponseCache | None = None
+        self.upstream = upstream
+        self._workspace = workspace  # () -> pygls Workspace or None: open documents for neighbour snippets
+        self._jedi = jedi  # () -> hapa_lsp.jedi_client.JediRunner or None: where facts are resolved
+        self._root = root
+        # Asked before each typing-path model call (the rate limit): False drops the request quietly;
+        # for an explicit request it raises E4004 instead.
+        self._model_gate = model_gate
         self._docs: dict[str, _DocState] = {}
         self._notify_failure = notify_failure or (lambda e, rid, explicit: None)
         self._notify_success = notify_success or (lambda: None)
         self._seq = 0
-        # Subscribers to what happens on the typing path (metrics, store); see ``emit``.
-        self.observers: list[Callable[[str, dict[str, Any]], None]] = []
-        self.counters: dict[str, int] = {"requests": 0, "upstream_calls": 0, "upstream_aborted": 0,
-                                         "cache_hits": 0, "typed_through": 0, "superseded": 0, "errors": 0,
-                                         "empty": 0, "tokens": 0}
-        # Set by features/lifecycle.py once the session is initialized (the context engine reads them).
-        self.workspace: Any = None  # pygls Workspace: open documents for neighbour snippets
-        self.jedi: Any = None  # hapa_lsp.jedi_utils.JediRunner: the worker process facts are resolved in
-        self.root_path: str | None = None
-        self._context: Any = None
+        self._context: ContextEngine | None = None
         # Work started for no request (warming a newly opened document): referenced until done.
         self._background: set[asyncio.Task] = set()
-        # Asked before each typing-path model call (the rate limit): False drops the request quietly;
-        # for an explicit request it raises E4004 instead. Set by features/lifecycle.py.
-        self.model_gate: Callable[[bool], bool] | None = None
-        # hapa_lsp.resilience.CircuitBreaker, made with the first backend and kept across backend rebuilds.
-        self.breaker: Any = None
         # The prompt's token counter: its tokenizer.json is found and loaded in a worker thread from now on,
         # and again whenever the settings name another one (the estimate serves until then).
         self.token_counters = CounterLoader()
@@ -103,118 +115,45 @@ class Engine:
 
     # ---- plumbing -------------------------------------------------------------------------------------------
     @property
-    def cache(self) -> ResponseCache:
-        """The response cache (created on first use)."""
-        if self._cache is None:
-            from hapa_lsp.cache_redis import make_cache  # with the optional shared Redis level (issue 4)
-
-            self._cache = make_cache(self.settings, on_error=lambda e: self.emit("shared_cache", error=e))
-        return self._cache
+    def counters(self) -> dict[str, int]:
+        """The shared upstream counters (requests, cache hits, superseded, ...)."""
+        return self.upstream.counters
 
     @property
-    def context(self) -> Any:
+    def context(self) -> ContextEngine:
         """The context engine (hapa_lsp.context.builder.ContextEngine, created on first use)."""
         if self._context is None:
-            from hapa_lsp.context.builder import ContextEngine
-
-            self._context = ContextEngine(self.settings, runner=self.jedi, root=self.root_path,
+            self._context = ContextEngine(self.settings, runner=self._jedi(), root=self._root(),
                                           token_counters=self.token_counters)
         return self._context
 
-    @property
-    def backend(self) -> Backend:
-        """The model backend over the shared pooled client (created on first use)."""
-        if self._backend is None:
-            from hapa_lsp.backends import create_backend, make_client
-
-            if self._client is None:
-                self._client = make_client(self.settings.backend)
-            from hapa_lsp.resilience import ResilientBackend  # retries and circuit breaker (issue 4)
-
-            self._backend = ResilientBackend.wrap(self, create_backend(self.settings.backend, self._client))
-        return self._backend
-
     def prepare(self) -> None:
         """Build what the first model call needs, in a worker thread after ``initialized``: the pooled HTTP client
-        (its SSL context costs ~60 ms) and the modules of the path. The first keystroke then pays nothing extra."""
+        and the modules of the path. The first keystroke then pays nothing extra."""
         import anyio._backends._asyncio  # noqa: F401  # httpcore imports it on the first connection (~20 ms)
         import h11  # noqa: F401
         import httpx_sse  # noqa: F401
 
-        import hapa_lsp.cache_redis  # noqa: F401
-        import hapa_lsp.context.builder  # noqa: F401
-        import hapa_lsp.telemetry  # noqa: F401
-        import hapa_lsp.postprocess  # noqa: F401
-        import hapa_lsp.resilience  # noqa: F401
-        from hapa_lsp.backends import make_client
+        import hapa_lsp.ops.telemetry  # noqa: F401
 
-        if self._client is None:
-            client = make_client(self.settings.backend)
-            if self._client is None:  # the event loop did not build one meanwhile
-                self._client = client
+        self.upstream.prepare()
 
     def update_settings(self, settings: Settings) -> None:
-        """Apply new settings; the client and cache are rebuilt only when what they depend on changed."""
-        old = self.settings
+        """Apply new settings (the upstream follows them on its own; the server tells both)."""
         self.settings = settings
         self.token_counters.load(settings)
         if self._context is not None:
             self._context.update_settings(settings)
-        if old.backend != settings.backend:
-            self._backend = None
-            b_old, b_new = old.backend, settings.backend
-            breaker = self.breaker
-            if breaker is not None and (b_old.kind, b_old.endpoint, b_old.api_key) != (
-                    b_new.kind, b_new.endpoint, b_new.api_key):
-                breaker.reset()  # a new server: its models start with a clean record
-            if (b_old.request_timeout, b_old.connect_timeout, b_old.max_connections) != (
-                    b_new.request_timeout, b_new.connect_timeout, b_new.max_connections) and self._client:
-                # Streams in flight keep the old client: it is closed once they can no longer be running.
-                client, self._client = self._client, None
-                self._keep(self._close_later(client, b_old.request_timeout + 5.0))
-        if (old.cache != settings.cache or old.redis != settings.redis) and self._cache is not None:
-            cache, self._cache = self._cache, None
-            if hasattr(cache, "aclose"):
-                self._keep(cache.aclose())  # the replaced shared level's Redis pool
 
-    @staticmethod
-    async def _close_later(client: Any, after: float) -> None:
-        await asyncio.sleep(after)
-        await client.aclose()
-
-    def _keep(self, coro: Any) -> None:
-        try:
-            task = asyncio.ensure_future(coro)
-        except RuntimeError:  # no running loop (a settings change outside the server): nothing to close on
-            coro.close()
-            return
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    async def aclose(self) -> None:
-        """Close the pooled HTTP client."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+    def emit(self, event: str, **fields: Any) -> None:
+        """An event for the upstream's observers (metrics); see ``Upstream.emit``."""
+        self.upstream.emit(event, **fields)
 
     def _state(self, uri: str) -> _DocState:
         st = self._docs.get(uri)
         if st is None:
             st = self._docs[uri] = _DocState()
         return st
-
-    def emit(self, event: str, **fields: Any) -> None:
-        """Tell observers about an event; an observer that fails never breaks a request.
-
-        Events: ``suggestion`` (source, model, chars, timings), ``cache`` (hit: bool, region),
-        ``upstream`` (model, kind, ms, prompt_tokens, completion_tokens, outcome: ok/aborted/error,
-        code), ``superseded``.
-        """
-        for obs in self.observers:
-            try:
-                obs(event, fields)
-            except Exception:  # noqa: BLE001 - telemetry must not cost the user a suggestion
-                pass
 
     def next_request_id(self) -> str:
         """A short id bound to every log line of one request."""
@@ -260,7 +199,7 @@ class Engine:
     def did_open(self, uri: str, path: str, language: str, text: str, on_disk: bool = True) -> None:
         """A document was opened: warm jedi for it in the background (its imports parsed, facts resolved)."""
         s = self.settings
-        if self.jedi is None or language != "python" or not (s.completion.jedi or s.context.facts):
+        if self._jedi() is None or language != "python" or not (s.completion.jedi or s.context.facts):
             return
         task = asyncio.ensure_future(self.context.warm_document(
             uri=uri, path=path, language=language, text=text, on_disk=on_disk,
@@ -272,8 +211,6 @@ class Engine:
     def _background_done(self, task: asyncio.Task) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            from hapa_lsp.log import get_logger
-
             get_logger().warning("background work failed", error=repr(task.exception())[:500])
 
     def did_close(self, uri: str) -> None:
@@ -305,12 +242,12 @@ class Engine:
         """Why this document gets no AI suggestions, or None when it does."""
         s = self.settings
         if not s.completion.enabled:
-            return errors.InputError("AI completion is turned off (hapa.completion.enabled)", code="E4005")
+            return errors.PermissionDenied("AI completion is turned off (hapa.completion.enabled)")
         excluded = exclusion_error(path, s.context.exclude_globs)
         if excluded is not None:
             return excluded
         if s.completion.languages and language not in s.completion.languages:
-            return errors.InputError(f"language '{language}' is not in hapa.completion.languages", code="E4010")
+            return errors.UnsupportedLanguage(f"language '{language}' is not in hapa.completion.languages")
         return None
 
     async def suggest(self, *, uri: str, path: str, language: str, text: str, line: int, character: int,
@@ -327,42 +264,42 @@ class Engine:
         path or name; ``on_disk`` is False for documents that are not files (jedi then gets no path).
         """
         st = self._state(uri)
-        ctx = (st.generation, len(text), line, character, encoding)
+        asked = (st.generation, len(text), line, character, encoding)
         for other, t in list(st.tasks.items()):
-            if other != ctx and not t.done():
+            if other != asked and not t.done():
                 t.cancel()
                 self.counters["superseded"] += 1
                 self.emit("superseded", slot=slot)
-        task = st.tasks.get(ctx)
+        task = st.tasks.get(asked)
         if task is None or task.done():
             rid = request_id or self.next_request_id()
             task = asyncio.ensure_future(self._suggest(uri, path, language, text, line, character, invoked, rid,
                                                      encoding, on_disk))
-            st.tasks[ctx] = task
-            st.waiters[ctx] = 0
-            task.add_done_callback(lambda t, st=st, ctx=ctx: self._forget(st, ctx, t))
+            st.tasks[asked] = task
+            st.waiters[asked] = 0
+            task.add_done_callback(lambda t, st=st, asked=asked: self._forget(st, asked, t))
         else:
             self.counters["joined"] = self.counters.get("joined", 0) + 1
-        st.waiters[ctx] = st.waiters.get(ctx, 0) + 1
+        st.waiters[asked] = st.waiters.get(asked, 0) + 1
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             cur = asyncio.current_task()
             if cur is not None and cur.cancelling():
                 # The client cancelled this request; nobody else waiting means nobody needs the answer.
-                if st.waiters.get(ctx, 0) <= 1 and not task.done():
+                if st.waiters.get(asked, 0) <= 1 and not task.done():
                     task.cancel()
                 raise
             return None  # superseded by a newer keystroke or request
         finally:
-            if ctx in st.waiters:
-                st.waiters[ctx] -= 1
+            if asked in st.waiters:
+                st.waiters[asked] -= 1
 
     @staticmethod
-    def _forget(st: _DocState, ctx: tuple, task: asyncio.Task) -> None:
-        if st.tasks.get(ctx) is task:
-            del st.tasks[ctx]
-            st.waiters.pop(ctx, None)
+    def _forget(st: _DocState, asked: tuple, task: asyncio.Task) -> None:
+        if st.tasks.get(asked) is task:
+            del st.tasks[asked]
+            st.waiters.pop(asked, None)
 
     async def _suggest(self, uri: str, path: str, language: str, text: str, line: int, character: int,
                        invoked: bool, rid: str, encoding: str = "utf-16", on_disk: bool = True) -> Suggestion | None:
@@ -384,18 +321,15 @@ class Engine:
                                   timings={"total_ms": (time.perf_counter() - t0) * 1000})
 
         # Context engine (hapa_lsp.context.builder): window + cached jedi facts + neighbour snippets, in budget.
-        from hapa_lsp.cache import digest
-        from hapa_lsp.context.builder import open_documents
-
-        ctx = self.context
-        req = ctx.start(uri=uri, path=path, language=language, cur=cur, on_disk=on_disk,
-                        open_docs=open_documents(self.workspace))
-        built = ctx.assemble(req)
+        builder = self.context
+        req = builder.start(uri=uri, path=path, language=language, cur=cur, on_disk=on_disk,
+                        open_docs=open_documents(self._workspace()))
+        built = builder.assemble(req)
         for attempt in (0, 1):
             prompt, win, single = built.prompt, built.window, built.single_line
             key = digest(s.backend.kind, s.backend.endpoint, prompt.model, prompt.family, s.backend.fim_mode,
                          prompt.max_tokens, prompt.temperature, prompt.text())
-            cached = await self.cache.aget("completions", key) or None  # "" (an older empty entry) is no hit
+            cached = await self.upstream.cache.aget("completions", key) or None  # "" (an older entry) is no hit
             self.emit("cache", hit=cached is not None, region="completions")
             if cached is not None:
                 self.counters["cache_hits"] += 1
@@ -414,24 +348,22 @@ class Engine:
             # resolution, so a sleep ends 0.5-1.5 ms late: aim that much early.
             rest = debounce - prepared - _TIMER_SLACK_S
             if rest > 0:
-                warm = getattr(self.backend, "warm", None)  # kind llamacpp: fill the server's cache meanwhile
-                if warm is not None and not (self.breaker is not None and self.breaker.is_open(prompt.model)):
+                warm = getattr(self.upstream.backend, "warm", None)  # kind llamacpp: fill the server's cache meanwhile
+                if warm is not None and not self.upstream.breaker.is_open(prompt.model):
                     warm(prompt)
             gen = st.generation
             # A keystroke after this request makes its jedi work stale: skip it instead of queueing it.
-            waits = [ctx.complete(req, still_wanted=lambda: st.generation == gen)] + (
+            waits = [builder.complete(req, still_wanted=lambda: st.generation == gen)] + (
                 [asyncio.sleep(rest)] if rest > 0 else [])
             if not (await asyncio.gather(*waits))[0]:
                 break
-            built = ctx.assemble(req)
+            built = builder.assemble(req)
 
-        if self.model_gate is not None and not self.model_gate(invoked):
+        if self._model_gate is not None and not self._model_gate(invoked):
             return None  # over the rate limit: dropped without a popup, and counted by the limiter
         t_model = time.perf_counter()
         raw = _CONTROL.sub("", await self._call_model(prompt, single, rid, invoked))
         model_ms = (time.perf_counter() - t_model) * 1000
-
-        from hapa_lsp.postprocess import Cursor, clean
 
         text_out = clean(raw, Cursor(cur.line_prefix, cur.line_suffix, win.suffix, win.prefix, language, single),
                          stop=prompt.stop,
@@ -445,7 +377,7 @@ class Engine:
             # Not cached: a cached "" would come back as an item with empty insertText, and an empty answer is
             # often a moment's (a cut stream, a busy server), not the context's.
             return None
-        self.cache.put("completions", key, text_out)
+        self.upstream.cache.put("completions", key, text_out)
         self._remember(st, cur, text_out, prompt.model)
         self.emit("suggestion", source="model", model=prompt.model, chars=len(text_out), timings=timings)
         return Suggestion(text_out, "model", prompt.model, rid, key, at=at, timings=timings)
@@ -472,19 +404,12 @@ class Engine:
 
     async def _call_model(self, prompt: Any, single_line: bool, rid: str, explicit: bool = False) -> str:
         """Stream the model's answer, stopping early once the post-processor would cut it anyway."""
-        from hapa_lsp.backends import Usage
-
-        backend = self.backend
-        usage = Usage()
         parts: list[str] = []
         max_lines = self.settings.completion.max_lines
-        self.counters["upstream_calls"] += 1
-        completed = False
-        outcome, code = "error", None
-        t0 = time.perf_counter()
         try:
-            async with aclosing(backend.stream_fim(prompt, usage, timeout=self.settings.backend.inline_timeout)) \
-                    as stream:
+            async with self.upstream.call(prompt.model, "completion") as usage, aclosing(
+                    self.upstream.backend.stream_fim(prompt, usage, timeout=self.settings.backend.inline_timeout)
+            ) as stream:
                 newlines = 0
                 async for delta in stream:
                     parts.append(delta)
@@ -493,30 +418,13 @@ class Engine:
                     newlines += delta.count("\n")
                     if newlines > max_lines + 1:
                         break  # the rest would be cut; closing the stream frees the model server too
-            completed = True
-            outcome = "ok"
-        except asyncio.CancelledError:
-            self.counters["upstream_aborted"] += 1
-            outcome = "aborted"
-            raise
         except errors.HapaError as exc:
-            self.counters["errors"] += 1
-            code = exc.code
             self._notify_failure(exc, rid, explicit)
             raise
-        finally:
-            self.counters["tokens"] += usage.total or usage.chunks
-            self.emit("upstream", model=prompt.model, kind="completion", ms=(time.perf_counter() - t0) * 1000,
-                      prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens or usage.chunks,
-                      outcome=outcome, code=code)
-        if completed:
-            self._notify_success()
+        self._notify_success()
         return "".join(parts)
 
     # ---- status -----------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Counters for the benchmark, doctor and health."""
-        out: dict[str, Any] = dict(self.counters)
-        if self._cache is not None:
-            out["cache"] = self._cache.stats()
-        return out
+        return self.upstream.stats()

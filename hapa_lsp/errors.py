@@ -1,9 +1,26 @@
 """The error catalog (E4xxx client, E5xxx server) and the one exception root, HapaError.
 
-Hierarchy::
+Hierarchy (one class per catalog code; the code is the class attribute ``code``, never a string a caller
+passes, so handlers tell failures apart with ``isinstance``)::
 
-    HapaError                       every failure a user can see; carries a catalog code
+    HapaError                       every failure a user can see; fields: detail, field, retry_after, model,
+    │                               fast, incident_id; ``recorded`` once an incident is stored
     ├── InputError                  E4xxx: the request or the configuration is at fault
+    │   ├── InvalidInput            E4001 (wrong type / range; ``field`` names it)
+    │   ├── MissingField            E4002
+    │   ├── InvalidApiKey           E4003 (sidecar)
+    │   ├── RateLimited             E4004 (hapa.rateLimits; ``retry_after``)
+    │   ├── PermissionDenied        E4005
+    │   ├── DocumentNotOpen         E4006 (the client's state: never an incident)
+    │   ├── FileExcluded            E4007
+    │   ├── Cancelled               E4008
+    │   ├── ConfigInvalid           E4009
+    │   ├── UnsupportedLanguage     E4010
+    │   ├── ValidationFailed        E4011 (generation.GenerationRejected carries the rejected attempt)
+    │   └── ContextTooLarge         E4012
+    ├── CacheUnavailable            E5002
+    ├── StorageError                E5003
+    ├── InternalError               E5004 (``as_hapa_error`` wraps anything foreign in it)
     └── UpstreamError               E5xxx raised while talking to the model server
         ├── ModelUnreachable        E5005 (connect refused, DNS)
         ├── ModelTimeout            E5001
@@ -23,7 +40,7 @@ from __future__ import annotations
 import datetime as _dt
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,21 +126,37 @@ def new_incident_id(now: _dt.datetime | None = None) -> str:
 
 
 class HapaError(Exception):
-    """A failure with a catalog code, a remedy and an incident id; the one root of our exceptions."""
+    """A failure with a catalog code, a remedy and an incident id; the one root of our exceptions.
 
-    code = "E5004"
+    The code is the class's (``code``); what a failure is about is in typed fields, set when it is made.
+    """
 
-    def __init__(self, detail: str = "", *, code: str | None = None, field: str | None = None,
-                 retry_after: float | None = None, incident_id: str | None = None):
-        if code is not None:
-            self.code = code
+    code: ClassVar[str] = "E5004"
+
+    def __init__(self, detail: str = "", *, field: str | None = None, retry_after: float | None = None,
+                 incident_id: str | None = None, model: str = "", fast: bool = False):
         spec = CATALOG[self.code]
         self.spec = spec
         self.detail = detail or spec.title
+        #: The request field at fault (``user_profile.style``, ``arguments[1]``), for the client to point at.
         self.field = field
+        #: Seconds after which the same request may succeed (rate limits, a model server's Retry-After).
         self.retry_after = retry_after
         self.incident_id = incident_id or new_incident_id()
+        #: The model a model-server failure concerns ("" when none).
+        self.model = model
+        #: Failed without calling the model server (its circuit is open or it asked us to wait).
+        self.fast = fast
+        #: The incident is recorded (or deliberately not, e.g. a user's cancel): the error boundary leaves it be.
+        self.recorded = False
+        #: The request id of the generation that failed (its stream chunks carry it), when there was one.
+        self.request_id: str | None = None
         super().__init__(self.detail)
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ == __name__:  # the catalog's own classes; the most specific one defined last wins
+            _BY_CODE[cls.code] = cls
 
     @property
     def retryable(self) -> bool:
@@ -152,10 +185,105 @@ class HapaError(Exception):
         return data
 
 
+_BY_CODE: dict[str, type[HapaError]] = {"E5004": HapaError}
+
+
+# ---- E4xxx: the request or the configuration is at fault -----------------------------------------------------------
 class InputError(HapaError):
-    """The request or configuration is at fault (E4xxx)."""
+    """The request or configuration is at fault (E4xxx); the family root, E4001 when raised as such."""
 
     code = "E4001"
+
+
+class InvalidInput(InputError):
+    """A value has the wrong type or is out of range (E4001); ``field`` names it."""
+
+    code = "E4001"
+
+
+class MissingField(InputError):
+    """A required field is missing or blank (E4002); ``field`` names it."""
+
+    code = "E4002"
+
+
+class InvalidApiKey(InputError):
+    """The sidecar was called without the configured key (E4003)."""
+
+    code = "E4003"
+
+
+class RateLimited(InputError):
+    """One of our own rate limits (``hapa.rateLimits``) refused the request (E4004); ``retry_after`` says when."""
+
+    code = "E4004"
+
+
+class PermissionDenied(InputError):
+    """The settings do not allow this operation (E4005)."""
+
+    code = "E4005"
+
+
+class DocumentNotOpen(InputError):
+    """The editor has not opened the document (E4006): the client's state, not an incident."""
+
+    code = "E4006"
+
+
+class FileExcluded(InputError):
+    """``hapa.context.excludeGlobs`` keeps the file from the model (E4007)."""
+
+    code = "E4007"
+
+
+class Cancelled(InputError):
+    """The request was cancelled, by the editor or from the progress indicator (E4008)."""
+
+    code = "E4008"
+
+
+class ConfigInvalid(InputError):
+    """A setting is invalid; its default is used meanwhile (E4009)."""
+
+    code = "E4009"
+
+
+class UnsupportedLanguage(InputError):
+    """The feature is not available for the document's language (E4010)."""
+
+    code = "E4010"
+
+
+class ValidationFailed(InputError):
+    """Generated code failed validation (E4011)."""
+
+    code = "E4011"
+
+
+class ContextTooLarge(InputError):
+    """The code or question does not fit a generation prompt (E4012)."""
+
+    code = "E4012"
+
+
+# ---- E5xxx: hapa-lsp or a service it uses failed -------------------------------------------------------------------
+class CacheUnavailable(HapaError):
+    """The shared (Redis) cache failed and is bypassed (E5002)."""
+
+    code = "E5002"
+
+
+class StorageError(HapaError):
+    """The local database could not be used (E5003)."""
+
+    code = "E5003"
+
+
+class InternalError(HapaError):
+    """A bug or an unexpected failure inside hapa-lsp (E5004)."""
+
+    code = "E5004"
 
 
 class UpstreamError(HapaError):
@@ -206,6 +334,11 @@ class UpstreamServerError(UpstreamError):
     code = "E5009"
 
 
+def error_class(code: str) -> type[HapaError]:
+    """The class of catalog code ``code`` (for codes that come as data, such as a configuration problem's)."""
+    return _BY_CODE[code]
+
+
 def storable_text(text: str) -> str:
     """``text`` unchanged when UTF-8 can encode it, else with what it cannot (lone surrogates, which a client can
     send as JSON escapes such as \\ud800) written as backslash escapes: for field names in messages, and for the
@@ -223,4 +356,4 @@ def as_hapa_error(exc: BaseException) -> HapaError:
     """Return ``exc`` if it is already a HapaError, else wrap it as E5004 without leaking its text."""
     if isinstance(exc, HapaError):
         return exc
-    return HapaError(f"unexpected {type(exc).__name__}", code="E5004")
+    return InternalError(f"unexpected {type(exc).__name__}")

@@ -1,10 +1,13 @@
-"""Code generation: personalised chat prompts, agents, the streaming model call, validation and one repair round."""
+"""Code generation: personalised chat prompts, agents, the streaming model call, validation and one repair round.
+
+Used by ``features/generate.py`` and ``features/code_actions.py`` (through ``features/running.py``) and by
+``hapa-lsp generate``; it talks to the model through ``hapa_lsp.upstream.Upstream``, the same backend, cache
+and accounting the typing path (``engine.py``) uses, and knows nothing about LSP.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import textwrap
 import time
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
@@ -12,12 +15,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
+from hapa_lsp.cache import digest
 from hapa_lsp.prompts import ChatMessage
 from hapa_lsp.validation import Report, validate
 
 if TYPE_CHECKING:
     from hapa_lsp.config import Agent, ProfileSettings, Settings
-    from hapa_lsp.engine import Engine
+    from hapa_lsp.upstream import Upstream
 
 SKILL_LEVELS = ("beginner", "intermediate", "advanced", "expert")
 OUTPUT_STRUCTURES = ("minimal", "standard", "detailed")
@@ -68,7 +72,7 @@ class Profile:
         if override is None:
             return self
         if not isinstance(override, Mapping):
-            raise errors.InputError(f"{field_prefix} must be an object", code="E4001", field=field_prefix)
+            raise errors.InvalidInput(f"{field_prefix} must be an object", field=field_prefix)
         allowed = {"pythonSkillLevel": ("python_skill_level", SKILL_LEVELS),
                    "codeOutputStructure": ("code_output_structure", OUTPUT_STRUCTURES),
                    "explanationStyle": ("explanation_style", EXPLANATION_STYLES)}
@@ -81,11 +85,10 @@ class Profile:
             elif key in snake:
                 attr, (name, options) = key, snake[key]
             else:
-                raise errors.InputError(f"{field_prefix}.{key} is not a profile field (expected "
-                                        f"{', '.join(allowed)})", code="E4001", field=f"{field_prefix}.{key}")
+                raise errors.InvalidInput(f"{field_prefix}.{key} is not a profile field (expected "
+                                        f"{', '.join(allowed)})", field=f"{field_prefix}.{key}")
             if value not in options:
-                raise errors.InputError(f"{field_prefix}.{name} must be one of {', '.join(options)}, got {value!r}",
-                                        code="E4001", field=f"{field_prefix}.{name}")
+                raise errors.InvalidInput(f"{field_prefix}.{name} must be one of {', '.join(options)}, got {value!r}", field=f"{field_prefix}.{name}")
             out = replace(out, **{attr: value})
         return out
 
@@ -101,7 +104,7 @@ CODE_TASKS = frozenset(("generate", "implement", "refactor", "document", "tests"
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class GenerationRequest:
     """One generation: the task, what it is about, and for whom."""
 
     task: str
@@ -126,7 +129,7 @@ def _fence(language: str) -> str:
     return language if re.fullmatch(r"[A-Za-z0-9_+-]+", language or "") else ""
 
 
-def system_prompt(req: Request) -> str:
+def system_prompt(req: GenerationRequest) -> str:
     """The system message: role, the profile's guidance and the answer format."""
     lang = req.language or "python"
     parts = [f"You are an expert {lang} programmer working inside the user's editor."]
@@ -148,7 +151,7 @@ def _block(code: str, language: str) -> str:
     return f"```{_fence(language)}\n{code.rstrip()}\n```"
 
 
-def user_prompt(req: Request) -> str:
+def user_prompt(req: GenerationRequest) -> str:
     """The user message for the task."""
     lang = req.language
     where = f" (file {req.path})" if req.path else ""
@@ -179,7 +182,7 @@ def user_prompt(req: Request) -> str:
     raise ValueError(f"unknown task {t!r}")
 
 
-def build_messages(req: Request) -> list[ChatMessage]:
+def build_messages(req: GenerationRequest) -> list[ChatMessage]:
     """The chat messages for ``req``."""
     return [ChatMessage("system", system_prompt(req)), ChatMessage("user", user_prompt(req))]
 
@@ -211,10 +214,6 @@ def split_answer(text: str) -> tuple[str, str]:
     return code, explanation
 
 
-def reindent(code: str, indent: str) -> str:
-    """``code`` dedented, then every non-blank line prefixed with ``indent``."""
-    code = textwrap.dedent(code.expandtabs(4) if "\t" in code and " " in indent else code).strip("\n")
-    return "\n".join((indent + ln) if ln.strip() else "" for ln in code.split("\n"))
 
 
 # ---- the model call ----------------------------------------------------------------------------------------------
@@ -238,72 +237,49 @@ class Generation:
     request_id: str = ""  # the id carried by this generation's hapa/streamChunk notifications
 
 
-class GenerationRejected(errors.InputError):
+class GenerationRejected(errors.ValidationFailed):
     """The model's code still failed validation after the repair round (E4011); carries the last attempt."""
 
-    code = "E4011"
-
     def __init__(self, detail: str, generation: Generation):
-        super().__init__(detail, code="E4011")
+        super().__init__(detail)
         self.generation = generation
 
 
 OnText = Callable[[str], None]
 
 
-async def chat(engine: Engine, settings: Settings, messages: list[ChatMessage], *, model: str,
+async def chat(upstream: Upstream, settings: Settings, messages: list[ChatMessage], *, model: str,
                temperature: float, on_text: OnText | None = None, t_start: float | None = None) -> Generation:
     """Stream one chat answer (cached in region ``code_generation``), calling ``on_text`` with the text so far."""
-    from hapa_lsp.backends import Usage
-    from hapa_lsp.cache import digest
-
     b = settings.backend
     t0 = t_start if t_start is not None else time.perf_counter()
     key = digest("chat", b.kind, b.endpoint, model, b.chat_max_tokens, temperature,
                  *[(m.role, m.content) for m in messages])
-    cached = await engine.cache.aget("code_generation", key)  # the shared Redis level too, when configured
-    engine.emit("cache", hit=cached is not None, region="code_generation")
+    cached = await upstream.cache.aget("code_generation", key)  # the shared Redis level too, when configured
+    upstream.emit("cache", hit=cached is not None, region="code_generation")
     if cached is not None:
         if on_text is not None:
             on_text(cached["raw"])
         code, expl = split_answer(cached["raw"])
         return Generation(code, expl, cached["raw"], model, cached["prompt_tokens"], cached["completion_tokens"],
                           (time.perf_counter() - t0) * 1000, cached=True, messages=messages)
-    usage = Usage()
     parts: list[str] = []
-    outcome, code_ = "error", None
     first: float | None = None
     t_up = time.perf_counter()
-    engine.counters["upstream_calls"] = engine.counters.get("upstream_calls", 0) + 1
-    try:
-        async with aclosing(engine.backend.stream_chat(messages, model=model, max_tokens=b.chat_max_tokens,
-                                                       temperature=temperature, usage=usage,
-                                                       timeout=b.request_timeout)) as stream:
-            async for delta in stream:
-                if first is None:
-                    first = time.perf_counter()
-                parts.append(delta)
-                if on_text is not None:
-                    on_text("".join(parts))
-        outcome = "ok"
-    except asyncio.CancelledError:
-        outcome = "aborted"
-        engine.counters["upstream_aborted"] = engine.counters.get("upstream_aborted", 0) + 1
-        raise
-    except errors.HapaError as exc:
-        code_ = exc.code
-        engine.counters["errors"] = engine.counters.get("errors", 0) + 1
-        raise
-    finally:
-        engine.emit("upstream", model=model, kind="generation", ms=(time.perf_counter() - t_up) * 1000,
-                    prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens or usage.chunks,
-                    outcome=outcome, code=code_)
+    async with upstream.call(model, "generation") as usage, aclosing(upstream.backend.stream_chat(
+            messages, model=model, max_tokens=b.chat_max_tokens, temperature=temperature, usage=usage,
+            timeout=b.request_timeout)) as stream:
+        async for delta in stream:
+            if first is None:
+                first = time.perf_counter()
+            parts.append(delta)
+            if on_text is not None:
+                on_text("".join(parts))
     raw = "".join(parts)
     completion_tokens = usage.completion_tokens or usage.chunks
-    engine.counters["tokens"] = engine.counters.get("tokens", 0) + usage.prompt_tokens + completion_tokens
     if raw.strip():
-        engine.cache.put("code_generation", key, {"raw": raw, "prompt_tokens": usage.prompt_tokens,
-                                                  "completion_tokens": completion_tokens})
+        upstream.cache.put("code_generation", key, {"raw": raw, "prompt_tokens": usage.prompt_tokens,
+                                                    "completion_tokens": completion_tokens})
     code, expl = split_answer(raw)
     now = time.perf_counter()
     return Generation(code, expl, raw, model, usage.prompt_tokens, completion_tokens, (now - t0) * 1000,
@@ -311,7 +287,7 @@ async def chat(engine: Engine, settings: Settings, messages: list[ChatMessage], 
                       before_upstream_ms=(t_up - t0) * 1000, messages=messages)
 
 
-def model_and_temperature(settings: Settings, req: Request) -> tuple[str, float]:
+def model_and_temperature(settings: Settings, req: GenerationRequest) -> tuple[str, float]:
     """The chat model and temperature: the request's, else the agent's, else the settings'."""
     model = (req.agent.model if req.agent is not None and req.agent.model else "") or settings.backend.chat_model
     temp = req.temperature
@@ -320,12 +296,12 @@ def model_and_temperature(settings: Settings, req: Request) -> tuple[str, float]
     return model, settings.backend.temperature if temp is None else temp
 
 
-async def generate(engine: Engine, settings: Settings, req: Request, on_text: OnText | None = None) -> Generation:
+async def generate(upstream: Upstream, settings: Settings, req: GenerationRequest, on_text: OnText | None = None) -> Generation:
     """Run ``req``: prompt, stream, validate; one repair round for code that does not parse, then E4011."""
     t0 = time.perf_counter()
     messages = build_messages(req)
     model, temperature = model_and_temperature(settings, req)
-    gen = await chat(engine, settings, messages, model=model, temperature=temperature, on_text=on_text, t_start=t0)
+    gen = await chat(upstream, settings, messages, model=model, temperature=temperature, on_text=on_text, t_start=t0)
     if not req.wants_code:
         return gen
     if not gen.code.strip():
@@ -334,7 +310,7 @@ async def generate(engine: Engine, settings: Settings, req: Request, on_text: On
     if gen.report.parses:
         return gen
     problem = gen.report.syntax_error.describe() if gen.report.syntax_error else "invalid syntax"
-    fixed = await chat(engine, settings, repair_messages(messages, gen.raw, problem, req.language), model=model,
+    fixed = await chat(upstream, settings, repair_messages(messages, gen.raw, problem, req.language), model=model,
                        temperature=temperature, on_text=on_text)
     fixed.report = validate(fixed.code, req.language)
     fixed.repaired = True

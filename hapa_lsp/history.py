@@ -85,7 +85,7 @@ def record_feedback(store: Store, kind: str, *, request_id: str = "", history_id
                     shown_chars: int = 0, rating: int | None = None, comment: str = "") -> int:
     """Insert one feedback event (shown / accepted / partial / rating); returns its id."""
     if kind not in FEEDBACK_KINDS:
-        raise errors.InputError(f"feedback kind must be one of {', '.join(FEEDBACK_KINDS)}", code="E4001",
+        raise errors.InvalidInput(f"feedback kind must be one of {', '.join(FEEDBACK_KINDS)}",
                                 field="kind")
     return store.insert(
         "INSERT INTO feedback (created_at, kind, request_id, history_id, uri, language, model, accepted_chars, "

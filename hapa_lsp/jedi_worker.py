@@ -3,7 +3,7 @@
 Why a process and not a thread: jedi holds the GIL for most of its work, so a jedi thread slows the event
 loop that answers keystrokes; and jedi's inference caches (parse trees of every module it touched) stay in
 the heap for good, freed memory included (fragmentation). Here jedi gets its own core, and the server can
-replace the worker when it has grown too large (``hapa_lsp.jedi_utils.JediRunner``).
+replace the worker when it has grown too large (``hapa_lsp.jedi_client.JediRunner``).
 
 Protocol on the worker's stdin/stdout pipes (private to the server; the editor's stdio is never touched):
 frames of a 4-byte big-endian length and a pickle. Request ``(op, args)``; reply

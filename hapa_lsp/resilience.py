@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.backends import Backend, Usage
@@ -98,7 +99,7 @@ class CircuitBreaker:
 
     def failure(self, model: str, err: errors.HapaError) -> None:
         """A call failed with ``err``; open the circuit when that makes enough failures in a row."""
-        if getattr(err, "fast", False):
+        if err.fast:
             return
         m = self._models.setdefault(model, _ModelState())
         now = time.monotonic()
@@ -149,10 +150,7 @@ def _secs(s: float) -> str:
 
 def _fast(template: errors.HapaError, model: str, detail: str, wait: float) -> errors.HapaError:
     """A failure without calling: same code as what took the model down, and the same incident."""
-    err = type(template)(detail, code=template.code, retry_after=wait, incident_id=template.incident_id)
-    err.fast = True  # type: ignore[attr-defined]
-    err.model = model  # type: ignore[attr-defined]
-    return err
+    return type(template)(detail, retry_after=wait, incident_id=template.incident_id, model=model, fast=True)
 
 
 class ResilientBackend:
@@ -164,14 +162,6 @@ class ResilientBackend:
         self.breaker = breaker
         self._settings = settings
         self._emit = emit
-
-    @classmethod
-    def wrap(cls, engine: Any, inner: Backend) -> ResilientBackend:
-        """Wrap ``inner`` for ``engine``, keeping one breaker per engine across backend rebuilds."""
-        breaker = engine.breaker
-        if breaker is None:
-            breaker = engine.breaker = CircuitBreaker(lambda: engine.settings.resilience, engine.emit)
-        return cls(inner, breaker, lambda: engine.settings.resilience, engine.emit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)  # kind, base, settings, probe, ...
@@ -203,8 +193,8 @@ class ResilientBackend:
             await gen.aclose()  # type: ignore[attr-defined]
 
     def _failed(self, model: str, exc: errors.HapaError) -> None:
-        if not getattr(exc, "model", None):
-            exc.model = model  # type: ignore[attr-defined]
+        if not exc.model:
+            exc.model = model
         self.breaker.failure(model, exc)
 
     async def _open(self, make: Callable[[], AsyncIterator[str]], model: str, retry: bool
@@ -241,7 +231,7 @@ class ResilientBackend:
             return min(jitter(state), s.retry_max_wait)
 
         def transient(exc: BaseException) -> bool:
-            if not isinstance(exc, errors.HapaError) or getattr(exc, "fast", False) or exc.code not in RETRYABLE:
+            if not isinstance(exc, errors.HapaError) or exc.fast or exc.code not in RETRYABLE:
                 return False
             return exc.code != "E5007" or (exc.retry_after or 0.0) <= s.retry_max_wait
 
@@ -250,8 +240,6 @@ class ResilientBackend:
             code = getattr(exc, "code", None)
             wait_s = state.next_action.sleep if state.next_action else 0.0
             self._emit("retry", model=model, code=code, attempt=state.attempt_number, wait=wait_s)
-            from hapa_lsp.log import get_logger
-
             get_logger().info("retrying model call", model=model, code=code, attempt=state.attempt_number,
                               wait_s=round(wait_s, 3))
 

@@ -1,19 +1,26 @@
-"""HapaServer: the pygls LanguageServer, its settings, status reporting, and the feature registrations.
+"""HapaServer: the pygls LanguageServer that owns hapa-lsp's components, its settings, status and incidents.
 
-Handlers live in ``hapa_lsp.features``; they stay thin and call the engine. Everything that is slow
-to import (httpx, jedi, structlog, prometheus) is imported on first use, after the initialize response.
+::
+
+    HapaServer
+      .protocol      protocol.HapaProtocol (framing, malformed input, accounting, deadlines)
+      .settings      config.Settings, re-merged from every layer by apply_settings
+      .upstream      upstream.Upstream: backend + cache + breaker + accounting   (built on first use)
+      .engine        engine.Engine: the typing path, over .upstream             (built on first use)
+      .jedi          jedi_client.JediRunner: the jedi worker process            (built on first use)
+      .store         store.Store (SQLite), .incident_log, .rate_limiter          (built on first use)
+      .ops           ops.service.Ops: metrics, sidecar, incident pruning         (built here)
+
+Every component is built by the server itself, with what it needs passed to its constructor; nothing is
+assigned onto one from outside. The slow ones are built on first use, after the initialize response: the
+editor waits for everything start imports (tests/unit/test_startup.py guards the list). Handlers live in
+``hapa_lsp.features``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import json
-import logging
 import os
-import re
-import stat
-import sys
 import threading
 import time
 from collections import deque
@@ -22,308 +29,41 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
 
-from hapa_lsp import __version__, errors, stream
+from hapa_lsp import __version__, errors, protocol, stream
 from hapa_lsp.log import get_logger
+from hapa_lsp.ops.service import Ops
+from hapa_lsp.protocol import HapaProtocol
 
 if TYPE_CHECKING:
     from hapa_lsp.config import ConfigProblem, Settings
+    from hapa_lsp.engine import Engine
+    from hapa_lsp.jedi_client import JediRunner
+    from hapa_lsp.store import Store
+    from hapa_lsp.upstream import Upstream
 
 STATUS = "hapa/status"
+
 
 class ClientSilent(Exception):
     """The client did not answer a server-to-client request in time (``HapaServer.ask_client``)."""
 
 
-class _BadRequest:
-    """A request whose params could not be read: answered with E4001 instead of being dropped."""
-
-    def __init__(self, msg_id: Any, method: str):
-        self.id = msg_id
-        self.method = method
-
-
-class HapaProtocol(LanguageServerProtocol):
-    """pygls' protocol, plus an answer for requests with malformed params (the client would wait forever)."""
-
-    command_progress_tokens: dict[Any, Any]
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.command_progress_tokens = {}
-        self._decoder = json.JSONDecoder(object_hook=self.structure_message)
-
-    # ---- the byte stream (hapa_lsp.stream frames it; this turns a frame into a message or an error answer) ----
-    def receive(self, frame: stream.Frame, frames: stream.FrameReader) -> None:
-        """Parse one frame and handle it; what cannot be read as one JSON-RPC message is answered with a JSON-RPC
-        error (the request's id when it can be read, else null) carrying E4001 and an incident id."""
-        ls = self._server
-        if frame.skipped:
-            err = ls.protocol_error("size", f"a message over hapa.server.maxMessageBytes ({ls.max_message_bytes()} "
-                                    f"bytes; this one declared {frame.declared}) was skipped unread")
-            self._answer_unreadable(stream.recover_id(frame.body), types.ErrorCodes.InvalidRequest, err)
-            return
-        body = frame.body
-        try:
-            text = body.decode("utf-8")
-            message, end = self._decoder.raw_decode(text, _WHITESPACE.match(text).end())
-        except RecursionError:
-            err = ls.protocol_error("nesting", "a message nested deeper than the server reads was not handled")
-            self._answer_unreadable(stream.recover_id(body), types.ErrorCodes.InvalidRequest, err)
-            return
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-            err = ls.protocol_error("stream", f"a message that is not valid JSON ({reason}) was dropped", popup=True)
-            self._answer_unreadable(stream.recover_id(body), types.ErrorCodes.ParseError, err)
-            return
-        tail = text[end:]
-        if tail.strip(" \t\r\n"):
-            # Content-Length was too long: the rest is the start of the next message.
-            frames.unread(tail.encode("utf-8"))
-            ls.protocol_error("stream", f"Content-Length {frame.declared} was longer than the message", popup=True)
-        if isinstance(message, list):
-            err = ls.protocol_error("batch", "a JSON-RPC batch (array) was sent; LSP does not support batches")
-            self._answer_unreadable(None, types.ErrorCodes.InvalidRequest, err)
-            return
-        if not isinstance(message, _BadRequest) and not hasattr(message, "jsonrpc"):
-            msg_id = message.get("id") if isinstance(message, dict) and "method" in message else None
-            err = ls.protocol_error("invalid", "a message that is not a JSON-RPC 2.0 request, notification or "
-                                    "response was sent")
-            self._answer_unreadable(msg_id if isinstance(msg_id, (int, str)) else None,
-                                    types.ErrorCodes.InvalidRequest, err)
-            return
-        self.handle_message(message)
-
-    def _answer_unreadable(self, msg_id: Any, code: int, err: errors.HapaError) -> None:
-        # Written out by hand: pygls' serializer drops a None id, and JSON-RPC wants "id": null when the id is
-        # unknown.
-        self._send_data({"jsonrpc": "2.0", "id": msg_id,
-                         "error": {"code": int(code), "message": err.message, "data": err.to_data()}})
-
-    def structure_message(self, data: dict[str, Any]):
-        """Deserialize a message; a request that does not fit its type becomes a _BadRequest."""
-        try:
-            return super().structure_message(data)
-        except JsonRpcException:
-            if isinstance(data, dict) and "id" in data and isinstance(data.get("method"), str):
-                return _BadRequest(data["id"], data["method"])
-            raise
-
-    def handle_message(self, message: Any):
-        """Answer _BadRequest with E4001; everything else as pygls does."""
-        if isinstance(message, _BadRequest):
-            err = errors.InputError(f"the parameters of {message.method} do not match the LSP specification",
-                                    code="E4001")
-            self._send_response(message.id, error=types.ResponseError(
-                code=types.ErrorCodes.InvalidParams, message=err.message, data=err.to_data()))
-            return
-        params = getattr(message, "params", None)
-        if isinstance(params, types.ExecuteCommandParams) and isinstance(message, types.ExecuteCommandRequest):
-            # Command arguments go into prompts, the history and incidents: text UTF-8 cannot encode (a lone
-            # surrogate such as \ud800, legal as a JSON escape) is rejected here, naming the field.
-            where = unencodable_field(params.arguments or [])
-            if where is not None:
-                err = errors.InputError(f"'{where}' is not valid Unicode text (it holds a lone UTF-16 surrogate, "
-                                        "which UTF-8 cannot encode)", code="E4001", field=where)
-                self._server.record_incident(err, errors.storable_text(params.command))
-                self._send_response(message.id, error=rpc_error(err).to_response_error())
-                return
-        if isinstance(params, types.ExecuteCommandParams) and params.work_done_token is not None:
-            # pygls hands commands only their arguments; keep the client's progress token for the handler.
-            self.command_progress_tokens[message.id] = params.work_done_token
-        super().handle_message(message)
-
-    # Request accounting for metrics, rate limits and incident resolution (hapa_lsp.features.ops): one place
-    # at the protocol level instead of a wrapper around every handler. Both are no-ops until ops subscribes.
-    def _handle_request(self, msg_id: Any, method_name: str, params: Any):
-        ls = self._server
-        label = method_name
-        command = getattr(params, "command", None)
-        if method_name == types.WORKSPACE_EXECUTE_COMMAND and command in self.fm.commands:
-            label = command  # registered names only: a client cannot inflate metric label sets
-        gate = getattr(ls, "request_gate", None)
-        if gate is not None:
-            err = gate(label, params)
-            if err is not None:
-                self._send_response(msg_id, error=rpc_error(err).to_response_error())
-                _notify_request_observers(ls, label, 0.0, "rejected")
-                return
-        if getattr(ls, "request_observers", None):
-            self.__dict__.setdefault("_request_starts", {})[msg_id] = (label, time.perf_counter())
-        super()._handle_request(msg_id, method_name, params)
-        if msg_id in self._request_futures:  # an async handler: still running
-            self._watch(msg_id, label)
-
-    # Every request gets an answer: one still running after its deadline is answered with E5004 and logged with
-    # its id, and its handler cancelled. A last resort; every wait inside has its own, shorter timeout.
-    def _watch(self, msg_id: Any, label: str) -> None:
-        import asyncio
-
-        ls = self._server
-        deadline = ls.settings.resilience.request_deadline
-        if label in _TYPING_METHODS:
-            deadline = deadline / 10
-        try:
-            asyncio.get_running_loop().call_later(deadline, self._overdue, msg_id, label, deadline)
-        except RuntimeError:  # no running loop (a unit test driving the protocol by hand)
-            pass
-
-    def _overdue(self, msg_id: Any, label: str, deadline: float) -> None:
-        fut = self._request_futures.get(msg_id)
-        if fut is None or fut.done():
-            return
-        from hapa_lsp.log import get_logger
-
-        err = errors.HapaError(f"{label} (request {msg_id}) got no answer within {deadline:g} s", code="E5004")
-        get_logger().error("request overdue", request=msg_id, method=label, incident_id=err.incident_id)
-        self._server.record_incident(err, label)
-        self.__dict__.setdefault("_overdue_errors", {})[msg_id] = err
-        fut.cancel()
-
-    def _send_handler_result(self, future: Any, *, msg_id: Any):
-        if not future.cancelled() and future.exception() is not None \
-                and not isinstance(future.exception(), JsonRpcException):
-            # pygls would answer with the exception's text and traceback in data: E5004 with an incident id instead
-            # (the traceback goes to the log).
-            from hapa_lsp.log import get_logger
-
-            exc = future.exception()
-            err = errors.as_hapa_error(exc)
-            get_logger().error("request failed", request=msg_id, incident_id=err.incident_id,
-                               exc_info=(type(exc), exc, exc.__traceback__))
-            if not getattr(err, "recorded", False):
-                started = (self.__dict__.get("_request_starts") or {}).get(msg_id)
-                self._server.record_incident(err, started[0] if started else "request")
-            future = concurrent.futures.Future()
-            future.set_exception(rpc_error(err))
-        starts = self.__dict__.get("_request_starts")
-        started = starts.pop(msg_id, None) if starts else None
-        overdue = self.__dict__.get("_overdue_errors")
-        err = overdue.pop(msg_id, None) if overdue else None
-        if err is not None and future.cancelled():
-            self._request_futures.pop(msg_id, None)
-            self._send_response(msg_id, error=rpc_error(err).to_response_error())
-        else:
-            super()._send_handler_result(future, msg_id=msg_id)
-        if started is not None:
-            status = "cancelled" if future.cancelled() else "error" if future.exception() is not None else "ok"
-            _notify_request_observers(self._server, started[0], time.perf_counter() - started[1], status)
-
-
-_WHITESPACE = re.compile(r"[ \t\r\n]*")
 #: Protocol violations of one kind within this many seconds share one incident.
 PROTOCOL_INCIDENT_WINDOW_S = 60.0
-
-_TYPING_METHODS = frozenset({types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION,
-                             types.TEXT_DOCUMENT_CODE_ACTION})
-
-
-def _notify_request_observers(ls: Any, label: str, seconds: float, status: str) -> None:
-    for obs in getattr(ls, "request_observers", ()):
-        try:
-            obs(label, seconds, status)
-        except Exception:  # noqa: BLE001 - accounting must never cost the client its answer
-            pass
-
-
-def rpc_error(err: errors.HapaError) -> JsonRpcException:
-    """A HapaError as the JSON-RPC error a request answers with (catalog data attached)."""
-    code = types.ErrorCodes.InvalidParams if err.code in ("E4001", "E4002") else -32001
-    if err.code == "E4008":
-        code = types.LSPErrorCodes.RequestCancelled
-    return JsonRpcException(code=int(code), message=err.message, data=err.to_data())
-
-
-def unencodable_field(arguments: list[Any]) -> str | None:
-    """The first field of command ``arguments`` whose text (value or key) UTF-8 cannot encode, or None.
-
-    Named as the commands name fields: ``user_question``, ``user_profile.style``, ``items[2]`` inside the first
-    argument object, ``arguments[1]`` for a later argument. Iterative: a deeply nested argument cannot overflow
-    the stack here."""
-    stack: list[tuple[Any, str]] = [(a, "" if i == 0 and isinstance(a, dict) else f"arguments[{i}]")
-                                    for i, a in reversed(list(enumerate(arguments)))]
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, str):
-            if errors.storable_text(value) is not value:
-                return path or "arguments[0]"
-        elif isinstance(value, dict):
-            children = []
-            for key, item in value.items():
-                name = errors.storable_text(key) if isinstance(key, str) else str(key)
-                child = f"{path}.{name}" if path else name
-                if isinstance(key, str) and name is not key:
-                    return child
-                children.append((item, child))
-            stack.extend(reversed(children))
-        elif isinstance(value, list):
-            stack.extend((item, f"{path}[{i}]") for i, item in reversed(list(enumerate(value))))
-    return None
 
 
 class HapaServer(LanguageServer):
     """The hapa-lsp language server."""
 
-    def _start_io_async(self, stdin: Any = None, stdout: Any = None) -> None:
-        """pygls' stdio loop, with our framing (hapa_lsp.stream) instead of pygls' reader, which never recovers from
-        a wrong Content-Length; stdin is read by the event loop itself when it is a pipe."""
-        self._stop_event = threading.Event()
-        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
-        try:
-            asyncio.run(self._serve_stdio(stdin or sys.stdin.buffer))
-        except BrokenPipeError:
-            logging.getLogger("pygls.server").error("Connection to the client is lost! Shutting down the server.")
-        except (KeyboardInterrupt, SystemExit):
-            pass
-        finally:
-            self.shutdown()
-
-    async def _serve_stdio(self, src: Any) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            mode = os.fstat(src.fileno()).st_mode
-            pipe = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) and not os.isatty(src.fileno())
-        except (AttributeError, OSError, ValueError):
-            pipe = False
-        if pipe:
-            # The event loop reads stdin itself (connect_read_pipe), instead of a thread hop per read: the
-            # latency of every keystroke's messages. The limit is flow control only (we never readline).
-            reader = asyncio.StreamReader(limit=4 * stream.CHUNK, loop=loop)
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), src)
-            read: Callable[[int], Awaitable[bytes]] = reader.read
-        else:
-            read_some = getattr(src, "read1", None) or src.read
-
-            def read(n: int) -> Awaitable[bytes]:
-                return loop.run_in_executor(self.thread_pool, read_some, n)
-
-        await self.serve_stream(read)
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
+        """Serve LSP on stdin/stdout (hapa_lsp.protocol.serve_stdio: our framing, the loop reading the pipe)."""
+        protocol.serve_stdio(self, stdin, stdout)
 
     async def serve_stream(self, read: Callable[[int], Awaitable[bytes]]) -> None:
         """Read framed messages with ``read`` until the input ends or the server stops, and handle each."""
-        frames = stream.FrameReader(read, self.max_message_bytes,
-                                    lambda what: self.protocol_error("stream", what, popup=True))
-        while not self._stop_event.is_set():
-            frame = await frames.next()
-            if frame is None:
-                break
-            try:
-                self.protocol.receive(frame, frames)
-            except Exception as exc:  # noqa: BLE001 - one message failing must not end the session (exit's
-                # SystemExit is no Exception: it ends the loop as it should)
-                from hapa_lsp.log import get_logger
-
-                get_logger().exception("unable to handle a message")
-                try:
-                    self.report_server_error(exc, JsonRpcException)
-                except Exception:  # noqa: BLE001
-                    pass
-            # Let the handlers of this message start before the next one is read: a buffered burst must not
-            # be drained ahead of them.
-            await asyncio.sleep(0)
+        await protocol.serve_stream(self, read)
 
     def max_message_bytes(self) -> int:
         """``hapa.server.maxMessageBytes``; before the settings are read (the first messages), its environment
@@ -339,14 +79,12 @@ class HapaServer(LanguageServer):
         """The E4001 incident for a violation of the protocol by the client (``kind``: stream, size, nesting,
         batch, invalid): one per kind per minute, so a client that keeps doing it costs one log line and one
         stored incident, not a flood; the same incident id goes into every answer meanwhile."""
-        from hapa_lsp.log import get_logger
-
         now = time.monotonic()
         last = self._protocol_errors.get(kind)
         if last is not None and now - last[1] < PROTOCOL_INCIDENT_WINDOW_S:
             get_logger().debug("protocol violation", kind=kind, detail=detail, incident_id=last[0].incident_id)
             return last[0]
-        err = errors.InputError(detail, code="E4001")
+        err = errors.InvalidInput(detail)
         self._protocol_errors[kind] = (err, now)
         self.record_incident(err, "protocol")  # the one log line (warning, with code and incident id)
         if popup and now - self._last_oob_message > 10:
@@ -361,16 +99,21 @@ class HapaServer(LanguageServer):
         self._env_layer: dict[str, Any] | None = None
         self.init_options: Any = None
         self.workspace_settings: Any = None
-        self._engine = None
-        self._jedi = None
-        self._store = None
+        # Components, each built by this server on first use (their modules are too slow to import before the
+        # initialize response; tests/unit/test_startup.py guards that) and never assigned from outside.
+        self._upstream: Upstream | None = None
+        self._engine: Engine | None = None
+        self._jedi: JediRunner | None = None
+        self._store: Store | None = None
         self._store_lock = threading.RLock()
         # Server-to-client requests the client left unanswered (see ask_client).
         self.silent_methods: set[str] = set()
-        # Operations (hapa_lsp.features.ops): request accounting, the command rate-limit gate, startup hooks.
+        # Operations (hapa_lsp.ops.service): request accounting, the command rate-limit gate, startup hooks.
         self.request_observers: list[Any] = []
         self.request_gate: Any = None
         self.startup_hooks: list[Any] = []
+        #: Generations running now: hapa/status says "busy" while there is one.
+        self.busy_generations = 0
         #: Called with (old, new) settings after every change (the sidecar restarts when its settings moved).
         self.settings_observers: list[Any] = []
         self._incident_log: Any = None
@@ -381,22 +124,63 @@ class HapaServer(LanguageServer):
         self.incidents: deque[dict[str, Any]] = deque(maxlen=500)
         self._last_oob_message = 0.0
         self._protocol_errors: dict[str, tuple[errors.HapaError, float]] = {}
+        self._config_seen: set[tuple[str, str, str]] = set()  # configuration problems already reported
+        self._degraded_seen: set[tuple[str, str]] = set()  # optional parts' failures already reported
+        self._kept: set[Any] = set()  # background work held until done (see keep)
         # Incidents before the settings are read wait for them (the database path is one of them).
         self._settings_applied = False
         self._early_incidents: list[tuple[errors.HapaError, str]] = []
         self.started = time.time()
+        #: The workspace root (from initialize); the jedi worker and tests files are relative to it.
         self.root_path: str | None = None
+        #: Metrics, the sidecar, incident pruning and the ops commands' data (hapa_lsp.ops.service).
+        self.ops = Ops(self)
+        self.startup_hooks.append(self.ops.start)
 
     # ---- components, created on first use -----------------------------------------------------------------
     @property
-    def engine(self):
-        """The suggestion engine."""
+    def upstream(self) -> Upstream:
+        """The model backend, response cache and call accounting, shared by the engine and the generations."""
+        if self._upstream is None:
+            from hapa_lsp.upstream import Upstream
+
+            self._upstream = Upstream(self.settings)
+        return self._upstream
+
+    @property
+    def engine(self) -> Engine:
+        """The suggestion engine (the typing path)."""
         if self._engine is None:
             from hapa_lsp.engine import Engine
 
-            self._engine = Engine(self.settings, notify_failure=self.background_failure,
-                                  notify_success=self.background_success)
+            self._engine = Engine(self.settings, self.upstream, workspace=self._open_workspace,
+                                  jedi=lambda: self.jedi, root=lambda: self.root_path, model_gate=self._typing_gate,
+                                  notify_failure=self.background_failure, notify_success=self.background_success)
         return self._engine
+
+    def _open_workspace(self) -> Any:
+        """pygls' workspace once initialize created it, else None."""
+        try:
+            return self.workspace
+        except RuntimeError:
+            return None
+
+    def _typing_gate(self, explicit: bool) -> bool:
+        # Rate limits count model calls, not keystrokes: cache hits and superseded requests are free.
+        return self.rate_limiter.check(types.TEXT_DOCUMENT_INLINE_COMPLETION, quiet=not explicit)
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """The components built so far (None for those nobody used yet): status and shutdown must not build one."""
+        return {"upstream": self._upstream, "engine": self._engine, "jedi": self._jedi}
+
+    async def aclose(self) -> None:
+        """Stop what the server started: the ops services, the model client and cache, the jedi worker."""
+        await self.ops.stop()  # the sidecar's port is free before the editor starts the next server
+        if self._upstream is not None:
+            await self._upstream.aclose()
+        if self._jedi is not None:
+            await self._jedi.aclose()
 
     @property
     def store(self):
@@ -416,10 +200,10 @@ class HapaServer(LanguageServer):
             return self._store
 
     @property
-    def jedi(self):
+    def jedi(self) -> JediRunner:
         """The jedi worker."""
         if self._jedi is None:
-            from hapa_lsp.jedi_utils import JediRunner
+            from hapa_lsp.jedi_client import JediRunner
 
             self._jedi = JediRunner(max_memory_mb=self.settings.context.jedi_worker_max_mb)
         return self._jedi
@@ -462,19 +246,19 @@ class HapaServer(LanguageServer):
         log.register_url_secret(settings.redis.url)
         if old.logging != settings.logging:
             log.configure_from_settings(settings.logging)
+        if self._upstream is not None:
+            self._upstream.update_settings(settings)
         if self._engine is not None:
             self._engine.update_settings(settings)
         for obs in list(self.settings_observers):
             try:
                 obs(old, settings)
             except Exception:  # noqa: BLE001 - one subscriber failing must not cost the others their update
-                from hapa_lsp.log import get_logger
-
                 get_logger().exception("settings observer failed")
         if self._jedi is not None:
             self._jedi.max_memory_mb = settings.context.jedi_worker_max_mb
         # Each layer is re-merged on every change; tell the user about a problem once, not on every re-read.
-        seen = getattr(self, "_config_seen", set())
+        seen = self._config_seen
         for p in problems:
             if (p.path, p.source, p.reason) not in seen:
                 self._config_problem(p)
@@ -482,7 +266,7 @@ class HapaServer(LanguageServer):
         return problems
 
     def _config_problem(self, problem: ConfigProblem) -> None:
-        err = errors.InputError(f"{problem.path} ({problem.source}) {problem.reason}", code=problem.code,
+        err = errors.error_class(problem.code)(f"{problem.path} ({problem.source}) {problem.reason}",
                                 field=problem.path)
         self.record_incident(err, "configuration")
         msg = f"{problem.message} ({err.incident_id})"
@@ -492,8 +276,6 @@ class HapaServer(LanguageServer):
     # ---- failures and status --------------------------------------------------------------------------------
     def record_incident(self, err: errors.HapaError, method: str) -> None:
         """Keep the incident in memory, persist it in the store (in a worker thread) and log it."""
-        from hapa_lsp.log import get_logger
-
         rec = {"incident_id": err.incident_id, "error_code": err.code, "method": method, "detail": err.detail,
                "timestamp": time.time(), "status": "open"}
         self.incidents.append(rec)
@@ -507,18 +289,18 @@ class HapaServer(LanguageServer):
 
     @property
     def incident_log(self):
-        """The persistent incident log (hapa_lsp.incidents) over ``store``."""
+        """The persistent incident log (hapa_lsp.ops.incidents) over ``store``."""
         if self._incident_log is None:
-            from hapa_lsp.incidents import IncidentLog
+            from hapa_lsp.ops.incidents import IncidentLog
 
             self._incident_log = IncidentLog(lambda: self.store, lambda: self.settings.incidents.retention_days)
         return self._incident_log
 
     @property
     def rate_limiter(self):
-        """Per-feature rate limits (hapa_lsp.ratelimit), following ``hapa.rateLimits``."""
+        """Per-feature rate limits (hapa_lsp.ops.ratelimit), following ``hapa.rateLimits``."""
         if self._rate_limiter is None:
-            from hapa_lsp.ratelimit import RateLimiter
+            from hapa_lsp.ops.ratelimit import RateLimiter
 
             self._rate_limiter = RateLimiter(lambda: self.settings.rate_limits)
         return self._rate_limiter
@@ -546,7 +328,7 @@ class HapaServer(LanguageServer):
 
     def keep(self, fut: Any) -> Any:
         """Hold a reference to background work until it is done (asyncio keeps only weak ones to tasks)."""
-        tasks: set = self.__dict__.setdefault("_kept", set())
+        tasks = self._kept
         tasks.add(fut)
         fut.add_done_callback(tasks.discard)
         return fut
@@ -554,14 +336,12 @@ class HapaServer(LanguageServer):
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait (at most ``timeout`` s) for the background work ``keep`` holds: history rows of cancelled or
         code-action generations are written before the process exits."""
-        tasks = set(self.__dict__.get("_kept", ()))
+        tasks = set(self._kept)
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
     async def run_startup_hooks(self) -> None:
         """Run what features registered for after ``initialized`` (the sidecar, incident pruning)."""
-        from hapa_lsp.log import get_logger
-
         for hook in self.startup_hooks:
             try:
                 await hook(self)
@@ -595,15 +375,13 @@ class HapaServer(LanguageServer):
     def degraded(self, component: str, exc: BaseException, what: str) -> None:
         """An optional part failed (jedi): the answer goes out without it, and the user is told once, with the
         catalog code and an incident id, instead of silently getting less. Each distinct failure is logged."""
-        from hapa_lsp.log import get_logger
-
         detail = f"{type(exc).__name__}: {exc}"
         sig = (component, detail.split("\n", 1)[0][:160])
-        seen: set = self.__dict__.setdefault("_degraded_seen", set())
+        seen = self._degraded_seen
         if sig in seen:
             return
         seen.add(sig)
-        err = errors.HapaError(f"{component} failed, {what} ({sig[1]})", code="E5004")
+        err = errors.InternalError(f"{component} failed, {what} ({sig[1]})")
         self.record_incident(err, component)
         get_logger().warning(f"{component} failed", incident_id=err.incident_id, error=detail[:2000])
         if not any(s[0] == component for s in seen - {sig}):
@@ -621,8 +399,8 @@ class HapaServer(LanguageServer):
 
         if source == FeatureRequestError:
             return
-        err = errors.HapaError(f"{type(error).__name__} while handling a message", code="E4001"
-                               if isinstance(error, (JsonRpcException, ValueError)) else "E5004")
+        err = (errors.InvalidInput if isinstance(error, (JsonRpcException, ValueError)) else errors.InternalError)(
+            f"{type(error).__name__} while handling a message")
         self.record_incident(err, "protocol")
         now = time.monotonic()
         if now - self._last_oob_message > 10:

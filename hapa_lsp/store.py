@@ -98,8 +98,7 @@ class Store:
             self._conn = conn
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
-            raise errors.HapaError(f"cannot open the database at {self.path}: {type(exc).__name__}",
-                                   code="E5003") from exc
+            raise errors.StorageError(f"cannot open the database at {self.path}: {type(exc).__name__}") from exc
         return self
 
     @property
@@ -135,7 +134,7 @@ class Store:
             with self._lock:
                 return self.conn.execute(sql, storable(params)).fetchall()
         except _FAILURES as exc:
-            raise errors.HapaError(f"database error: {type(exc).__name__}", code="E5003") from exc
+            raise errors.StorageError(f"database error: {type(exc).__name__}") from exc
 
     def insert(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Run one INSERT and return the new row id."""
@@ -143,7 +142,7 @@ class Store:
             with self._lock:
                 return int(self.conn.execute(sql, storable(params)).lastrowid or 0)
         except _FAILURES as exc:
-            raise errors.HapaError(f"database error: {type(exc).__name__}", code="E5003") from exc
+            raise errors.StorageError(f"database error: {type(exc).__name__}") from exc
 
     async def arun(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a store call in a worker thread so the event loop never waits on the disk."""

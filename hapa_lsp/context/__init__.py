@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from hapa_lsp.errors import InputError
+from hapa_lsp.errors import FileExcluded
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +195,10 @@ def is_excluded(path: str, globs: tuple[str, ...] | list[str]) -> bool:
     return bool(rx.match(name) or rx.match(p))
 
 
-def exclusion_error(path: str, globs: tuple[str, ...] | list[str]) -> InputError | None:
+def exclusion_error(path: str, globs: tuple[str, ...] | list[str]) -> FileExcluded | None:
     """E4007 when ``path`` is excluded from AI (``hapa.context.excludeGlobs``): the one test every feature that
     sends a document's text to the model makes."""
     if not is_excluded(path, globs):
         return None
     name = path.replace("\\", "/").rsplit("/", 1)[-1]
-    return InputError(f"{name} is excluded from AI (hapa.context.excludeGlobs)", code="E4007")
+    return FileExcluded(f"{name} is excluded from AI (hapa.context.excludeGlobs)")

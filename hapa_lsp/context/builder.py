@@ -179,7 +179,7 @@ class ContextEngine:
             await self.facts.warm_document(uri, path if on_disk else "", self.root, text, wanted)
         if self.settings.completion.jedi and wanted():
             # A completion on the document itself: parses it and loads what completing needs (builtins).
-            from hapa_lsp.jedi_utils import JediError
+            from hapa_lsp.jedi_client import JediError
 
             try:
                 await self.runner.run("complete", text, path if on_disk else "", self.root, 0, 0, 1, timeout=60.0,

@@ -677,7 +677,7 @@ class FactsEngine:
                          OPEN_JOB_CAP_S if key[1] == "open" else JOB_CAP_S)
 
     async def _job(self, key: tuple[str, str], still_wanted: Callable[[], bool]) -> None:
-        from hapa_lsp.jedi_utils import JediError
+        from hapa_lsp.jedi_client import JediError
 
         try:
             out = await self.runner.submit(lambda: self._prepare(key), timeout=JOB_CAP_S + 60.0,

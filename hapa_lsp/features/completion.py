@@ -10,8 +10,8 @@ from lsprotocol import types
 
 from hapa_lsp import errors
 from hapa_lsp.documents import doc_key, fs_path, name_of
-from hapa_lsp.features._docs import bind_request, language_of, open_document, position_encoding
-from hapa_lsp.features.inline import accept_command
+from hapa_lsp.features.common import (accept_command, bind_request, boundary, language_of, open_document,
+                                      position_encoding)
 
 if TYPE_CHECKING:
     from hapa_lsp.engine import Suggestion
@@ -49,13 +49,14 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                     types.CompletionOptions(trigger_characters=["."], resolve_provider=False))
+    @boundary(types.TEXT_DOCUMENT_COMPLETION)
     async def completion(ls: HapaServer, params: types.CompletionParams) -> types.CompletionList:
         uri = params.text_document.uri
         rid = ls.engine.next_request_id()
         bind_request(rid, types.TEXT_DOCUMENT_COMPLETION)
         try:
             doc = open_document(ls, uri)
-        except errors.HapaError:
+        except errors.DocumentNotOpen:
             return types.CompletionList(is_incomplete=False, items=[])
         settings = ls.settings
         language = language_of(doc)
@@ -84,8 +85,8 @@ def register(server: HapaServer) -> None:
         # Over the rate limit (checked by the engine before a model call) the list keeps jedi's items.
         if settings.completion.in_completion_list and engine.applies_to(name, language) is None:
             ai_task = asyncio.ensure_future(engine.suggest(
-                uri=key, path=name, on_disk=disk is not None, language=language, text=text, line=pos.line, character=pos.character,
-                invoked=invoked, slot="list", encoding=encoding, request_id=rid))
+                uri=key, path=name, on_disk=disk is not None, language=language, text=text, line=pos.line,
+                character=pos.character, invoked=invoked, slot="list", encoding=encoding, request_id=rid))
             ai_task.add_done_callback(_swallow)
 
         items: list[types.CompletionItem] = []

@@ -2,76 +2,50 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from hapa_lsp import errors
 from hapa_lsp.documents import doc_key, fs_path, name_of
-from hapa_lsp.features._docs import after_response, bind_request, language_of, open_document, position_encoding
+from hapa_lsp.features.common import (accept_command, after_response, bind_request, boundary, language_of,
+                                      open_document, position_encoding)
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.engine import Suggestion
     from hapa_lsp.server import HapaServer
 
-ACCEPT_COMMAND = "hapa.didAcceptCompletion"
 
-
-def accept_command(sug: Suggestion, uri: str, language: str) -> types.Command:
-    """The command an editor runs when the user accepts a suggestion (feedback and acceptance rate)."""
-    return types.Command(title="Accept hapa suggestion", command=ACCEPT_COMMAND,
-                         arguments=[{"request_id": sug.request_id, "uri": uri, "language": language,
-                                     "model": sug.model, "source": sug.source, "length": len(sug.text)}])
+def _automatic(params: types.InlineCompletionParams) -> bool:
+    """Ghost text nobody asked for: a failure is no answer (it was reported once where it happened)."""
+    return params.context.trigger_kind != types.InlineCompletionTriggerKind.Invoked
 
 
 def register(server: HapaServer) -> None:
     """Register the inline completion provider (advertised explicitly: pygls does not without options)."""
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    @boundary(types.TEXT_DOCUMENT_INLINE_COMPLETION, quiet=_automatic)
     async def inline_completion(ls: HapaServer, params: types.InlineCompletionParams
                                 ) -> types.InlineCompletionList | None:
-        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        invoked = not _automatic(params)
         uri = params.text_document.uri
         rid = ls.engine.next_request_id()
         bind_request(rid, types.TEXT_DOCUMENT_INLINE_COMPLETION)
-        try:
-            if not ls.settings.completion.inline:
-                return None
-            doc = open_document(ls, uri)
-            language = language_of(doc)
-            name = name_of(doc)
-            why_not = ls.engine.applies_to(name, language)
-            if why_not is not None:
-                if invoked:
-                    raise why_not
-                return None
-            pos = params.position
-            sug = await ls.engine.suggest(uri=doc_key(uri), path=name, on_disk=fs_path(doc) is not None,
-                                          language=language, text=doc.source,
-                                          line=pos.line, character=pos.character, invoked=invoked,
-                                          encoding=position_encoding(ls), request_id=rid)
-        except errors.HapaError as exc:
-            if invoked:
-                from hapa_lsp.server import rpc_error
-
-                if exc.code != "E4006" and not getattr(exc, "recorded", False):
-                    ls.record_incident(exc, types.TEXT_DOCUMENT_INLINE_COMPLETION)
-                raise rpc_error(exc) from exc
-            return None  # automatic requests fail quietly; background_failure already told the user once
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug must not take typing down with it
-            err = errors.as_hapa_error(exc)
-            from hapa_lsp.log import get_logger
-
-            get_logger().exception("inline completion failed", incident_id=err.incident_id)
-            ls.background_failure(err, method=types.TEXT_DOCUMENT_INLINE_COMPLETION)
-            if invoked:
-                from hapa_lsp.server import rpc_error
-
-                raise rpc_error(err) from exc
+        if not ls.settings.completion.inline:
             return None
+        doc = open_document(ls, uri)
+        language = language_of(doc)
+        name = name_of(doc)
+        why_not = ls.engine.applies_to(name, language)
+        if why_not is not None:
+            if invoked:
+                raise why_not
+            return None
+        pos = params.position
+        sug = await ls.engine.suggest(uri=doc_key(uri), path=name, on_disk=fs_path(doc) is not None,
+                                      language=language, text=doc.source, line=pos.line, character=pos.character,
+                                      invoked=invoked, encoding=position_encoding(ls), request_id=rid)
         if sug is None:
             return None
         after_response(_log_answer, sug)
@@ -82,7 +56,5 @@ def register(server: HapaServer) -> None:
 
 
 def _log_answer(sug: Suggestion) -> None:
-    from hapa_lsp.log import get_logger
-
     get_logger().info("inline", request_id=sug.request_id, source=sug.source, chars=len(sug.text),
                       **{k: round(v, 2) for k, v in sug.timings.items()})

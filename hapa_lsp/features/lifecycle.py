@@ -9,17 +9,13 @@ from lsprotocol import types
 
 from hapa_lsp.documents import doc_key
 from hapa_lsp.log import get_logger, register_secrets_in
+from hapa_lsp.protocol import client_supports, install_fast_documents
 
 # hapa_lsp.config.SECTION, spelled out so the settings tree is built after the initialize response.
 SECTION = "hapa"
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
-
-
-def _supports_configuration(ls: HapaServer) -> bool:
-    ws = ls.client_capabilities.workspace
-    return bool(ws and ws.configuration)
 
 
 async def pull_configuration(ls: HapaServer) -> None:
@@ -51,11 +47,9 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: HapaServer, params: types.InitializeParams) -> None:
-        from hapa_lsp.documents import install
-
         # Keys in the raw options are masked from here on, also where a line shows them without their name.
         register_secrets_in(params.initialization_options)
-        install(ls.workspace)  # pygls creates the workspace just before calling this handler
+        install_fast_documents(ls.workspace)  # pygls creates the workspace just before calling this handler
         folders = params.workspace_folders or []
         if folders:
             from pygls.uris import to_fs_path
@@ -72,25 +66,17 @@ def register(server: HapaServer) -> None:
     @server.feature(types.INITIALIZED)
     async def initialized(ls: HapaServer, params: types.InitializedParams) -> None:
         ls.apply_settings()
-        # The context engine reads open documents, the jedi worker and the workspace root through the engine.
-        eng = ls.engine
-        eng.workspace, eng.jedi, eng.root_path = ls.workspace, ls.jedi, ls.root_path
-        # Rate limits count model calls, not keystrokes: cache hits and superseded requests are free.
-        eng.model_gate = lambda explicit: ls.rate_limiter.check(types.TEXT_DOCUMENT_INLINE_COMPLETION,
-                                                                quiet=not explicit)
         # Warm up what the first keystroke needs, off the event loop, now that the editor is not waiting.
-        loop = asyncio.get_running_loop()
-        ls.keep(loop.run_in_executor(None, _warm, eng))
+        ls.keep(asyncio.ensure_future(_warm_up(ls)))
         if ls.settings.completion.jedi or ls.settings.context.facts:
             ls.keep(ls.jedi.warm_up())
         # The sidecar and incident pruning start now, with the settings known so far; the client's configuration
         # is applied whenever it arrives (a client that never answers must not delay them).
         ls.keep(asyncio.ensure_future(ls.run_startup_hooks()))
-        dyn = ls.client_capabilities.workspace
-        if dyn and dyn.did_change_configuration and dyn.did_change_configuration.dynamic_registration:
+        if client_supports(ls, "workspace.did_change_configuration.dynamic_registration"):
             # Alongside the configuration pull, not before it: a client that never answers costs one timeout.
             ls.keep(asyncio.ensure_future(_register_configuration(ls)))
-        if _supports_configuration(ls):
+        if client_supports(ls, "workspace.configuration"):
             await pull_configuration(ls)
         if ls.status_state == "ok":  # a failure reported meanwhile must not be covered up by "ready"
             ls.set_status("ok", f"hapa-lsp {ls.version} ready ({ls.settings.backend.kind} "
@@ -98,7 +84,7 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: HapaServer, params: types.DidChangeConfigurationParams) -> None:
-        if _supports_configuration(ls):
+        if client_supports(ls, "workspace.configuration"):
             await pull_configuration(ls)
         else:
             settings: Any = params.settings
@@ -109,7 +95,7 @@ def register(server: HapaServer) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: HapaServer, params: types.DidOpenTextDocumentParams) -> None:
         from hapa_lsp.documents import find_open, fs_path, name_of
-        from hapa_lsp.features._docs import language_of
+        from hapa_lsp.features.common import language_of
 
         doc = find_open(ls.workspace, params.text_document.uri)
         if doc is not None:
@@ -127,28 +113,30 @@ def register(server: HapaServer) -> None:
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: HapaServer, *args: Any) -> None:
         await ls.drain()  # history rows still being written
-        ops = getattr(ls, "ops", None)
-        if ops is not None:
-            await ops.stop()  # the sidecar's port is free before the editor starts the next server
-        if ls._engine is not None:
-            await ls._engine.aclose()
-        if ls._jedi is not None:
-            await ls._jedi.aclose()
+        await ls.aclose()
 
 
-def _warm(engine: Any) -> None:
-    """In a worker thread: imports and objects the first model call would otherwise build on the event loop."""
+async def _warm_up(ls: HapaServer) -> None:
+    """Import the typing path's modules in a worker thread (~0.1-0.2 s on a loaded machine: httpx, the engine, the
+    context builder), then build the engine on the loop, cheaply now, and its pooled HTTP client in the thread."""
+    loop = asyncio.get_running_loop()
     try:
-        import httpx  # noqa: F401
-        import structlog  # noqa: F401
-
-        import hapa_lsp.backends.ollama  # noqa: F401
-        import hapa_lsp.backends.openai  # noqa: F401
-        import hapa_lsp.cache  # noqa: F401
-        import hapa_lsp.prompts  # noqa: F401
-        from hapa_lsp.ratelimit import load_limits
-
-        load_limits()  # `import limits` costs 50-130 ms
-        engine.prepare()
+        await loop.run_in_executor(None, _import_typing_path)
+        engine = ls.engine
+        await loop.run_in_executor(None, engine.prepare)
     except Exception:  # noqa: BLE001 - e.g. the editor quit while we were importing; first use imports again
-        pass
+        get_logger().debug("warm-up failed", exc_info=True)
+
+
+def _import_typing_path() -> None:
+    import httpx  # noqa: F401
+    import structlog  # noqa: F401
+
+    import hapa_lsp.backends.ollama  # noqa: F401
+    import hapa_lsp.backends.openai  # noqa: F401
+    import hapa_lsp.engine  # noqa: F401
+    import hapa_lsp.prompts  # noqa: F401
+    import hapa_lsp.upstream  # noqa: F401
+    from hapa_lsp.ops.ratelimit import load_limits
+
+    load_limits()  # `import limits` costs 50-130 ms

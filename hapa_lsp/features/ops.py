@@ -1,369 +1,64 @@
-"""Operations: metrics and incident wiring, the command rate-limit gate, the sidecar, and the ops commands.
+"""The operations commands: ``hapa.health``, ``hapa.errors.dashboard``, ``hapa.errors.patterns``,
+``hapa.errors.get``, ``hapa.analytics.performance``, ``hapa.cache.clear``, ``hapa.cache.stats``.
 
-Commands: ``hapa.health``, ``hapa.errors.dashboard``, ``hapa.errors.patterns``, ``hapa.errors.get``,
-``hapa.analytics.performance``, ``hapa.cache.clear``, ``hapa.cache.stats``; they answer the same JSON
-as the sidecar's endpoints.
+They answer the same JSON as the sidecar's endpoints, from the server's ``Ops`` (``hapa_lsp.ops.service``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
-from hapa_lsp import __version__, errors
+from hapa_lsp import errors
+from hapa_lsp.features import args as A
+from hapa_lsp.features.common import arguments, boundary, first_object
+from hapa_lsp.log import get_logger
+from hapa_lsp.ops.service import CACHE_TYPES
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
-    from hapa_lsp.sidecar import Sidecar
-    from hapa_lsp.telemetry import Telemetry
-
-CACHE_TYPES = {"code_generation": "code_generation", "completions": "completions",
-               "user_profiles": "user_profiles", "all": None}
-PRUNE_EVERY = 6 * 3600.0
-
-
-class Ops:
-    """The operations state of one server, shared by the sidecar and the commands."""
-
-    def __init__(self, ls: HapaServer):
-        self.ls = ls
-        self._telemetry: Telemetry | None = None
-        self.metrics_on = False
-        self.sidecar: Sidecar | None = None
-        self._hooked_engine: Any = None
-        self._prune_task: asyncio.Task | None = None
-        self._refused_reported: str | None = None
-
-    @property
-    def telemetry(self) -> Telemetry:
-        """The metrics registry and analytics (all zero while metrics are off)."""
-        if self._telemetry is None:
-            from hapa_lsp.telemetry import Telemetry
-
-            self._telemetry = Telemetry()
-        return self._telemetry
-
-    # ---- wiring ---------------------------------------------------------------------------------------------
-    def attach(self) -> None:
-        """Subscribe to requests, engine events, incidents and rate limits (idempotent)."""
-        ls = self.ls
-        self.metrics_on = ls.settings.sidecar.metrics
-        if self._on_request not in ls.request_observers:
-            ls.request_observers.append(self._on_request)
-        if ls.request_gate is None:
-            ls.request_gate = self._gate
-        if self._on_incident not in ls.incident_log.observers:
-            ls.incident_log.observers.append(self._on_incident)
-        if self._on_rate_limited not in ls.rate_limiter.observers:
-            ls.rate_limiter.observers.append(self._on_rate_limited)
-        self.hook_engine()
-
-    def hook_engine(self) -> None:
-        """Subscribe to the current engine's events (the engine is created lazily, once)."""
-        engine = self.ls.engine
-        if self._hooked_engine is not engine:
-            engine.observers.append(self._on_event)
-            self._hooked_engine = engine
-
-    def _on_request(self, label: str, seconds: float, status: str) -> None:
-        if self.metrics_on:
-            self.telemetry.on_request(label, seconds, status)
-        if status == "ok":
-            self.ls.incident_log.succeeded(label)
-
-    def _on_event(self, event: str, fields: dict[str, Any]) -> None:
-        if self.metrics_on:
-            self.telemetry.on_event(event, fields)
-        if event == "upstream" and fields.get("outcome") == "ok":
-            self.ls.incident_log.succeeded(f"upstream:{fields.get('model', '')}")
-        elif event == "circuit":
-            from hapa_lsp.log import get_logger
-
-            get_logger().warning("model circuit", model=fields.get("model"), state=fields.get("state"),
-                                 code=fields.get("code"))
-            if fields.get("state") == "open":
-                # Said once, with the state and code the following fast failures carry, so they stay quiet.
-                self.ls.set_status("warning" if fields.get("retryable") else "error", str(fields.get("message")),
-                                   fields.get("code"), fields.get("incident_id"), force=True)
-        elif event == "shared_cache":
-            err = fields.get("error")
-            if isinstance(err, errors.HapaError):
-                from hapa_lsp.log import get_logger
-
-                get_logger().error("shared cache bypassed", code=err.code, detail=err.detail,
-                                   incident_id=err.incident_id)
-                self.ls.record_incident(err, "cache")
-
-    def _on_incident(self, code: str) -> None:
-        if self.metrics_on:
-            self.telemetry.on_incident(code)
-
-    def _on_rate_limited(self, feature: str, quiet: bool) -> None:
-        if self.metrics_on:
-            self.telemetry.on_rate_limited(feature, quiet)
-
-    def _gate(self, label: str, params: Any) -> errors.HapaError | None:
-        """Rate limits for every registered command (the LSP methods check their own)."""
-        ls = self.ls
-        if label not in ls.protocol.fm.commands:
-            return None
-        features = [label]
-        args = getattr(params, "arguments", None) or []
-        stream_rule = f"{label}.stream"
-        if (stream_rule in ls.rate_limiter.rule_names() and args and isinstance(args[0], dict)
-                and args[0].get("stream", True) is not False):
-            features.append(stream_rule)
-        try:
-            for feature in features:
-                ls.rate_limiter.check(feature)
-        except errors.HapaError as err:
-            ls.record_incident(err, label)
-            return err
-        return None
-
-    async def start(self, ls: HapaServer) -> None:
-        """After ``initialized``: wire up, prune old incidents, start the sidecar."""
-        # Importing these takes ~0.7 s on a loaded machine; in a thread, so no keystroke waits for it.
-        await asyncio.get_running_loop().run_in_executor(None, _warm_imports, ls.settings)
-        self.attach()
-        self._prune_task = asyncio.ensure_future(self._prune_loop())
-        ls.settings_observers.append(self._settings_changed)
-        await self._start_sidecar()
-
-    def _settings_changed(self, old: Any, new: Any) -> None:
-        # The sidecar started with the settings known at `initialized`; the client's configuration may move it.
-        if old.sidecar != new.sidecar:
-            self.ls.keep(asyncio.ensure_future(self._start_sidecar()))
-
-    async def _start_sidecar(self) -> None:
-        """(Re)start the sidecar with the current settings (one start at a time)."""
-        lock = self.__dict__.setdefault("_sidecar_lock", asyncio.Lock())
-        async with lock:
-            if self.sidecar is not None:
-                await self.sidecar.stop()
-                self.sidecar = None
-            await self._start_sidecar_now()
-
-    async def _start_sidecar_now(self) -> None:
-        ls = self.ls
-        s = ls.settings.sidecar
-        if not s.enabled:
-            return
-        from hapa_lsp.sidecar import Sidecar
-        from lsprotocol import types
-
-        self.sidecar = Sidecar(self)
-        url = await self.sidecar.start()
-        refused = self.sidecar.refused
-        if url:
-            self._refused_reported = None
-            ls.window_log_message(types.LogMessageParams(types.MessageType.Info, f"hapa-lsp sidecar: {url}"))
-        elif refused and refused != self._refused_reported:  # once, not again on each settings change
-            self._refused_reported = refused
-            err = errors.InputError(refused, code="E4005", field="hapa.sidecar.host")
-            ls.record_incident(err, "sidecar")
-            ls.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"hapa-lsp: {err.message}"))
-
-    async def _prune_loop(self) -> None:
-        from hapa_lsp.log import get_logger
-
-        while True:
-            try:
-                n = await self.ls.incident_log.run(self.ls.incident_log.prune)
-                get_logger().info("incidents pruned", deleted=n,
-                                  retention_days=self.ls.settings.incidents.retention_days)
-            except errors.HapaError as exc:
-                get_logger().error("incident pruning failed", code=exc.code, detail=exc.detail)
-            await asyncio.sleep(PRUNE_EVERY)
-
-    async def stop(self) -> None:
-        """Stop the sidecar and the pruning."""
-        if self._prune_task is not None:
-            self._prune_task.cancel()
-        if self.sidecar is not None:
-            await self.sidecar.stop()
-        cache = self.ls.engine._cache if self.ls._engine is not None else None
-        if cache is not None and hasattr(cache, "aclose"):
-            await cache.aclose()
-
-    # ---- the data -------------------------------------------------------------------------------------------
-    def metrics_text(self) -> bytes:
-        """/metrics: Prometheus text (empty while metrics are off)."""
-        if not self.metrics_on:
-            return b""
-        cache = self.ls.engine._cache if self.ls._engine is not None else None
-        status = getattr(cache, "status", None)
-        if status is not None:
-            self.telemetry.redis_up.set(1 if status == "ok" else 0)
-        self.telemetry.sync_jedi(self.ls._jedi)
-        return self.telemetry.exposition()
-
-    async def health(self) -> dict[str, Any]:
-        """status, version, uptime, services{database, redis, ai_model}, last_cleanup (+ sidecar, models)."""
-        ls = self.ls
-        log = ls.incident_log
-        try:
-            last_cleanup = await log.run(log.last_cleanup)
-            database = "ok"
-        except errors.HapaError as exc:
-            last_cleanup, database = None, f"error ({exc.code})"
-        redis = "disabled"
-        if ls.settings.redis.url:
-            cache = ls.engine.cache
-            ping = getattr(cache, "ping", None)
-            redis = await ping() if ping is not None else "disabled"
-        engine = ls._engine
-        breaker = getattr(engine, "breaker", None) if engine is not None else None
-        models = breaker.snapshot() if breaker is not None else {}
-        last = self.telemetry.last_upstream if self._telemetry is not None else {}
-        if any(m["state"] == "open" for m in models.values()):
-            ai_model = "down"
-        elif last.get("outcome") == "error":
-            ai_model = f"error ({last.get('code')})"
-        elif last.get("outcome") == "ok":
-            ai_model = "ok"
-        else:
-            ai_model = "unknown"
-        status = "healthy"
-        if redis == "down" or ai_model not in ("ok", "unknown"):
-            status = "degraded"
-        if database != "ok":
-            status = "unhealthy"
-        from hapa_lsp.incidents import iso
-
-        return {
-            "status": status,
-            "version": __version__,
-            "uptime": round(time.time() - ls.started, 3),
-            "services": {"database": database, "redis": redis, "ai_model": ai_model},
-            "last_cleanup": iso(last_cleanup),
-            "models": models,
-            "sidecar": self.sidecar.url if self.sidecar is not None else None,
-        }
-
-    async def errors_dashboard(self) -> dict[str, Any]:
-        """The error dashboard (from the store)."""
-        log = self.ls.incident_log
-        return await log.run(log.dashboard, self.telemetry.error_rate)
-
-    async def errors_patterns(self, period: str) -> dict[str, Any]:
-        """Error patterns over ``period``."""
-        log = self.ls.incident_log
-        return await log.run(log.patterns, period)
-
-    async def incident(self, incident_id: str) -> dict[str, Any]:
-        """One stored incident."""
-        log = self.ls.incident_log
-        return await log.run(log.get, incident_id)
-
-    def performance(self) -> dict[str, Any]:
-        """Performance analytics."""
-        out = self.telemetry.performance()
-        out["metrics_enabled"] = self.metrics_on
-        out["rate_limited"] = dict(self.ls.rate_limiter.limited)
-        return out
-
-
-def _warm_imports(settings: Any) -> None:
-    import importlib
-
-    # The lazily imported ones go through their modules' loaders, which hold a lock: a keystroke that needs
-    # one while this thread imports it waits for the import instead of seeing a half-initialised package.
-    from hapa_lsp.cache_redis import load_redis
-    from hapa_lsp.ratelimit import load_limits
-    from hapa_lsp.resilience import load_tenacity
-
-    load_limits()
-    load_tenacity()
-    if settings.redis.url:
-        load_redis()
-    importlib.import_module("prometheus_client")  # used only after this function returns
-    if settings.sidecar.enabled:
-        importlib.import_module("aiohttp.web")
-
-
-def ops_of(ls: HapaServer) -> Ops:
-    """The server's Ops (created with the server's features)."""
-    ops = getattr(ls, "ops", None)
-    if ops is None:
-        ops = ls.ops = Ops(ls)  # type: ignore[attr-defined]
-    return ops
 
 
 def register(server: HapaServer) -> None:
-    """Register the startup hook and the operations commands."""
-    from hapa_lsp.features.commands import first_object
-    from hapa_lsp.server import rpc_error
-
-    ops = ops_of(server)
-    server.startup_hooks.append(ops.start)
-
-    def _wrap(name: str, fn: Any) -> Any:
-        # No annotation on ``ls``: pygls evaluates a command handler's type hints at call time.
-        async def handler(ls, *args: Any) -> Any:  # type: ignore[no-untyped-def]
-            try:
-                return await fn(ls, *args)
-            except errors.HapaError as exc:
-                ls.record_incident(exc, name)
-                raise rpc_error(exc) from exc
-        handler.__name__ = fn.__name__
-        return handler
+    """Register the operations commands."""
 
     async def health(ls: HapaServer, *args: Any) -> dict[str, Any]:
-        return await ops_of(ls).health()
+        return await ls.ops.health()
 
     async def errors_dashboard(ls: HapaServer, *args: Any) -> dict[str, Any]:
-        return await ops_of(ls).errors_dashboard()
+        return await ls.ops.errors_dashboard()
 
     async def errors_patterns(ls: HapaServer, *args: Any) -> dict[str, Any]:
-        a = first_object(args, "hapa.errors.patterns")
-        period = a.get("period", "7d")
-        if not isinstance(period, str):
-            raise errors.InputError("period must be a string: 1h, 24h, 7d or 30d", code="E4001", field="period")
-        return await ops_of(ls).errors_patterns(period)
+        a = arguments(ls, args, A.ErrorsPatternsArgs, "hapa.errors.patterns")
+        return await ls.ops.errors_patterns(a.period)
 
     async def errors_get(ls: HapaServer, *args: Any) -> dict[str, Any]:
-        if len(args) == 1 and isinstance(args[0], str):
+        if len(args) == 1 and isinstance(args[0], str):  # the id alone, as the dashboard links it
             incident_id = args[0]
         else:
             incident_id = first_object(args, "hapa.errors.get").get("incident_id")
         if not incident_id:
-            raise errors.InputError("incident_id is required", code="E4002", field="incident_id")
-        return await ops_of(ls).incident(incident_id)
+            raise errors.MissingField("incident_id is required", field="incident_id")
+        return await ls.ops.incident(incident_id)
 
     async def analytics_performance(ls: HapaServer, *args: Any) -> dict[str, Any]:
-        return ops_of(ls).performance()
+        return ls.ops.performance()
 
     async def cache_clear(ls: HapaServer, *args: Any) -> dict[str, Any]:
-        a = first_object(args, "hapa.cache.clear")
-        if "cache_type" not in a:
-            raise errors.InputError("cache_type is required: code_generation, completions, user_profiles or all",
-                                    code="E4002", field="cache_type")
-        cache_type = a["cache_type"]
-        if cache_type not in CACHE_TYPES:
-            raise errors.InputError(f"cache_type must be code_generation, completions, user_profiles or all, "
-                                    f"got {cache_type!r}", code="E4001", field="cache_type")
-        if a.get("confirm") is not True:
-            raise errors.InputError("clearing a cache needs confirm: true", code="E4002", field="confirm")
-        region = CACHE_TYPES[cache_type]
-        from hapa_lsp.cache_redis import TieredCache
-
-        cache = ls.engine.cache
-        if isinstance(cache, TieredCache):
-            memory, shared = await cache.aclear(region)
-        else:
-            memory, shared = cache.clear(region), 0
-        from hapa_lsp.log import get_logger
-
-        get_logger().info("cache cleared", cache_type=cache_type, memory=memory, shared=shared)
-        return {"cache_type": cache_type, "cleared": {"memory": memory, "shared": shared}, "status": "cleared"}
+        a = arguments(ls, args, A.CacheClearArgs, "hapa.cache.clear")
+        if a.cache_type not in CACHE_TYPES:
+            raise errors.InvalidInput(f"cache_type must be code_generation, completions, user_profiles or all, "
+                                      f"got {a.cache_type!r}", field="cache_type")
+        if a.confirm is not True:
+            raise errors.MissingField("clearing a cache needs confirm: true", field="confirm")
+        memory, shared = await ls.upstream.clear_cache(CACHE_TYPES[a.cache_type])
+        get_logger().info("cache cleared", cache_type=a.cache_type, memory=memory, shared=shared)
+        return {"cache_type": a.cache_type, "cleared": {"memory": memory, "shared": shared}, "status": "cleared"}
 
     async def cache_stats(ls: HapaServer, *args: Any) -> dict[str, Any]:
-        return ls.engine.cache.stats()
+        return ls.upstream.cache.stats()
 
     for name, fn in (("hapa.health", health), ("hapa.errors.dashboard", errors_dashboard),
                      ("hapa.errors.patterns", errors_patterns), ("hapa.errors.get", errors_get),
                      ("hapa.analytics.performance", analytics_performance), ("hapa.cache.clear", cache_clear),
                      ("hapa.cache.stats", cache_stats)):
-        server.command(name)(_wrap(name, fn))
+        server.command(name)(boundary(name)(fn))

@@ -7,7 +7,6 @@ import asyncio
 import sqlite3
 
 import pytest
-from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from tests.e2e.conftest import kill_server, open_doc, start_client, stop_client

@@ -226,7 +226,7 @@ async def test_old_incidents_are_pruned_at_start(fake: FakeModelServer, tmp_path
 
     db = tmp_path / "hapa.db"
     store = Store(str(db)).open()
-    old, recent = errors.HapaError("old", code="E5004"), errors.HapaError("recent", code="E5004")
+    old, recent = errors.InternalError("old"), errors.InternalError("recent")
     for err, age_days in ((old, 8), (recent, 6)):
         store.execute("INSERT INTO incidents (incident_id, error_code, method, created_at) VALUES (?, ?, ?, ?)",
                       (err.incident_id, err.code, "protocol", _time.time() - age_days * 86400))

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from lsprotocol import types
 
 from hapa_lsp import config
 from hapa_lsp.backends import Usage, create_backend, make_client

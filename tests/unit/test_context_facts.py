@@ -10,7 +10,7 @@ import pytest
 from hapa_lsp.config import Settings
 from hapa_lsp.context.builder import ContextEngine
 from hapa_lsp.context.facts import find_uses, module_excluded
-from hapa_lsp.jedi_utils import JediRunner
+from hapa_lsp.jedi_client import JediRunner
 
 MODELS = '''\
 """Domain objects."""

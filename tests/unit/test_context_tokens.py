@@ -15,6 +15,7 @@ from hapa_lsp.context import tokens
 from hapa_lsp.context.builder import ContextEngine
 from hapa_lsp.context.tokens import estimate_tokens, find_cached_tokenizer, make_counter
 from hapa_lsp.engine import Engine
+from hapa_lsp.upstream import Upstream
 
 
 def _write_tokenizer(path: Path) -> Path:
@@ -111,7 +112,8 @@ def test_the_server_loads_the_tokenizer_at_start_up_and_when_settings_name_anoth
         return real(path, mtime)
 
     monkeypatch.setattr(tokens, "_load_tokenizer", recorded)
-    engine = Engine(_with_tokenizer(a))
+    settings = _with_tokenizer(a)
+    engine = Engine(settings, Upstream(settings))
     # No request yet: the load started with the engine, in a worker thread.
     assert loads.get(timeout=5) == (str(a), False)
     engine.update_settings(_with_tokenizer(b))

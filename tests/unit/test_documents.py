@@ -8,7 +8,7 @@ from lsprotocol import types
 from pygls.workspace import TextDocument
 from pygls.workspace.position_codec import PositionCodec
 
-from hapa_lsp.documents import FastTextDocument
+from hapa_lsp.protocol import FastTextDocument
 
 CHARS = st.sampled_from(list("ab (é😀") + ["\n", "\r\n", "\r"])  # LSP: a lone CR breaks a line too
 TEXT = st.lists(CHARS, max_size=60).map("".join)

@@ -110,3 +110,39 @@ def test_readme_errors_table_says_what_the_catalog_says():
     assert set(rows) == set(errors.CATALOG)
     for code, spec in errors.CATALOG.items():
         assert rows[code] == spec.remedy, code
+
+
+def test_every_code_has_its_own_class_and_the_code_is_the_classs():
+    """Handlers tell failures apart by class; a code cannot be passed as a string any more."""
+    for code in errors.CATALOG:
+        cls = errors.error_class(code)
+        assert cls.code == code and cls(f"about {code}").code == code
+        assert issubclass(cls, errors.InputError) == code.startswith("E4"), code
+    assert errors.error_class("E4006") is errors.DocumentNotOpen
+    assert errors.error_class("E5009") is errors.UpstreamServerError  # the leaf, not the family root
+    assert errors.error_class("E4001") is errors.InvalidInput
+    try:
+        errors.InvalidInput("x", code="E5004")  # type: ignore[call-arg]
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("a code keyword was accepted")
+
+
+def test_context_is_typed_fields_set_at_construction():
+    err = errors.ModelTimeout("slow", model="m1", fast=True, retry_after=1.0)
+    assert (err.model, err.fast, err.recorded, err.request_id) == ("m1", True, False, None)
+    assert errors.as_hapa_error(KeyError("k")).__class__ is errors.InternalError
+
+
+def test_no_module_passes_a_code_to_an_error():
+    """The catalog classes are the only place a code is chosen (outside data such as ConfigProblem)."""
+    for path in (ROOT / "hapa_lsp").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and any(k.arg == "code" for k in node.keywords):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                is_ours = isinstance(getattr(errors, name, None), type) and issubclass(getattr(errors, name),
+                                                                                       errors.HapaError)
+                assert not is_ours, f"{path.name}:{node.lineno} passes code= to {name}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from hapa_lsp.features import generate as g
+from hapa_lsp.features import running as g
 
 
 def test_old_and_surplus_explanations_are_pruned_and_other_files_kept(tmp_path, monkeypatch):

@@ -7,11 +7,12 @@ import pytest
 
 from hapa_lsp import errors
 from hapa_lsp.config import Agent, ProfileSettings
-from hapa_lsp.generation import Profile, Request, build_messages, reindent, repair_messages, split_answer
+from hapa_lsp.edits import reindent
+from hapa_lsp.generation import Profile, GenerationRequest, build_messages, repair_messages, split_answer
 
 
 def system(**profile: str) -> str:
-    return build_messages(Request("generate", question="sum a list", profile=Profile(**profile)))[0].content
+    return build_messages(GenerationRequest("generate", question="sum a list", profile=Profile(**profile)))[0].content
 
 
 def test_beginner_and_expert_prompts_differ_in_what_the_user_sees():
@@ -57,20 +58,20 @@ def test_bad_profile_fields_are_named(override, field):
 
 def test_agent_instructions_come_before_the_profile():
     agent = Agent(name="Reviewer", system_prompt="You review code for security problems.")
-    msgs = build_messages(Request("agent", target="eval(x)", agent=agent))
+    msgs = build_messages(GenerationRequest("agent", target="eval(x)", agent=agent))
     assert "You review code for security problems." in msgs[0].content
     assert "```python\neval(x)\n```" in msgs[1].content
 
 
 def test_tasks_carry_the_target_and_the_module_for_tests():
-    tests = build_messages(Request("tests", target="def f(): ...", module="pkg.shop"))[1].content
+    tests = build_messages(GenerationRequest("tests", target="def f(): ...", module="pkg.shop"))[1].content
     assert "module `pkg.shop`" in tests and "def f(): ..." in tests and "pytest" in tests
-    explain = build_messages(Request("explain", target="x = 1"))
+    explain = build_messages(GenerationRequest("explain", target="x = 1"))
     assert "Answer in Markdown" in explain[0].content and "fenced code block" not in explain[0].content
 
 
 def test_repair_prompt_quotes_the_answer_and_the_error():
-    msgs = build_messages(Request("generate", question="q"))
+    msgs = build_messages(GenerationRequest("generate", question="q"))
     repair = repair_messages(msgs, "```python\ndef f(\n```", "SyntaxError at line 1, column 7: '(' was never closed",
                              "python")
     assert [m.role for m in repair] == ["system", "user", "assistant", "user"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hapa_lsp import config, errors, log
-from hapa_lsp.incidents import IncidentLog, iso
+from hapa_lsp.ops.incidents import IncidentLog, iso
 from hapa_lsp.store import Store
 
 MODEL = "qwen2.5-coder:1.5b-base"
@@ -42,7 +42,7 @@ def test_record_is_written_on_the_incident_thread_and_redacted(store):
     threads: list[str] = []
     orig = il._insert
     il._insert = lambda row: (threads.append(threading.current_thread().name), orig(row))  # type: ignore
-    err = errors.HapaError("upstream said Bearer sk-live-abcdef123456 is wrong", code="E5006")
+    err = errors.UpstreamAuthError("upstream said Bearer sk-live-abcdef123456 is wrong")
     il.record(err, "hapa.generateCode")
     flush(il)
     assert threads and threads[0].startswith("hapa-incidents")
@@ -57,12 +57,12 @@ def test_record_is_written_on_the_incident_thread_and_redacted(store):
 def test_dashboard_shape_and_counts(store):
     il = make_log(store)
     errs = [upstream(), upstream(), upstream(errors.ModelUnreachable, "cannot connect"),
-            errors.InputError("bad", code="E4001")]
+            errors.InvalidInput("bad")]
     for e in errs:
         il.record(e, "textDocument/inlineCompletion")
     flush(il)
     # one incident from two days ago
-    old = errors.HapaError("old", code="E5004")
+    old = errors.InternalError("old")
     il.record(old, "protocol")
     flush(il)
     store.execute("UPDATE incidents SET created_at=? WHERE incident_id=?", (time.time() - 2 * 86400,
@@ -82,7 +82,7 @@ def test_success_of_the_same_operation_resolves(store):
     il = make_log(store)
     model_err = upstream()
     other_model = upstream(model="other-model")
-    cmd_err = errors.InputError("x", code="E4002")
+    cmd_err = errors.MissingField("x")
     il.record(model_err, "textDocument/inlineCompletion")
     il.record(other_model, "textDocument/inlineCompletion")
     il.record(cmd_err, "hapa.cache.clear")
@@ -107,7 +107,7 @@ def test_pruned_after_the_retention_period_from_error_retention_days(store):
     ages = {"fresh": 0.5, "six_days": 6.0, "eight_days": 8.0, "forty_days": 40.0}
     ids = {}
     for name, days in ages.items():
-        e = errors.HapaError(name, code="E5004")
+        e = errors.InternalError(name)
         il.record(e, "protocol")
         ids[name] = e.incident_id
     flush(il)
@@ -128,7 +128,7 @@ def test_patterns_buckets_and_breakdowns(store):
     il = make_log(store)
     now = 1_800_000_150.0  # fixed, mid-bucket, so bucket edges are known
     rows = [(upstream(), 10), (upstream(), 20), (upstream(errors.ModelTimeout, "slow"), 3 * 3600),
-            (errors.InputError("x", code="E4004"), 5 * 86400), (errors.InputError("y", code="E4004"), 20 * 86400)]
+            (errors.RateLimited("x"), 5 * 86400), (errors.RateLimited("y"), 20 * 86400)]
     for e, _ in rows:
         il.record(e, "hapa.generateCode" if e.code == "E4004" else "textDocument/inlineCompletion")
     flush(il)
@@ -166,7 +166,7 @@ def test_a_failing_database_never_raises_at_the_caller(tmp_path: Path):
     blocked.write_text("not a directory")
     il = IncidentLog(lambda: Store(str(blocked / "hapa.db")), lambda: 30)
     for _ in range(3):
-        il.record(errors.HapaError("x", code="E5004"), "protocol")  # must not raise
+        il.record(errors.InternalError("x"), "protocol")  # must not raise
     flush(il)
     assert il.recorded == 3 and il._write_failed
     il.close()

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from hapa_lsp import jedi_utils
-from hapa_lsp.jedi_utils import JediError, JediRunner
+from hapa_lsp import jedi_client
+from hapa_lsp.jedi_client import JediError, JediRunner
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="signals")
 
@@ -82,7 +82,7 @@ async def test_a_killed_worker_is_replaced_on_the_next_job(runner):
 
 async def test_a_hung_worker_is_killed_and_the_queue_goes_on(runner, monkeypatch):
     assert await _labels(runner)  # the first answer (jedi's import, os inferred) may take seconds on a busy machine
-    monkeypatch.setattr(jedi_utils, "HANG_S", 1.0)
+    monkeypatch.setattr(jedi_client, "HANG_S", 1.0)
     hung = runner.pid
     os.kill(hung, signal.SIGSTOP)  # jedi stuck in a pathological file, as far as the server can tell
     try:

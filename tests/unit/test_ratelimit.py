@@ -7,7 +7,7 @@ import time
 import pytest
 
 from hapa_lsp import config, errors
-from hapa_lsp.ratelimit import BUILTIN_RULES, RateLimiter
+from hapa_lsp.ops.ratelimit import BUILTIN_RULES, RateLimiter
 
 
 def limiter(environ=None, init=None) -> RateLimiter:

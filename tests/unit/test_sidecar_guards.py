@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from hapa_lsp import errors
-from hapa_lsp.sidecar import Refusals
+from hapa_lsp.ops.sidecar import Refusals
 
 
 class _Ops:
@@ -24,7 +24,7 @@ def test_one_incident_per_reason_and_window():
     ref = Refusals(ops, clock=lambda: now[0])
 
     def make(inc: str | None) -> errors.HapaError:
-        return errors.InputError("the X-API-Key does not match", code="E4003", incident_id=inc)
+        return errors.InvalidApiKey("the X-API-Key does not match", incident_id=inc)
 
     first = [ref.refuse("api_key", "sidecar /x", make) for _ in range(500)]
     assert len(ops.recorded) == 1 and {e.incident_id for e in first} == {ops.recorded[0][0]}
@@ -38,7 +38,7 @@ def test_one_incident_per_reason_and_window():
 
 
 def test_host_of_parses_host_headers():
-    from hapa_lsp.sidecar import host_of
+    from hapa_lsp.ops.sidecar import host_of
 
     assert host_of("LocalHost:7438") == "localhost"
     assert host_of("[::1]:7438") == "::1"
@@ -48,7 +48,7 @@ def test_host_of_parses_host_headers():
 
 
 def test_host_policy_loopback_bind_accepts_only_loopback_and_listed_names():
-    from hapa_lsp.sidecar import HostPolicy
+    from hapa_lsp.ops.sidecar import HostPolicy
 
     p = HostPolicy("127.0.0.1", ["Dash.Lan"])
     for ok in ("localhost", "127.0.0.1", "127.0.0.2", "::1", "dash.lan"):
@@ -58,7 +58,7 @@ def test_host_policy_loopback_bind_accepts_only_loopback_and_listed_names():
 
 
 def test_host_policy_named_and_wildcard_binds():
-    from hapa_lsp.sidecar import HostPolicy
+    from hapa_lsp.ops.sidecar import HostPolicy
 
     named = HostPolicy("build-box.lan")
     assert named.allows("build-box.lan") and named.allows("localhost")
@@ -75,7 +75,7 @@ async def test_requests_are_judged_by_the_settings_the_sidecar_started_with():
     from aiohttp.test_utils import make_mocked_request
 
     from hapa_lsp.config import SidecarSettings
-    from hapa_lsp.sidecar import Sidecar
+    from hapa_lsp.ops.sidecar import Sidecar
 
     ops: Any = _Ops()
     ops.ls.settings = SimpleNamespace(sidecar=SidecarSettings(host="0.0.0.0", api_key=""))  # the live settings

@@ -29,10 +29,10 @@ def test_the_server_uses_fast_documents():
     """Guards the one pygls internal we replace (Workspace._create_text_document)."""
     from pygls.workspace import Workspace
 
-    from hapa_lsp.documents import FastTextDocument, install
+    from hapa_lsp.protocol import FastTextDocument, install_fast_documents
 
     ws = Workspace(None)
-    install(ws)
+    install_fast_documents(ws)
     ws.put_text_document(__import__("lsprotocol.types", fromlist=["x"]).TextDocumentItem(
         uri="file:///a.py", language_id="python", version=1, text="x = 1\n"))
     assert isinstance(ws.get_text_document("file:///a.py"), FastTextDocument)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from hapa_lsp import errors
-from hapa_lsp.incidents import IncidentLog
-from hapa_lsp.server import HapaServer, unencodable_field
+from hapa_lsp.ops.incidents import IncidentLog
+from hapa_lsp.protocol import unencodable_field
+from hapa_lsp.server import HapaServer
 from hapa_lsp.store import Store
 from hapa_lsp.stream import CHUNK, FrameReader, recover_id
 
@@ -164,7 +165,7 @@ def store(tmp_path: Path):
 
 def test_an_incident_whose_text_utf8_cannot_encode_is_stored(store):
     log_ = IncidentLog(lambda: store, lambda: 30)
-    err = errors.InputError("hapa.generateCode: '\udc80bad' is not a known field", code="E4001", field="\udc80bad")
+    err = errors.InvalidInput("hapa.generateCode: '\udc80bad' is not a known field", field="\udc80bad")
     log_.record(err, "hapa.generateCode")
     log_.submit(lambda: None).result(timeout=5)
     got = log_.get(err.incident_id)

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hapa_lsp import errors
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from hapa_lsp.features.ops import Ops
+    from hapa_lsp.ops.service import Ops
 
 PORT_ATTEMPTS = 20
 OPEN_PATHS = frozenset({"/health", "/metrics", "/dashboard", "/"})
@@ -125,9 +126,7 @@ class Refusals:
             return make(win[1])
         err = make(None)
         self.ops.ls.record_incident(err, method)
-        from hapa_lsp.log import get_logger
-
-        get_logger("hapa_lsp.sidecar").warning(
+        get_logger("hapa_lsp.ops.sidecar").warning(
             "sidecar requests refused", reason=reason, code=err.code, incident_id=err.incident_id,
             refused_in_previous_window=win[2] if win is not None else 0, window_seconds=self.WINDOW)
         self._windows[reason] = [now, err.incident_id, 1]
@@ -164,9 +163,7 @@ class Sidecar:
         """Bind and serve; returns the URL, or None when the settings forbid starting (logged and shown)."""
         from aiohttp import web
 
-        from hapa_lsp.log import get_logger
-
-        log = get_logger("hapa_lsp.sidecar")
+        log = get_logger("hapa_lsp.ops.sidecar")
         s = self.ops.ls.settings.sidecar
         if not is_loopback(s.host) and not s.api_key:
             self.refused = (f"the sidecar is not started: binding {s.host} (not loopback) requires "
@@ -237,16 +234,16 @@ class Sidecar:
         host = request.headers.get("Host")
         if host is not None and not self.hosts.allows(host_of(host)):
             shown = host_of(host)[:80]
-            return error_response(self.refusals.refuse("host", "sidecar host check", lambda inc: errors.InputError(
+            return error_response(self.refusals.refuse("host", "sidecar host check", lambda inc: errors.PermissionDenied(
                 f"requests addressed to {shown!r} are not served: only loopback names, the bind host and "
-                f"hapa.sidecar.allowedHosts are (DNS rebinding protection)", code="E4005", field="Host",
+                f"hapa.sidecar.allowedHosts are (DNS rebinding protection)", field="Host",
                 incident_id=inc)), status=421)
         origin = request.headers.get("Origin")
         if origin is not None and not self._origin_allowed(origin):
             shown = origin[:80]
-            return error_response(self.refusals.refuse("origin", "sidecar origin check", lambda inc: errors.InputError(
+            return error_response(self.refusals.refuse("origin", "sidecar origin check", lambda inc: errors.PermissionDenied(
                 f"cross-origin requests are not served (Origin {shown!r}); open the dashboard from the sidecar "
-                f"itself", code="E4005", field="Origin", incident_id=inc)))
+                f"itself", field="Origin", incident_id=inc)))
         # A path or method we do not serve is answered by what it is, without an incident: a browser asking
         # for /favicon.ico or a port scanner is no failure of ours.
         miss = getattr(request.match_info, "http_exception", None)
@@ -263,16 +260,15 @@ class Sidecar:
             # compare_digest on bytes of equal meaning: constant time whatever the length or content.
             if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
                 detail = "missing X-API-Key header" if not given else "the X-API-Key does not match"
-                return error_response(self.refusals.refuse("api_key", where, lambda inc: errors.InputError(
-                    detail, code="E4003", field="X-API-Key", incident_id=inc)))
+                return error_response(self.refusals.refuse("api_key", where, lambda inc: errors.InvalidApiKey(
+                    detail, field="X-API-Key", incident_id=inc)))
         feature = _LIMITED.get(request.path)
         if feature is not None:
             try:
                 self.ops.ls.rate_limiter.check(feature)
             except errors.HapaError as limited:
-                return error_response(self.refusals.refuse("rate_limit", where, lambda inc: errors.HapaError(
-                    limited.detail, code=limited.code, field=limited.field, retry_after=limited.retry_after,
-                    incident_id=inc)))
+                return error_response(self.refusals.refuse("rate_limit", where, lambda inc, lim=limited: type(lim)(
+                    lim.detail, field=lim.field, retry_after=lim.retry_after, incident_id=inc)))
         try:
             return await handler(request)
         except errors.HapaError as err:
@@ -280,9 +276,7 @@ class Sidecar:
             return error_response(err)
         except Exception as exc:  # noqa: BLE001 - a bug answers E5004, the sidecar keeps serving
             err = errors.as_hapa_error(exc)
-            from hapa_lsp.log import get_logger
-
-            get_logger("hapa_lsp.sidecar").exception("sidecar handler failed", incident_id=err.incident_id)
+            get_logger("hapa_lsp.ops.sidecar").exception("sidecar handler failed", incident_id=err.incident_id)
             self.ops.ls.record_incident(err, f"sidecar {request.path}")
             return error_response(err)
 
@@ -327,7 +321,7 @@ class Sidecar:
         if self._page is None:
             from importlib.resources import files
 
-            self._page = files("hapa_lsp").joinpath("dashboard.html").read_bytes()
+            self._page = files("hapa_lsp.ops").joinpath("dashboard.html").read_bytes()
         return web.Response(body=self._page, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "

@@ -84,7 +84,7 @@ class Telemetry:
 
     # ---- inputs -------------------------------------------------------------------------------------------
     def sync_jedi(self, runner: Any) -> None:
-        """Copy the jedi worker's state (hapa_lsp.jedi_utils.JediRunner, or None) into the metrics at scrape time."""
+        """Copy the jedi worker's state (hapa_lsp.jedi_client.JediRunner, or None) into the metrics at scrape time."""
         running = runner is not None and runner.pid is not None
         self.jedi_rss.set(runner.rss_mb * 1048576 if running else 0)
         if runner is None:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from lsprotocol import types
 
 from hapa_lsp.context import units_len
+from hapa_lsp.log import get_logger
 
 _HEAD = struct.Struct(">I")
 # A job running longer than this means jedi is stuck (a pathological file): the worker is killed.
@@ -303,6 +304,4 @@ class JediRunner:
 
 
 def _log(level: str, msg: str, **kw: Any) -> None:
-    from hapa_lsp.log import get_logger
-
     getattr(get_logger(), level)(msg, **kw)

@@ -111,8 +111,8 @@ class RateLimiter:
             return False
         reset = self._limiter.get_window_stats(item, "hapa", feature).reset_time
         wait = max(0.0, reset - time.time())
-        raise errors.InputError(f"{feature} is limited to {self._texts.get(feature, self._default_text)}; "
-                                f"try again in {max(1, round(wait))} s", code="E4004", retry_after=wait)
+        raise errors.RateLimited(f"{feature} is limited to {self._texts.get(feature, self._default_text)}; "
+                                f"try again in {max(1, round(wait))} s", retry_after=wait)
 
     def reset(self) -> None:
         """Forget every count (tests, and a settings change of the user's own limits)."""

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.store import Store
@@ -39,7 +40,7 @@ def iso(ts: float | None) -> str | None:
 
 def operation_of(err: errors.HapaError, method: str) -> str:
     """What has to succeed again for this incident to count as resolved."""
-    model = getattr(err, "model", "") or ""
+    model = err.model
     if model and isinstance(err, errors.UpstreamError):
         return f"upstream:{model}"
     return method
@@ -85,7 +86,7 @@ class IncidentLog:
                 obs(err.code)
             except Exception:  # noqa: BLE001 - accounting must not lose the incident
                 pass
-        row = (err.incident_id, err.code, method, getattr(err, "model", "") or "",
+        row = (err.incident_id, err.code, method, err.model,
                redact_text(err.detail)[:_DETAIL_MAX], op, time.time())
         self.submit(self._safe, self._insert, row)
 
@@ -109,12 +110,10 @@ class IncidentLog:
             fn(*args)
             self._write_failed = False
         except Exception as exc:  # noqa: BLE001 - any failure to write is a database error (E5003), never unseen
-            err = exc if isinstance(exc, errors.HapaError) else errors.HapaError(
-                f"storing an incident failed: {type(exc).__name__}", code="E5003")
+            err = exc if isinstance(exc, errors.HapaError) else errors.StorageError(
+                f"storing an incident failed: {type(exc).__name__}")
             # Not recorded as an incident: that would write to the database that just failed.
             if not self._write_failed:
-                from hapa_lsp.log import get_logger
-
                 get_logger("hapa_lsp.incident").error("incident not stored", code=err.code, detail=err.detail,
                                                       incident_id=err.incident_id)
             self._write_failed = True
@@ -168,7 +167,7 @@ class IncidentLog:
     def patterns(self, period: str, now: float | None = None) -> dict[str, Any]:
         """Counts per code over time buckets, and per method, model and status, for 1h / 24h / 7d / 30d."""
         if period not in PERIODS:
-            raise errors.InputError(f"period must be one of {', '.join(PERIODS)}, got {period!r}", code="E4001",
+            raise errors.InvalidInput(f"period must be one of {', '.join(PERIODS)}, got {period!r}",
                                     field="period")
         now = time.time() if now is None else now
         span, size = PERIODS[period]
@@ -208,13 +207,12 @@ class IncidentLog:
         import re
 
         if not isinstance(incident_id, str) or not re.fullmatch(r"INC-\d{8}-[0-9A-F]{8}", incident_id):
-            raise errors.InputError(f"expected an incident id like INC-20250101-0A1B2C3D, got {incident_id!r}",
-                                    code="E4001", field="incident_id")
+            raise errors.InvalidInput(f"expected an incident id like INC-20250101-0A1B2C3D, got {incident_id!r}", field="incident_id")
         rows = self._store().execute("SELECT incident_id, error_code, method, model, detail, operation, status, "
                                      "created_at, resolved_at FROM incidents WHERE incident_id=?", (incident_id,))
         if not rows:
-            raise errors.InputError(f"no incident {incident_id} (incidents are kept "
-                                    f"{self._retention_days()} days)", code="E4001", field="incident_id")
+            raise errors.InvalidInput(f"no incident {incident_id} (incidents are kept "
+                                    f"{self._retention_days()} days)", field="incident_id")
         r = rows[0]
         spec = errors.CATALOG.get(r[1])
         return {"incident_id": r[0], "error_code": r[1], "title": spec.title if spec else "",

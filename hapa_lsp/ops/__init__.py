@@ -1,0 +1,1 @@
+"""Operations: the sidecar (metrics, health, dashboard), telemetry, the incident log and rate limits."""
