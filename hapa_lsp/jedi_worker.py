@@ -184,8 +184,8 @@ class Jedi:
 
     def facts(self, text: str, path: str, root: str | None, todo: list, far: list, exclude_globs: tuple,
               cap_s: float) -> dict[str, Any]:
-        """Resolve uses to facts (``hapa_lsp.context.facts.resolve_batch``)."""
-        from hapa_lsp.context.facts import resolve_batch
+        """Resolve uses to facts (``hapa_lsp.context.jedi_facts.resolve_batch``)."""
+        from hapa_lsp.context.jedi_facts import resolve_batch
 
         return resolve_batch(text, path, root, todo, far, exclude_globs, cap_s, project=self.project(root),
                              environment=self.environment())
@@ -219,7 +219,7 @@ def main() -> None:
     # The pipe to the server carries frames only: anything printed (by jedi, a plugin, a warning) goes to stderr.
     sys.stdout = sys.stderr
     sys.stdin = open(os.devnull)  # noqa: SIM115 - nothing here may read the request pipe but serve()
-    import hapa_lsp.context.facts  # noqa: F401 - imported before sys.path loses the working directory
+    import hapa_lsp.context.jedi_facts  # noqa: F401 - imported before sys.path loses the working directory
 
     use_own_cache()
 
