@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -213,11 +214,23 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
+def warm_fake(fake: FakeModelServer) -> None:
+    """One request to the fake model server straight from here, then forget it. A real model server is warm
+    when the editor starts; the fake's own first request (its parser, its loop waking up in this process) would
+    otherwise be counted as the server's first-call overhead."""
+    body = json.dumps({"model": MODEL, "prompt": "warm", "stream": True}).encode()
+    req = urllib.request.Request(f"{fake.url}/api/generate", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+    fake.reset()
+
+
 async def cell(kind: str, offset: float, args: argparse.Namespace) -> dict[str, Any]:
     """One fresh server, one request ``offset`` seconds after didOpen."""
     tmp = Path(tempfile.mkdtemp(prefix="hapa-cold-"))
     fake = FakeModelServer.run_in_thread(model=MODEL, latency=args.latency)
     fake.script(lambda record: ANSWER)
+    warm_fake(fake)
     proc: asyncio.subprocess.Process | None = None
     client: Client | None = None
     out: dict[str, Any] = {"error": None}
