@@ -329,7 +329,17 @@ async def _serve_stdio(server: Any, src: Any) -> None:
         def read(n: int) -> Awaitable[bytes]:
             return loop.run_in_executor(server.thread_pool, read_some, n)
 
-    await serve_stream(server, read)
+    try:
+        await serve_stream(server, read)
+    except SystemExit:
+        # pygls' exit handler ends the process from inside ``receive``, possibly while shutdown is still
+        # draining (an editor that quits sends cancel, shutdown and exit in one write). No user exit handler:
+        # pygls runs one as a sub-request, which shutdown's own ending cancels, and then never exits.
+        await server.close()
+        raise
+    # The input ended (the editor quit or crashed without exit): finish the history rows and stop the services
+    # before asyncio.run cancels what is left.
+    await server.close()
 
 
 async def serve_stream(server: Any, read: Callable[[int], Awaitable[bytes]]) -> None:

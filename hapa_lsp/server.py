@@ -127,6 +127,7 @@ class HapaServer(LanguageServer):
         self._config_seen: set[tuple[str, str, str]] = set()  # configuration problems already reported
         self._degraded_seen: set[tuple[str, str]] = set()  # optional parts' failures already reported
         self._kept: set[Any] = set()  # background work held until done (see keep)
+        self._closing: Any = None  # the one close (drain, then aclose) that shutdown, exit and end of input share
         # Incidents before the settings are read wait for them (the database path is one of them).
         self._settings_applied = False
         self._early_incidents: list[tuple[errors.HapaError, str]] = []
@@ -334,11 +335,30 @@ class HapaServer(LanguageServer):
         return fut
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Wait (at most ``timeout`` s) for the background work ``keep`` holds: history rows of cancelled or
-        code-action generations are written before the process exits."""
-        tasks = set(self._kept)
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        """Wait (at most ``timeout`` s in all) for the work ``keep`` holds: generations still running or being
+        cancelled, and the history rows they write on the way out, before the process exits. Work kept while
+        waiting (a cancelled generation schedules its row only once its cancellation has run) is waited for too."""
+        deadline = time.monotonic() + timeout
+        me = asyncio.current_task()
+        while True:
+            tasks = {t for t in self._kept if not t.done() and t is not me}
+            left = deadline - time.monotonic()
+            if not tasks or left <= 0:
+                if tasks:
+                    get_logger().warning("work still running at exit", tasks=len(tasks), timeout_s=timeout)
+                return
+            await asyncio.wait(tasks, timeout=left)
+
+    async def close(self) -> None:
+        """Drain, then stop what the server started; shutdown, exit and the end of input all come here, and the
+        close runs once however many of them arrive (an editor quitting sends shutdown and exit in one write)."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        await self.drain()
+        await self.aclose()
 
     async def run_startup_hooks(self) -> None:
         """Run what features registered for after ``initialized`` (the sidecar, incident pruning)."""

@@ -8,7 +8,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import hypothesis  # noqa: F401  # see below
 import pytest
+
+# hypothesis' pytest plugin imports hypothesis lazily in pytest_terminal_summary when no test module did; on CPython
+# 3.11.7 that import, nested deep in pluggy's hook calls, fails in assertion rewriting with "SystemError: AST
+# constructor recursion depth mismatch" and a run of a few test files ends in a traceback. Imported here, it is
+# loaded (and rewritten) at collection instead.
 
 
 def free_port() -> int:

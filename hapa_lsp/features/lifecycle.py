@@ -112,8 +112,7 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: HapaServer, *args: Any) -> None:
-        await ls.drain()  # history rows still being written
-        await ls.aclose()
+        await ls.close()  # history rows still being written, then the services
 
 
 async def _warm_up(ls: HapaServer) -> None:

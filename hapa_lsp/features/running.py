@@ -218,6 +218,8 @@ async def run_generation(ls: HapaServer, req: GenerationRequest, *, uri: str, ti
     # unless a failure changed the state meanwhile.
     ls.busy_generations += 1
     ls.set_status("busy", title)
+    # Shutdown and exit wait for running generations, so a cancellation still unwinding gets its history row.
+    ls.keep(asyncio.current_task())
     try:
         async with s:
             gen = await generation.generate(ls.upstream, ls.settings, req, on_text=s.on_text)
