@@ -317,6 +317,36 @@ class ServerSettings:
 
 
 @attrs.frozen
+class NextEditSettings:
+    """``hapa.nextEdit``: next edit suggestions (textDocument/copilotInlineEdit)."""
+
+    enabled: bool = _f(True, "Answer textDocument/copilotInlineEdit: suggest the edit the user will make next, near "
+                       "the cursor or at the next place that needs the same change. Costs model calls only when the "
+                       "editor asks.")
+    model: str = _f("", "Model for next edits; empty: hapa.backend.chatModel. A Zeta, Instinct or Sweep next-edit model "
+                    "gets its own prompt format (from its name); any other model the generic instruction prompt.")
+    format: str = _f("auto", "Prompt format: auto (from the model name), zeta, instinct, sweep or generic.",
+                     validator=_in(("auto", "zeta", "instinct", "sweep", "generic")))
+    lines_above: int = _f(4, "Lines above the cursor in the region the model may rewrite.",
+                          validator=_and(_ge(0), _le(100)))
+    lines_below: int = _f(8, "Lines below the cursor in the region the model may rewrite.",
+                          validator=_and(_ge(0), _le(200)))
+    context_lines: int = _f(40, "Lines of the document shown above and below the region (read-only context).",
+                            validator=_and(_ge(0), _le(2000)))
+    history_events: int = _f(16, "Edit-history hunks kept (across files), oldest dropped first.",
+                             validator=_and(_ge(1), _le(200)))
+    history_max_tokens: int = _f(1024, "Token budget of the edit history in a prompt.",
+                                 validator=_and(_ge(16), _le(32768)))
+    history_pause_ms: int = _f(1000, "A typing pause this long ends one edit-history hunk.",
+                               validator=_and(_ge(50), _le(60000)))
+    debounce_ms: int = _f(150, "Wait after the last keystroke before the model is called (a newer keystroke "
+                          "supersedes the request).", validator=_and(_ge(0), _le(5000)))
+    max_tokens: int = _f(512, "Maximum tokens the model may write for the rewritten region.",
+                         validator=_and(_ge(16), _le(8192)))
+    timeout: float = _f(10.0, "Seconds a next edit may take before it is given up.", validator=_and(_ge(0.1), _le(600)))
+
+
+@attrs.frozen
 class Settings:
     """The whole settings tree, section ``hapa``."""
 
@@ -334,6 +364,7 @@ class Settings:
     resilience: ResilienceSettings = attrs.field(factory=ResilienceSettings)
     redis: RedisSettings = attrs.field(factory=RedisSettings)
     server: ServerSettings = attrs.field(factory=ServerSettings)
+    next_edit: NextEditSettings = attrs.field(factory=NextEditSettings)
 
 
 # Environment names of the original backend that keep working.

@@ -35,11 +35,13 @@ import types as _pytypes
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from lsprotocol import types
 from pygls.capabilities import get_capability
 from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdoutWriter
 from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 from pygls.workspace import TextDocument
 
 from hapa_lsp import errors, stream
@@ -56,6 +58,37 @@ class _BadRequest:
     def __init__(self, msg_id: Any, method: str):
         self.id = msg_id
         self.method = method
+
+
+@attrs.define
+class CustomRequest:
+    """A request for a method lsprotocol does not know (Copilot's next-edit method): its params stay plain JSON,
+    for the handler to structure and check (``features.args``)."""
+
+    id: int | str
+    method: str
+    params: Any = None
+    jsonrpc: str = "2.0"
+
+
+@attrs.define
+class CustomNotification:
+    """A notification for a method lsprotocol does not know; params stay plain JSON."""
+
+    method: str
+    params: Any = None
+    jsonrpc: str = "2.0"
+
+
+_CUSTOM_METHODS: dict[str, type] = {}
+
+
+def accept_method(method: str, *, notification: bool = False, typing: bool = False) -> None:
+    """Let clients call ``method`` though lsprotocol does not know it (pygls would hand the handler an opaque
+    namedtuple); ``typing`` methods get the typing path's deadline (a tenth of the request deadline)."""
+    _CUSTOM_METHODS[method] = CustomNotification if notification else CustomRequest
+    if typing:
+        _TYPING_METHODS.add(method)
 
 
 class HapaProtocol(LanguageServerProtocol):
@@ -96,6 +129,21 @@ class HapaProtocol(LanguageServerProtocol):
             loop = asyncio.get_running_loop()
             fut.add_done_callback(lambda f: f.cancelled() and loop.call_soon_threadsafe(task.cancel))
         return self.command_progress_tokens.pop(msg_id, None)
+
+    def get_message_type(self, method: str) -> Any:
+        """The message class of ``method``: ours for the methods ``accept_method`` added, else lsprotocol's."""
+        custom = _CUSTOM_METHODS.get(method)
+        return custom if custom is not None else super().get_message_type(method)
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Any:
+        """pygls' initialize, plus the server's ``experimental`` capabilities (pygls builds none)."""
+        result = yield from super().lsp_initialize(params)
+        extra = getattr(self._server, "experimental_capabilities", None)
+        if extra and result is not None:
+            mine = result.capabilities.experimental
+            result.capabilities.experimental = {**(mine if isinstance(mine, dict) else {}), **extra}
+        return result
 
     # ---- the byte stream (hapa_lsp.stream frames it; this turns a frame into a message or an error answer) ----
     def receive(self, frame: stream.Frame, frames: stream.FrameReader) -> None:
@@ -247,8 +295,8 @@ class HapaProtocol(LanguageServerProtocol):
 
 
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
-_TYPING_METHODS = frozenset({types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION,
-                             types.TEXT_DOCUMENT_CODE_ACTION})
+_TYPING_METHODS = {types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION,
+                   types.TEXT_DOCUMENT_CODE_ACTION}  # and the methods accept_method(typing=True) adds
 
 
 def _notify_request_observers(ls: Any, label: str, seconds: float, status: str) -> None:

@@ -116,6 +116,13 @@ class HapaServer(LanguageServer):
         self.busy_generations = 0
         #: Called with (old, new) settings after every change (the sidecar restarts when its settings moved).
         self.settings_observers: list[Any] = []
+        #: Told of every didOpen / didChange / didClose after the engine (``did_open(doc)``, ``did_change(doc,
+        #: changes)``, ``did_close(uri)``); the next-edit history is one. Each call must cost microseconds.
+        self.document_observers: list[Any] = []
+        #: Merged into the initialize result's ``capabilities.experimental`` (protocol.HapaProtocol.lsp_initialize).
+        self.experimental_capabilities: dict[str, Any] = {}
+        #: State a feature module keeps per server (features do not import each other, nor add attributes here).
+        self.feature_state: dict[str, Any] = {}
         self._incident_log: Any = None
         self._rate_limiter: Any = None
         self.status_state = "ok"

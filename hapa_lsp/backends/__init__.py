@@ -155,6 +155,11 @@ class Backend:
         """Stream a chat answer as text deltas."""
         raise NotImplementedError
 
+    def stream_raw(self, prompt: str, *, model: str, max_tokens: int, temperature: float, usage: Usage,
+                   stop: tuple[str, ...] = (), timeout: float | None = None) -> AsyncIterator[str]:
+        """Stream the continuation of a raw prompt (no template applied: next-edit models' own formats)."""
+        raise NotImplementedError
+
     async def probe(self, models: tuple[str, ...]) -> ProbeResult:
         """Check reachability, credentials and that ``models`` exist."""
         raise NotImplementedError

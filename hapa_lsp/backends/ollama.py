@@ -63,6 +63,13 @@ class OllamaBackend(Backend):
             payload.update(prompt=prompt.raw(), raw=True)
         return self._ndjson("/api/generate", payload, usage, lambda o: o.get("response", ""), timeout)
 
+    def stream_raw(self, prompt: str, *, model: str, max_tokens: int, temperature: float, usage: Usage,
+                   stop: tuple[str, ...] = (), timeout: float | None = None) -> AsyncIterator[str]:
+        """A raw prompt through /api/generate (``raw``: Ollama applies no template)."""
+        payload = {"model": model, "stream": True, "keep_alive": "30m", "prompt": prompt, "raw": True,
+                   "options": self._options(max_tokens, temperature, stop)}
+        return self._ndjson("/api/generate", payload, usage, lambda o: o.get("response", ""), timeout)
+
     def stream_chat(self, messages: list[ChatMessage], *, model: str, max_tokens: int, temperature: float,
                     usage: Usage, stop: tuple[str, ...] = (), timeout: float | None = None) -> AsyncIterator[str]:
         """Chat through /api/chat."""

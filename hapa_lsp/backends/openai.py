@@ -97,6 +97,15 @@ class OpenAIBackend(Backend):
             payload["stop"] = list(prompt.stop[-4:]) if "\n" in prompt.stop else list(prompt.stop[:4])
         return self._sse("/completions", payload, usage, lambda c: c.get("text", ""), timeout)
 
+    def stream_raw(self, prompt: str, *, model: str, max_tokens: int, temperature: float, usage: Usage,
+                   stop: tuple[str, ...] = (), timeout: float | None = None) -> AsyncIterator[str]:
+        """A raw prompt through /v1/completions."""
+        payload: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
+                                   "temperature": temperature, "stream": True, "stream_options": _USAGE}
+        if stop:
+            payload["stop"] = list(stop[:4])
+        return self._sse("/completions", payload, usage, lambda c: c.get("text", ""), timeout)
+
     def stream_chat(self, messages: list[ChatMessage], *, model: str, max_tokens: int, temperature: float,
                     usage: Usage, stop: tuple[str, ...] = (), timeout: float | None = None) -> AsyncIterator[str]:
         """Chat through /v1/chat/completions."""

@@ -10,6 +10,7 @@
       generate.py      hapa.generateCode, hapa.agent.*, hapa.explain, hapa.history.*, hapa.feedback*, ...
       commands.py      hapa.didAcceptCompletion, hapa.stats
       ops.py           hapa.health, hapa.errors.*, hapa.cache.*               -> ops/service.py
+      next_edit.py     textDocument/copilotInlineEdit, didShowInlineEdit (next edits) -> next_edit/engine.py
       -- shared, not surfaces --
       common.py        the error boundary, command names, open documents, positions
       args.py          command arguments as attrs classes (structured with pygls' converter)
@@ -23,13 +24,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hapa_lsp.features import code_actions, commands, completion, generate, inline, lifecycle, ops
+from hapa_lsp.features import code_actions, commands, completion, generate, inline, lifecycle, next_edit, ops
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
 
 #: Registered in this order (lifecycle first: its handlers run before any feature's).
-SURFACES = (lifecycle, inline, completion, commands, ops, generate, code_actions)
+SURFACES = (lifecycle, inline, completion, commands, ops, generate, code_actions, next_edit)
 
 
 def register_all(server: HapaServer) -> None:

@@ -191,6 +191,29 @@ class SuggestionEventArgs:
 
 
 @attrs.frozen(kw_only=True)
+class DocumentArg:
+    """``{uri, version}``: a text document, at a version when the client sent one."""
+
+    uri: str = attrs.field(validator=attrs.validators.min_len(1))
+    version: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class InlineEditArgs:
+    """textDocument/copilotInlineEdit params: ``{textDocument: {uri, version}, position}``."""
+
+    text_document: DocumentArg
+    position: PositionArg
+
+
+@attrs.frozen(kw_only=True)
+class InlineEditShownArgs:
+    """textDocument/didShowInlineEdit params: ``{item}``, the edit the editor showed (as it was answered)."""
+
+    item: dict[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
 class CacheClearArgs:
     """hapa.cache.clear."""
 
@@ -206,7 +229,7 @@ class ErrorsPatternsArgs:
 
 
 #: Classes whose unknown keys are ignored rather than refused.
-LENIENT: frozenset[type] = frozenset({SuggestionEventArgs})
+LENIENT: frozenset[type] = frozenset({SuggestionEventArgs, InlineEditShownArgs})
 
 
 # ---- structuring ---------------------------------------------------------------------------------------------------
@@ -301,7 +324,7 @@ def _normalise_tree(data: Mapping[str, Any], cls: type) -> dict[str, Any]:
 
 def _attrs_class(tp: Any) -> type | None:
     name = tp if isinstance(tp, str) else getattr(tp, "__name__", "")
-    for cand in (PositionArg, RangeArg):
+    for cand in (PositionArg, RangeArg, DocumentArg):
         if cand.__name__ in str(name):
             return cand
     return None

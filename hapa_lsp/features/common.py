@@ -46,6 +46,10 @@ FEEDBACK_STATS = "hapa.feedback.stats"
 DID_SHOW = "hapa.didShowCompletion"
 DID_PARTIAL = "hapa.didPartiallyAcceptCompletion"
 APPLY_CODE_ACTION = "hapa.codeAction.apply"
+# Next edit suggestions, in the names of GitHub Copilot's language server (clients that speak it work unchanged).
+INLINE_EDIT = "textDocument/copilotInlineEdit"
+INLINE_EDIT_SHOWN = "textDocument/didShowInlineEdit"
+INLINE_EDIT_ACCEPT = "hapa.didAcceptInlineEdit"
 
 
 def open_document(ls: HapaServer, uri: str) -> TextDocument:

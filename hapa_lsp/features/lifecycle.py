@@ -101,14 +101,25 @@ def register(server: HapaServer) -> None:
         if doc is not None:
             ls.engine.did_open(doc_key(doc.uri), name_of(doc), language_of(doc), doc.source,
                                on_disk=fs_path(doc) is not None)
+            for obs in ls.document_observers:
+                obs.did_open(doc)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: HapaServer, params: types.DidChangeTextDocumentParams) -> None:
         ls.engine.did_change(doc_key(params.text_document.uri), params.content_changes)
+        if ls.document_observers:
+            from hapa_lsp.documents import find_open
+
+            doc = find_open(ls.workspace, params.text_document.uri)
+            if doc is not None:
+                for obs in ls.document_observers:
+                    obs.did_change(doc, params.content_changes)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: HapaServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.engine.did_close(doc_key(params.text_document.uri))
+        for obs in ls.document_observers:
+            obs.did_close(doc_key(params.text_document.uri))
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: HapaServer, *args: Any) -> None:

@@ -177,3 +177,34 @@ def test_capability_helpers_read_nested_client_capabilities():
 
     assert not protocol.client_supports(Bare, "window.show_document.support")
     assert not protocol.supports_document_changes(Bare) and not protocol.resolve_supports(Bare, "edit")
+
+
+def test_pygls_initialize_is_a_generator_we_can_extend_with_experimental_capabilities():
+    """HapaProtocol.lsp_initialize delegates to pygls' generator (``yield from``) and adds ``experimental``; pygls
+    finds its built-in handlers by the ``method_name`` attribute ``lsp_method`` sets."""
+    assert inspect.isgeneratorfunction(LanguageServerProtocol.lsp_initialize)
+    assert HapaProtocol.lsp_initialize.method_name == types.INITIALIZE
+    server = HapaServer()
+    server.experimental_capabilities["probe"] = {"on": True}
+    proto = server.protocol
+    gen = proto.lsp_initialize(types.InitializeParams(capabilities=types.ClientCapabilities()))
+    try:
+        step = next(gen)  # pygls yields to the user's initialize handler (ours is registered)
+        while True:
+            step = gen.send(None)
+    except StopIteration as done:
+        result = done.value
+    else:  # pragma: no cover
+        raise AssertionError(step)
+    assert result.capabilities.experimental == {"probe": {"on": True}}
+
+
+def test_an_accepted_method_reaches_its_handler_with_plain_json_params():
+    """accept_method replaces pygls' opaque namedtuple params by plain JSON (get_message_type is pygls' hook)."""
+    assert "get_message_type" in vars(LanguageServerProtocol)
+    protocol.accept_method("test/probeMethod")
+    proto = HapaServer().protocol
+    msg = proto.structure_message({"jsonrpc": "2.0", "id": 7, "method": "test/probeMethod",
+                                   "params": {"textDocument": {"uri": "file:///a.py"}}})
+    assert isinstance(msg, protocol.CustomRequest)
+    assert msg.params == {"textDocument": {"uri": "file:///a.py"}}
