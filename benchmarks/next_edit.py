@@ -33,7 +33,6 @@ import re
 import statistics
 import sys
 import sysconfig
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +41,12 @@ import attrs
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hapa_lsp.config import Settings  # noqa: E402
-from hapa_lsp.next_edit.engine import NextEditEngine, lines_of  # noqa: E402
-from hapa_lsp.next_edit.history import EditHistory  # noqa: E402
-from hapa_lsp.upstream import Upstream  # noqa: E402
-from tests.fakes.model_server import FakeModelServer  # noqa: E402
-from tests.fakes.next_edit_rule import next_edit_answer  # noqa: E402
+from hapa_lsp.config import Settings
+from hapa_lsp.next_edit.engine import NextEditEngine, lines_of
+from hapa_lsp.next_edit.history import EditHistory
+from hapa_lsp.upstream import Upstream
+from tests.fakes.model_server import FakeModelServer
+from tests.fakes.next_edit_rule import next_edit_answer
 
 KINDS = ("rename-param", "rename-local", "add-param")
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "tkinter", "turtledemo", "ensurepip", "pydoc_data",
@@ -215,19 +214,20 @@ async def run_case(engine: NextEditEngine, history: EditHistory, case: Case, i: 
     uri = f"file:///bench/{i}.py"
     history.opened(uri, case.path, case.before)
     history.changed(uri, case.path, case.after, case.edit_line)
+    lines = lines_of(case.after)
+    if not lines or lines[-1].endswith("\n"):
+        lines.append("")
+    r0, r1, _ = engine.region_for(uri, case.after, lines, case.cursor[0], "python")
+    located = r0 <= case.next_line < r1  # the region the model is given (the server's choice, whatever it answers)
     ne = await engine.suggest(uri=uri, path=case.path, language="python", text=case.after, line=case.cursor[0],
                               character=case.cursor[1], request_id=f"b{i}")
     history.closed(uri)
     history.forget(uri)
     engine.did_close(uri)
-    s = engine.settings.next_edit
-    region = (max(0, case.cursor[0] - s.lines_above), case.cursor[0] + s.lines_below + 1)
-    located = region[0] <= case.next_line < region[1]
     exact = False
     overhead = None
     tokens = None
     if ne is not None:
-        located = located or ne.region[0] <= case.next_line < ne.region[1]
         result = _apply(case.after, ne.edits[0])
         changed = _changed_rows(case.after, result)
         oracle_lines = case.oracle.splitlines()

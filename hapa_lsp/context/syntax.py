@@ -44,7 +44,23 @@ _TOKENS = re.compile("|".join((
     r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"?',
     r"'[^'\\\n]*(?:\\.[^'\\\n]*)*'?",
     r"[()\[\]{}]",
-)), re.S)  # re.S: a backslash escapes a newline too (a string continued on the next line)
+)), re.DOTALL)  # re.S: a backslash escapes a newline too (a string continued on the next line)
+
+
+def code_only(code: str) -> str:
+    """``code`` with the insides of comments and strings blanked (spaces; line breaks kept), so a search for names
+    finds code, not prose: same length, same lines."""
+    out: list[str] = []
+    pos = 0
+    for m in _TOKENS.finditer(code):
+        s = m.group()
+        if len(s) == 1 and s not in "#\"'":
+            continue
+        out.append(code[pos:m.start()])
+        out.append(re.sub(r"[^\r\n]", " ", s))
+        pos = m.end()
+    out.append(code[pos:])
+    return "".join(out)
 
 
 def open_brackets(code: str) -> str:

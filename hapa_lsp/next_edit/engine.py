@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hapa_lsp import errors
 from hapa_lsp.cache import digest
 from hapa_lsp.context import units_len
-from hapa_lsp.context.syntax import parses, statement_end, statement_start
+from hapa_lsp.context.syntax import code_only, parses, statement_end, statement_start
 from hapa_lsp.next_edit import formats
 from hapa_lsp.next_edit.edits import Edit, apply, minimal_edits, only_whitespace, rebase
 from hapa_lsp.next_edit.history import EditHistory
@@ -140,31 +140,36 @@ def _arity(rest: str) -> int:
     return count + (1 if seen else 0)
 
 
-def _needs_work(line: str, gone: set[str], signatures: set[str]) -> bool:
+def _needs_work(line: str, code: str, gone: set[str], signatures: set[str]) -> bool:
+    """Whether the line names a renamed identifier (anywhere: a rename covers docstrings and comments too), or
+    calls, in code (``code`` is the line with strings and comments blanked), a function whose signature changed."""
     body = _strip_eol(line)
     for m in _IDENT.finditer(body):
         if m.group() in gone:
             return True
     for name in signatures:
-        for m in re.finditer(rf"\b{re.escape(name)}\s*\(", body):
-            if not _DEF.search(body[:m.end()]):
+        for m in re.finditer(rf"\b{re.escape(name)}\s*\(", code):
+            if not _DEF.search(code[:m.end()]):
                 return True
     return False
 
 
-def jump_target(lines: list[str], region: tuple[int, int], diff: str | None) -> int | None:
+def jump_target(lines: list[str], region: tuple[int, int], diff: str | None, code: list[str] | None = None
+                ) -> int | None:
     """The next line (after the region, then before it) that the last change calls for, when the region itself
-    has none: a use of a renamed name, a call of a function whose signature changed."""
+    has none: a use of a renamed name, a call of a function whose signature changed. ``code`` is ``lines`` with
+    strings and comments blanked (Python), so a function named in prose is not taken for a call."""
     if not diff:
         return None
     gone, signatures = changed_symbols(diff)
     if not gone and not signatures:
         return None
+    code = code if code is not None and len(code) == len(lines) else lines
     r0, r1 = region
-    if any(_needs_work(lines[i], gone, signatures) for i in range(r0, min(r1, len(lines)))):
+    if any(_needs_work(lines[i], code[i], gone, signatures) for i in range(r0, min(r1, len(lines)))):
         return None
     for i in list(range(r1, len(lines))) + list(range(r0)):
-        if _needs_work(lines[i], gone, signatures):
+        if _needs_work(lines[i], code[i], gone, signatures):
             return i
     return None
 
@@ -243,12 +248,9 @@ class NextEditEngine:
         rebased = self._rebase(st, text, lines, encoding, rid, t0)
         if rebased is not None:
             return rebased
-        r0, r1 = max(0, line - s.lines_above), min(len(lines), line + s.lines_below + 1)
-        last = self.history.last_event(uri)
-        target = jump_target(lines, (r0, r1), last.diff if last else None)
+        r0, r1, target = self.region_for(uri, text, lines, line, language)
         jump = target is not None
         if target is not None:
-            r0, r1 = max(0, target - s.lines_above), min(len(lines), target + s.lines_below + 1)
             cursor_line, cursor_col = target, 0
         else:
             cursor_line, cursor_col = line, _from_units(_strip_eol(lines[line]), character, encoding)
@@ -299,6 +301,23 @@ class NextEditEngine:
         self.upstream.emit("suggestion", source=source, model=model, chars=sum(len(e.new) for e in edits),
                            timings=timings)
         return out
+
+    def region_for(self, uri: str, text: str, lines: list[str], line: int, language: str
+                   ) -> tuple[int, int, int | None]:
+        """The lines the model may rewrite, ``(first, past the last, jump target or None)``: around the cursor, or
+        around the next place the document's last change calls for when the cursor's region has none."""
+        s = self.settings.next_edit
+        r0, r1 = max(0, line - s.lines_above), min(len(lines), line + s.lines_below + 1)
+        last = self.history.last_event(uri)
+        code = None
+        if last is not None and language == "python" and changed_symbols(last.diff)[1]:
+            code = lines_of(code_only(text))
+            if not code or code[-1].endswith(("\n", "\r")):
+                code.append("")
+        target = jump_target(lines, (r0, r1), last.diff if last else None, code)
+        if target is not None:
+            r0, r1 = max(0, target - s.lines_above), min(len(lines), target + s.lines_below + 1)
+        return r0, r1, target
 
     def _rebase(self, st: _Doc, text: str, lines: list[str], encoding: str, rid: str, t0: float
                 ) -> NextEdit | None:

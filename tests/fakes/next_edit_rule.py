@@ -63,20 +63,86 @@ def _added_param(removed: list[str], added: list[str]) -> tuple[str, int, str, b
     return None
 
 
-def _add_argument(region: str, name: str, n_old: int, param: str, method: bool) -> str:
-    def fix(m: re.Match[str]) -> str:
-        before = region[:m.start()]
-        if re.search(r"\bdef\s+$", before.rsplit("\n", 1)[-1]):
-            return m.group(0)
-        if before.endswith(".") and not method:
-            return m.group(0)  # another object's function of the same name
-        inner = m.group(2)
-        if len(_args(inner)) != n_old or "(" in inner:
-            return m.group(0)
-        sep = ", " if inner.strip() else ""
-        return f"{m.group(1)}({inner}{sep}{param})"
+def _add_argument(region: str, name: str, n_old: int, param: str, method: bool,
+                  above: str = "", below: str = "") -> str:
+    """Calls of ``name`` with the old number of arguments get ``param`` added; calls in comments and docstrings
+    (doctests) keep what they show. ``above`` and ``below`` are the excerpt around the region: whether a line is in
+    a docstring is read from all of it."""
+    call = re.compile(rf"(\b{re.escape(name)})\(([^()]*)\)")
 
-    return re.sub(rf"(\b{re.escape(name)})\(([^()]*)\)", fix, region)
+    def fix_line(code: str) -> str:
+        def fix(m: re.Match[str]) -> str:
+            before = code[:m.start()]
+            if re.search(r"\bdef\s+$", before):
+                return m.group(0)
+            if before.endswith(".") and not method:
+                return m.group(0)  # another object's function of the same name
+            inner = m.group(2)
+            if len(_args(inner)) != n_old:
+                return m.group(0)
+            sep = ", " if inner.strip() else ""
+            return f"{m.group(1)}({inner}{sep}{param})"
+
+        return call.sub(fix, code)
+
+    lines = region.splitlines(keepends=True)
+    masked = _code_lines(above + region + below)[len(above.splitlines(keepends=True)):][:len(lines)]
+    out = []
+    for ln, code in zip(lines, masked):
+        if code == ln:
+            out.append(fix_line(ln))
+        elif _CALL_CHARS.sub("", code).strip() == "" or ln.lstrip().startswith(">>>"):
+            out.append(ln)  # prose: a comment, a docstring, a doctest
+        else:
+            # Code with a comment or string on the same line: fix the code part (before any `#`).
+            k = code.find("#") if "#" in ln else -1
+            head, tail = (ln[:k], ln[k:]) if k >= 0 else (ln, "")
+            out.append(fix_line(head) + tail)
+    return "".join(out)
+
+
+_CALL_CHARS = re.compile(r"[\s]")
+
+
+def _code_lines(region: str) -> list[str]:
+    """The region's lines with strings and comments blanked, read by Python's tokenizer; a region that starts
+    inside a docstring (its first triple quote closes one) is read as such."""
+    lines = region.splitlines(keepends=True)
+    for opened in ("", '"""', "'''"):
+        blank = _blank_strings(opened + region)
+        if blank is not None:
+            blank = blank[len(opened):]
+            out, pos = [], 0
+            for ln in lines:
+                out.append(blank[pos:pos + len(ln)])
+                pos += len(ln)
+            return out
+    return lines
+
+
+def _blank_strings(text: str) -> str | None:
+    """``text`` with string and comment tokens replaced by spaces, or None when a string runs to the end."""
+    import io
+    import tokenize
+
+    starts = [0]
+    for ln in text.splitlines(keepends=True):
+        starts.append(starts[-1] + len(ln))
+    chars = list(text)
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type in (tokenize.STRING, tokenize.COMMENT):
+                a = starts[tok.start[0] - 1] + tok.start[1]
+                b = starts[tok.end[0] - 1] + tok.end[1]
+                for k in range(a, b):
+                    if chars[k] not in "\r\n":
+                        chars[k] = " "
+    except tokenize.TokenError as exc:
+        if "string" in str(exc):
+            return None
+    except (SyntaxError, IndentationError):
+        pass
+    return "".join(chars)
 
 
 def _indent(line: str) -> int:
@@ -123,7 +189,12 @@ def next_edit_answer(record: Any) -> str | None:
     new = region
     param = _added_param(removed, added)
     if param is not None:
-        new = _add_argument(region, *param)
+        # The excerpt around the region (the generic prompt's fenced block; other formats: the region alone).
+        fence_open = text.rfind("```", 0, i)
+        fence_close = text.find("```", j)
+        above = text[text.find("\n", fence_open) + 1:i] if fence_open >= 0 else ""
+        below = text[j + len(END):fence_close].lstrip("\n") if fence_close >= 0 else ""
+        new = _add_argument(region, *param, above=above, below=below)
     else:
         pair = _rename(removed, added)
         if pair is not None:
