@@ -162,7 +162,7 @@ class HapaServer(LanguageServer):
             from hapa_lsp.engine import Engine
 
             self._engine = Engine(self.settings, self.upstream, workspace=self._open_workspace,
-                                  jedi=lambda: self.jedi, root=lambda: self.root_path, model_gate=self._typing_gate,
+                                  jedi=lambda: self.jedi, root=lambda: self.root_path, model_gate=self.typing_gate,
                                   notify_failure=self.background_failure, notify_success=self.background_success)
         return self._engine
 
@@ -173,8 +173,9 @@ class HapaServer(LanguageServer):
         except RuntimeError:
             return None
 
-    def _typing_gate(self, explicit: bool) -> bool:
-        # Rate limits count model calls, not keystrokes: cache hits and superseded requests are free.
+    def typing_gate(self, explicit: bool) -> bool:
+        """Whether a typing-path model call (ghost text, next edit) may go out now: rate limits count model calls,
+        not keystrokes, so cache hits and superseded requests are free."""
         return self.rate_limiter.check(types.TEXT_DOCUMENT_INLINE_COMPLETION, quiet=not explicit)
 
     @property

@@ -136,7 +136,7 @@ def _engine(ls: HapaServer) -> NextEditEngine:
     if eng is None:
         from hapa_lsp.next_edit.engine import NextEditEngine
 
-        eng = NextEditEngine(ls.settings, ls.upstream, _history(ls).history, model_gate=ls._typing_gate,
+        eng = NextEditEngine(ls.settings, ls.upstream, _history(ls).history, model_gate=ls.typing_gate,
                              notify_failure=lambda e, rid, explicit: ls.background_failure(
                                  e, rid, explicit, method=INLINE_EDIT),
                              notify_success=ls.background_success)
