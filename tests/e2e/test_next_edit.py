@@ -221,3 +221,21 @@ async def test_bad_params_get_e4001_and_the_server_keeps_serving(rule, tmp_path)
         assert plain(await inline_edit(client, uri, 0, 14, version))["edits"]
     finally:
         await stop_client(client)
+
+
+async def test_a_newer_keystroke_closes_the_upstream_request_and_the_old_request_gets_no_edit(fake, tmp_path):
+    fake.configure(default_text="<|editable_region_start|>\n" + "x\n" * 200 + "<|editable_region_end|>",
+                   token_delay=0.05)
+    uri = (tmp_path / "geo.py").as_uri()
+    client = await start_client(fake, root=tmp_path, env=ENV)
+    try:
+        open_doc(client, uri, SRC)
+        version = rename_at_def(client, uri)
+        pending = asyncio.ensure_future(inline_edit(client, uri, 0, 14, version))
+        await fake.wait_for_requests(1, timeout=10)
+        replace(client, uri, 6, 0, 0, "#", version + 1)  # the user types on
+        record = await fake.wait_for_disconnect(timeout=5)
+        assert record.client_disconnected
+        assert plain(await pending) == {"edits": []}
+    finally:
+        await stop_client(client)
