@@ -50,6 +50,7 @@ class _History:
         self._history: EditHistory | None = None  # built with the first document (not at start: it reads settings)
         self._excluded: dict[str, bool] = {}
         self._names: dict[str, str] = {}  # document key -> the name exclusion globs are matched against
+        self._shown: dict[str, str] = {}  # document URI -> its name in prompts
 
     @property
     def history(self) -> EditHistory:
@@ -83,8 +84,15 @@ class _History:
         return hit
 
     def shown_path(self, doc: TextDocument) -> str:
-        """The document's name in prompts: relative to the workspace root when inside it."""
-        name = name_of(doc)
+        """The document's name in prompts: relative to the workspace root when inside it (kept per document: a
+        keystroke costs a dict lookup)."""
+        key = doc.uri
+        shown = self._shown.get(key)
+        if shown is None:
+            shown = self._shown[key] = self._relative(name_of(doc))
+        return shown
+
+    def _relative(self, name: str) -> str:
         root = self.ls.root_path
         if root and os.path.isabs(name):
             try:
@@ -117,6 +125,7 @@ class _History:
         self.history.closed(key)
         self._excluded.pop(key, None)
         self._names.pop(key, None)
+        self._shown = {u: p for u, p in self._shown.items() if doc_key(u) != key}
         engine = self.ls.feature_state.get(_STATE + ".engine")
         if engine is not None:
             engine.did_close(key)
