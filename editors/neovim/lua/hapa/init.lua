@@ -1,4 +1,5 @@
---- hapa-lsp for Neovim >= 0.11: starts the server, ghost-text inline completions, status, streamed generations.
+--- hapa-lsp for Neovim >= 0.11: starts the server, ghost-text inline completions, next edit suggestions, status,
+--- streamed generations.
 local M = {}
 
 local NAME = 'hapa'
@@ -29,6 +30,25 @@ local defaults = {
       next = '<M-]>',
       prev = '<M-[>',
       dismiss = '<C-]>',
+    },
+  },
+  -- Next edit suggestions (textDocument/copilotInlineEdit), when the server offers them: the edit the user will make
+  -- next, near the cursor or a jump to the next place that needs the same change.
+  next_edit = {
+    enabled = true,
+    -- Ask after a pause in typing (normal or insert mode); false: only on :HapaNextEdit.
+    auto_trigger = true,
+    -- The pause: wait this long after the last change before asking.
+    debounce_ms = 300,
+    -- Show 'next edit: line N' at the cursor when the edit is away from it.
+    jump_hint = true,
+    -- Accepting an edit away from the cursor first moves the cursor to it; false: apply it at once.
+    jump = true,
+    -- Normal-mode keys, mapped in the buffer; they do what they did before while no next edit is shown. false leaves
+    -- a key alone. (Insert-mode <Tab> stays with ghost text.)
+    keymaps = {
+      accept = '<Tab>',
+      dismiss = '<Esc>',
     },
   },
   status = {
@@ -391,6 +411,31 @@ local function user_command(opts)
   fn(args)
 end
 
+-- ---------------------------------------------------------------------------------------------- next edits
+
+--- :HapaNextEdit (ask now), :HapaNextEdit accept, :HapaNextEdit dismiss.
+local function next_edit_command(opts)
+  local ne = require('hapa.next_edit')
+  local sub = vim.trim(opts.args)
+  if not ne.attached(0) then
+    local client = M.client(0)
+    if not client then
+      return vim.notify('hapa-lsp is not running in this buffer', vim.log.levels.WARN)
+    end
+    return vim.notify(M.config.next_edit.enabled and 'hapa-lsp does not offer next edits (an older server?)'
+      or 'hapa: next edits are off (setup{ next_edit = { enabled = true } })', vim.log.levels.WARN)
+  end
+  if sub == '' then
+    ne.request(vim.api.nvim_get_current_buf())
+  elseif sub == 'accept' then
+    ne.accept()
+  elseif sub == 'dismiss' then
+    ne.dismiss()
+  else
+    vim.notify('usage: :HapaNextEdit [accept|dismiss]', vim.log.levels.WARN)
+  end
+end
+
 -- ---------------------------------------------------------------------------------------------- setup
 
 local function has_native_inline()
@@ -426,6 +471,9 @@ local function map_native(bufnr, keys)
 end
 
 local function on_attach(client, bufnr)
+  if M.config.next_edit.enabled then
+    require('hapa.next_edit').attach(client, bufnr, M.config.next_edit)
+  end
   if not M.config.inline.enabled then
     return
   end
@@ -442,6 +490,9 @@ function M.setup(opts)
   M.config = merge(opts)
   local cfg = M.config
   vim.api.nvim_set_hl(0, 'HapaGhostText', { link = 'Comment', default = true })
+  vim.api.nvim_set_hl(0, 'HapaNextEditDelete', { link = 'DiffDelete', default = true })
+  vim.api.nvim_set_hl(0, 'HapaNextEditInsert', { link = 'DiffAdd', default = true })
+  vim.api.nvim_set_hl(0, 'HapaNextEditHint', { link = 'DiagnosticHint', default = true })
   local capabilities = vim.lsp.protocol.make_client_capabilities()
   if not M.uses_native_inline() then
     -- Neovim 0.11 does not announce inline completion; hapa's ghost text consumes it.
@@ -490,6 +541,16 @@ function M.setup(opts)
         return { 'clear', 'all', 'completions', 'code_generation', 'user_profiles' }
       end
       return {}
+    end,
+  })
+  pcall(vim.api.nvim_del_user_command, 'HapaNextEdit')
+  vim.api.nvim_create_user_command('HapaNextEdit', next_edit_command, {
+    nargs = '?',
+    desc = 'hapa-lsp: ask for the next edit now; accept or dismiss the shown one',
+    complete = function(arglead)
+      return vim.tbl_filter(function(k)
+        return vim.startswith(k, arglead)
+      end, { 'accept', 'dismiss' })
     end,
   })
 end
