@@ -1,4 +1,5 @@
-// hapa for VS Code: starts hapa-lsp, shows its status, streams generations, and offers the palette commands.
+// hapa for VS Code: starts hapa-lsp, shows its status, streams generations, shows next edit suggestions, and
+// offers the palette commands.
 import { execFile } from 'child_process';
 import * as vscode from 'vscode';
 import {
@@ -46,6 +47,7 @@ let client: LanguageClient | undefined;
 let statusItem: vscode.StatusBarItem;
 let lastStatus: Status = { state: 'busy', message: 'hapa-lsp is starting' };
 let lastGeneration: Generation | undefined;
+let nextEdits: NextEdits | undefined;
 
 /** Live, read-only documents showing a generation's text as it streams in (scheme hapa-generation). */
 class GenerationDocuments implements vscode.TextDocumentContentProvider {
@@ -114,6 +116,291 @@ async function execute<T>(command: string, arg: object = {}, token?: vscode.Canc
     throw new Error('hapa-lsp is not running');
   }
   return (await client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [arg] }, token)) as T;
+}
+
+/** One next edit as hapa-lsp answers textDocument/copilotInlineEdit (GitHub Copilot language server's shapes). */
+interface InlineEdit {
+  text: string;
+  textDocument: { uri: string; version: number };
+  range: { start: { line: number; character: number }; end: { line: number; character: number } };
+  command?: { title: string; command: string; arguments?: unknown[] };
+}
+
+const INLINE_EDIT = 'textDocument/copilotInlineEdit';
+const INLINE_EDIT_SHOWN = 'textDocument/didShowInlineEdit';
+const NEXT_EDIT_VISIBLE = 'hapa.nextEditVisible';
+// Ask after this long without typing (the server waits hapa.nextEdit.debounceMs more before calling the model).
+const NEXT_EDIT_DEBOUNCE_MS = 300;
+// An edit more than this many lines away from the cursor, or off screen, is reached with Tab before Tab accepts it.
+const NEAR_LINES = 2;
+// The new text shown after the replaced range: one line, at most this many characters (the hover has all of it).
+const SHOWN_CHARS = 80;
+
+interface ShownEdit {
+  editor: vscode.TextEditor;
+  item: InlineEdit;  // as answered (didShowInlineEdit sends it back)
+  range: vscode.Range;  // what is shown and applied: the item's edit, widened to whole words
+  text: string;
+  version: number;
+}
+
+/** Where the cursor ends after `text` is inserted at `start`. */
+function endAfter(start: vscode.Position, text: string): vscode.Position {
+  const lines = text.split(/\r\n|\r|\n/);
+  const last = lines[lines.length - 1];
+  return lines.length === 1 ? start.translate(0, last.length) : new vscode.Position(start.line + lines.length - 1, last.length);
+}
+
+/**
+ * A replacement inside words widened to the whole words (the same change): the server answers the minimal edit
+ * (`scale` -> `size` replaces `cal` with `iz`), which reads better struck through and retyped as words.
+ */
+function wholeWords(doc: vscode.TextDocument, range: vscode.Range, text: string): { range: vscode.Range; text: string } {
+  if (range.isEmpty || text === '') {
+    return { range, text };  // an insertion or a deletion shows as it is
+  }
+  const word = /[\p{L}\p{N}_]/u;
+  const first = doc.lineAt(range.start.line).text;
+  const last = doc.lineAt(range.end.line).text;
+  let start = range.start.character;
+  let end = range.end.character;
+  while (start > 0 && word.test(first[start - 1])) {
+    start -= 1;
+  }
+  while (end < last.length && word.test(last[end])) {
+    end += 1;
+  }
+  return {
+    range: new vscode.Range(range.start.line, start, range.end.line, end),
+    text: first.slice(start, range.start.character) + text + last.slice(range.end.character, end),
+  };
+}
+
+/**
+ * Next edit suggestions: after a typing pause, ask hapa-lsp where the next edit is (textDocument/copilotInlineEdit)
+ * and show it with decorations: the replaced text struck through, the new text after it, and at the cursor's line
+ * "Tab: jump to next edit" when it is far away. Tab jumps there, then accepts; Escape dismisses; any change to the
+ * document clears it. An insertion at the cursor is left to the inline completions (ghost text).
+ */
+class NextEdits implements vscode.Disposable {
+  private readonly deleted = vscode.window.createTextEditorDecorationType({
+    backgroundColor: new vscode.ThemeColor('hapa.nextEdit.deletedBackground'),
+    textDecoration: 'line-through',
+  });
+  private readonly inserted = vscode.window.createTextEditorDecorationType({
+    after: {
+      color: new vscode.ThemeColor('hapa.nextEdit.insertedForeground'),
+      backgroundColor: new vscode.ThemeColor('hapa.nextEdit.insertedBackground'),
+    },
+  });
+  private readonly jump = vscode.window.createTextEditorDecorationType({
+    after: { color: new vscode.ThemeColor('hapa.nextEdit.jumpForeground'), fontStyle: 'italic', margin: '0 0 0 3ch' },
+  });
+  private shown: ShownEdit | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private pending: vscode.CancellationTokenSource | undefined;
+
+  /** The running server answers textDocument/copilotInlineEdit and the user has not turned it off. */
+  private available(c: LanguageClient | undefined): c is LanguageClient {
+    return !!c && c.state === State.Running && !!c.initializeResult?.capabilities?.experimental?.copilotInlineEdit
+      && vscode.workspace.getConfiguration(SECTION).get<boolean>('nextEdit.enabled') !== false;
+  }
+
+  /** A change to a document: clears what is shown on it; typing in the active editor asks again after a pause. */
+  changed(e: vscode.TextDocumentChangeEvent): void {
+    if (e.contentChanges.length === 0) {
+      return;  // only the dirty state changed
+    }
+    if (this.shown && this.shown.editor.document === e.document) {
+      this.clear();
+    }
+    const editor = vscode.window.activeTextEditor;
+    if (editor && editor.document === e.document && ['file', 'untitled'].includes(e.document.uri.scheme)) {
+      this.cancel();
+      this.timer = setTimeout(() => void this.request(editor), NEXT_EDIT_DEBOUNCE_MS);
+    }
+  }
+
+  /** The cursor moved or the editor scrolled: the jump hint follows the cursor. */
+  moved(editor: vscode.TextEditor): void {
+    if (this.shown?.editor === editor) {
+      this.render();
+    }
+  }
+
+  /** Another editor became active, or the document closed: what is shown goes. */
+  left(editor: vscode.TextEditor | undefined): void {
+    if (this.shown && this.shown.editor !== editor) {
+      this.dismiss();
+    }
+  }
+
+  /** Stop the pending pause and request (the answer to a cancelled request is dropped). */
+  private cancel(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    this.pending?.cancel();
+    this.pending = undefined;
+  }
+
+  /** Ask for the next edit at the cursor and show it; false when there is none (or no answer for this text). */
+  async request(editor: vscode.TextEditor): Promise<boolean> {
+    this.cancel();
+    const c = client;
+    if (!this.available(c) || editor.document.isClosed) {
+      return false;
+    }
+    const source = new vscode.CancellationTokenSource();
+    this.pending = source;
+    const doc = editor.document;
+    const version = doc.version;
+    const params = {
+      textDocument: { uri: c.code2ProtocolConverter.asUri(doc.uri), version },
+      position: c.code2ProtocolConverter.asPosition(editor.selection.active),
+    };
+    let answer: { edits?: InlineEdit[] } | null = null;
+    try {
+      answer = await c.sendRequest<{ edits?: InlineEdit[] } | null>(INLINE_EDIT, params, source.token);
+    } catch {
+      // Cancelled, or failed: a model failure is in the status bar already (as for ghost text).
+    }
+    const cancelled = source.token.isCancellationRequested;
+    if (this.pending === source) {
+      this.pending = undefined;
+    }
+    source.dispose();
+    if (cancelled || client !== c || doc.version !== version || vscode.window.activeTextEditor !== editor) {
+      return false;
+    }
+    const item = answer?.edits?.[0];
+    if (!item || typeof item.text !== 'string' || !item.range || item.textDocument?.version !== version
+        || c.protocol2CodeConverter.asUri(item.textDocument.uri).toString() !== doc.uri.toString()) {
+      return false;
+    }
+    const range = doc.validateRange(c.protocol2CodeConverter.asRange(item.range));
+    if (range.isEmpty && (item.text === '' || range.start.isEqual(editor.selection.active))) {
+      return false;  // nothing to change, or an insertion at the cursor: the inline completion's to show
+    }
+    this.clear();
+    this.shown = { editor, item, version, ...wholeWords(doc, range, item.text) };
+    this.render();
+    void vscode.commands.executeCommand('setContext', NEXT_EDIT_VISIBLE, true);
+    c.sendNotification(INLINE_EDIT_SHOWN, { item }).catch(() => undefined);
+    return true;
+  }
+
+  /** Whether the edit is far from the cursor: Tab goes there first. */
+  private far(s: ShownEdit): boolean {
+    const line = s.editor.selection.active.line;
+    if (line >= s.range.start.line && line <= s.range.end.line) {
+      return false;
+    }
+    const distance = line < s.range.start.line ? s.range.start.line - line : line - s.range.end.line;
+    return distance > NEAR_LINES || !s.editor.visibleRanges.some((r) => r.contains(s.range.start));
+  }
+
+  private render(): void {
+    const s = this.shown;
+    if (!s) {
+      return;
+    }
+    const { editor, range, text } = s;
+    const hover = new vscode.MarkdownString('**hapa: next edit** (Tab accepts, Escape dismisses)\n\n');
+    if (text) {
+      hover.appendCodeblock(text, editor.document.languageId);
+    } else {
+      hover.appendMarkdown('delete the struck-through text');
+    }
+    editor.setDecorations(this.deleted, range.isEmpty ? [] : [{ range, hoverMessage: hover }]);
+    let shown = text.split(/\r\n|\r|\n/).join(' ⏎ ');
+    if (shown.length > SHOWN_CHARS) {
+      shown = shown.slice(0, SHOWN_CHARS - 1) + '…';
+    }
+    editor.setDecorations(this.inserted, text === '' ? [] : [{
+      range: new vscode.Range(range.end, range.end), hoverMessage: hover,
+      renderOptions: { after: { contentText: shown } },
+    }]);
+    const cursor = editor.selection.active.line;
+    const end = editor.document.lineAt(cursor).range.end;
+    editor.setDecorations(this.jump, this.far(s) ? [{
+      range: new vscode.Range(end, end),
+      renderOptions: { after: { contentText: `Tab: jump to next edit (line ${range.start.line + 1})` } },
+    }] : []);
+  }
+
+  /** Tab: go to a far edit; accept a near one (apply it, tell the server, ask for the one after it). */
+  async accept(): Promise<void> {
+    const s = this.shown;
+    if (!s) {
+      return;
+    }
+    const { editor, item, range, text } = s;
+    if (editor.document.isClosed || editor.document.version !== s.version) {
+      this.clear();
+      return;
+    }
+    if (this.far(s)) {
+      editor.selection = new vscode.Selection(range.start, range.start);
+      editor.revealRange(range, vscode.TextEditorRevealType.InCenterIfOutsideViewport);
+      this.render();
+      return;
+    }
+    this.clear();
+    this.cancel();
+    if (!await editor.edit((b) => b.replace(range, text))) {
+      return;
+    }
+    const end = endAfter(range.start, text);
+    editor.selection = new vscode.Selection(end, end);
+    const c = client;
+    if (item.command && c && c.state === State.Running) {
+      await c.sendRequest(ExecuteCommandRequest.type,
+        { command: item.command.command, arguments: item.command.arguments ?? [] }).catch(() => undefined);
+    }
+    await this.request(editor);  // the next edit follows from this one
+  }
+
+  dismiss(): void {
+    this.cancel();
+    this.clear();
+  }
+
+  /** The palette's "Suggest the next edit": ask now, and say so when there is none. */
+  async trigger(): Promise<void> {
+    const editor = vscode.window.activeTextEditor;
+    if (!editor) {
+      return;
+    }
+    if (!this.available(client)) {
+      void vscode.window.showInformationMessage(
+        'hapa: next edit suggestions are off (hapa.nextEdit.enabled) or the server does not offer them');
+      return;
+    }
+    if (!await this.request(editor)) {
+      vscode.window.setStatusBarMessage('hapa: no next edit here', 3000);
+    }
+  }
+
+  clear(): void {
+    const s = this.shown;
+    if (!s) {
+      return;
+    }
+    this.shown = undefined;
+    for (const type of [this.deleted, this.inserted, this.jump]) {
+      s.editor.setDecorations(type, []);
+    }
+    void vscode.commands.executeCommand('setContext', NEXT_EDIT_VISIBLE, false);
+  }
+
+  dispose(): void {
+    this.dismiss();
+    this.deleted.dispose();
+    this.inserted.dispose();
+    this.jump.dispose();
+  }
 }
 
 /** The settings a user actually set (not the defaults), as the nested object the server reads. */
@@ -351,6 +638,7 @@ async function setApiKey(context: vscode.ExtensionContext): Promise<void> {
 }
 
 async function restart(context: vscode.ExtensionContext): Promise<void> {
+  nextEdits?.dismiss();
   if (client) {
     await client.stop().catch(() => undefined);
     client = undefined;
@@ -397,9 +685,19 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
   renderStatus();
   const doctorChannel = vscode.window.createOutputChannel('hapa doctor');
+  const edits = nextEdits = new NextEdits();
   context.subscriptions.push(
     statusItem,
     doctorChannel,
+    edits,
+    vscode.commands.registerCommand('hapa.nextEdit.accept', guarded(() => edits.accept())),
+    vscode.commands.registerCommand('hapa.nextEdit.dismiss', () => edits.dismiss()),
+    vscode.commands.registerCommand('hapa.nextEdit.trigger', guarded(() => edits.trigger())),
+    vscode.workspace.onDidChangeTextDocument((e) => edits.changed(e)),
+    vscode.workspace.onDidCloseTextDocument(() => edits.left(vscode.window.activeTextEditor)),
+    vscode.window.onDidChangeActiveTextEditor((editor) => edits.left(editor)),
+    vscode.window.onDidChangeTextEditorSelection((e) => edits.moved(e.textEditor)),
+    vscode.window.onDidChangeTextEditorVisibleRanges((e) => edits.moved(e.textEditor)),
     vscode.commands.registerCommand('hapa.ui.doctor', guarded(() => runDoctor(context, doctorChannel))),
     vscode.workspace.registerTextDocumentContentProvider(GenerationDocuments.scheme, generations),
     vscode.commands.registerCommand('hapa.ui.generateCode', guarded(generateCode)),
