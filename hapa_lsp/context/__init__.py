@@ -47,6 +47,12 @@ def units_len(text: str, encoding: str = "utf-16") -> int:
     return sum(_unit_len(c, encoding) for c in text)
 
 
+def units_to_index(line: str, units: int, encoding: str = "utf-16") -> int:
+    """Code-point index into ``line`` of a column given in the negotiated position units (the inverse of
+    ``units_len``)."""
+    return _units_to_index(line, units, encoding)
+
+
 def _units_to_index(line: str, units: int, encoding: str) -> int:
     """Code-point index of a column given in position units."""
     if line.isascii() or encoding == "utf-32":

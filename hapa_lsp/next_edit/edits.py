@@ -80,8 +80,7 @@ def minimal_edits(old: str, new: str) -> list[Edit]:
 
 def only_whitespace(old: str, edits: list[Edit]) -> bool:
     """Every edit only changes whitespace (re-indentation noise, a trailing blank line): nothing to show."""
-    return all(not old[e.start:e.end].strip() and not e.new.strip() for e in edits) or all(
-        "".join(old[e.start:e.end].split()) == "".join(e.new.split()) for e in edits)
+    return all("".join(old[e.start:e.end].split()) == "".join(e.new.split()) for e in edits)
 
 
 def rebase(old: str, edits: list[Edit] | tuple[Edit, ...], now: str) -> list[Edit] | None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
 from hapa_lsp.cache import digest
-from hapa_lsp.context import units_len
+from hapa_lsp.context import units_len, units_to_index
 from hapa_lsp.context.syntax import code_only, parses, statement_end, statement_start
 from hapa_lsp.next_edit import formats
 from hapa_lsp.next_edit.edits import Edit, apply, minimal_edits, only_whitespace, rebase
@@ -88,18 +88,6 @@ class _Shown:
 class _Doc:
     task: asyncio.Task | None = None
     shown: _Shown | None = None
-
-
-def _to_units(line: str, index: int, encoding: str) -> int:
-    return units_len(line[:index], encoding)
-
-
-def _from_units(line: str, units: int, encoding: str) -> int:
-    from hapa_lsp.context import (
-        _units_to_index,  # the one conversion the cursor splitter uses
-    )
-
-    return _units_to_index(line, units, encoding)
 
 
 def _strip_eol(line: str) -> str:
@@ -253,7 +241,7 @@ class NextEditEngine:
         if target is not None:
             cursor_line, cursor_col = target, 0
         else:
-            cursor_line, cursor_col = line, _from_units(_strip_eol(lines[line]), character, encoding)
+            cursor_line, cursor_col = line, units_to_index(_strip_eol(lines[line]), character, encoding)
         region = "".join(lines[r0:r1])
         cursor = sum(len(x) for x in lines[r0:cursor_line]) + cursor_col
         head = "".join(lines[:r0])
@@ -385,7 +373,7 @@ class NextEditEngine:
                     hi = mid
             if lo >= len(rl):
                 return first_line + len(rl), 0
-            return first_line + lo, _to_units(_strip_eol(rl[lo]), off - starts[lo], encoding)
+            return first_line + lo, units_len(_strip_eol(rl[lo])[:off - starts[lo]], encoding)
 
         return [TextEdit(pos(e.start), pos(e.end), e.new) for e in edits]
 

@@ -13,7 +13,7 @@ import difflib
 import re
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hapa_lsp.next_edit.formats import Event
 
@@ -42,7 +42,6 @@ class _Doc:
     path: str
     text: str
     open: _Group | None = None
-    lines: list[int] = field(default_factory=list)
 
 
 def hunk_diff(before: str, after: str, context: int = 2) -> str:

@@ -1,5 +1,6 @@
 --- Ghost text for Neovim without vim.lsp.inline_completion: textDocument/inlineCompletion rendered with extmarks.
 local M = {}
+local keys = require('hapa.keys')
 
 local METHOD = 'textDocument/inlineCompletion'
 local TRIGGER_AUTOMATIC = 2
@@ -334,27 +335,8 @@ function M.dismiss()
   M.clear(bufnr)
 end
 
--- What a key did before hapa mapped it (e.g. a completion plugin's <Tab>), as an expr-mapping result.
 local function fallback_for(bufnr, lhs)
-  local prev = vim.api.nvim_buf_call(bufnr, function()
-    return vim.fn.maparg(lhs, 'i', false, true)
-  end)
-  if type(prev) ~= 'table' or vim.tbl_isempty(prev) or (prev.desc or ''):match('^hapa: ') then
-    return function()
-      return lhs
-    end
-  end
-  return function()
-    if prev.callback then
-      local out = prev.callback()
-      return prev.expr == 1 and (out or '') or ''
-    end
-    if prev.expr == 1 then
-      local ok, out = pcall(vim.api.nvim_eval, prev.rhs)
-      return ok and out or lhs
-    end
-    return prev.rhs or lhs
-  end
+  return keys.fallback_for(bufnr, lhs, 'i')
 end
 
 local function map(bufnr, lhs, rhs, desc, always)

@@ -5,6 +5,7 @@
 --- deleted, the new text shown as virtual text, and a far edit gets a hint at the cursor. Accepting a far edit first
 --- moves the cursor there; accepting again applies it and asks for the next one.
 local M = {}
+local keys = require('hapa.keys')
 
 local METHOD = 'textDocument/copilotInlineEdit'
 local SHOWN = 'textDocument/didShowInlineEdit'
@@ -372,27 +373,8 @@ function M.dismiss()
   return shown
 end
 
--- What a normal-mode key did before hapa mapped it, as an expr-mapping result.
 local function fallback_for(bufnr, lhs)
-  local prev = vim.api.nvim_buf_call(bufnr, function()
-    return vim.fn.maparg(lhs, 'n', false, true)
-  end)
-  if type(prev) ~= 'table' or vim.tbl_isempty(prev) or (prev.desc or ''):match('^hapa: ') then
-    return function()
-      return lhs
-    end
-  end
-  return function()
-    if prev.callback then
-      local out = prev.callback()
-      return prev.expr == 1 and (out or '') or ''
-    end
-    if prev.expr == 1 then
-      local ok, out = pcall(vim.api.nvim_eval, prev.rhs)
-      return ok and out or lhs
-    end
-    return prev.rhs or lhs
-  end
+  return keys.fallback_for(bufnr, lhs, 'n')
 end
 
 local function map(bufnr, lhs, fn, desc)
