@@ -148,7 +148,7 @@ def test_renaming_a_parameter_suggests_its_next_use_tab_jumps_there_and_tab_acce
         page.key("Delete", "Delete", 46)
     page.type("total")
     renamed = ["def area(total, scale):", *LINES[1:]]
-    vs.wait(lambda: vs.lines() == renamed, 20, "the renamed def")
+    vs.wait_lines(renamed, 20, "the renamed def")
 
     # The next use is far below: struck through with the new name after it, and a hint at the cursor's line.
     hint = [0, "after", "Tab: jump to next edit (line 13)"]
@@ -164,7 +164,7 @@ def test_renaming_a_parameter_suggests_its_next_use_tab_jumps_there_and_tab_acce
 
     page.key("Tab", "Tab", 9)  # there: Tab accepts
     accepted = [*renamed[:USE], "    return total * 2 * scale", *renamed[USE + 1:]]
-    vs.wait(lambda: vs.lines() == accepted, 20, "the accepted edit in the editor")
+    vs.wait_lines(accepted, 20, "the accepted edit in the editor")
     vs.wait(lambda: decorations() == [], 20, "the decorations to go")
     vs.wait(lambda: cursor() == "Ln 13, Col 17", 20, "the cursor after the accepted text")
     vs.wait(lambda: _feedback(vs)[-1:] == [("accepted", uri)], 20, "the acceptance recorded")
@@ -178,7 +178,7 @@ def test_renaming_a_parameter_suggests_its_next_use_tab_jumps_there_and_tab_acce
         page.key("Delete", "Delete", 46)
     page.type("size")
     resized = ["def area(total, size):", *accepted[1:]]
-    vs.wait(lambda: vs.lines() == resized, 20, "the second rename")
+    vs.wait_lines(resized, 20, "the second rename")
     vs.wait(lambda: sorted(decorations()) == [hint, [USE, "after", "size"], [USE, "struck", "scale"]],
             30, "the second suggestion", interval=0.2)
     page.key("Escape", "Escape", 27)

@@ -315,7 +315,26 @@ class VSCode:
             return !!tab && tab.textContent.replace(/\\s/g, '').includes({json.dumps(name)})
                 && !!el && !!el.closest('.monaco-editor');
         }})()"""), 30, f"{name} open and focused in the editor")
+        if name.endswith(".py"):
+            # Keys typed before VS Code has attached the Python language to the editor get no Python indentation
+            # rules (Enter after `def f():` would not indent): wait for the language to show in the status bar.
+            self.wait(lambda: self.page.js(
+                "(document.getElementById('status.editor.mode') || {innerText: ''}).innerText.trim()") == "Python",
+                30, "the Python language mode on the editor")
         return seen
+
+    def wait_lines(self, expected: list[str], timeout: float = 20, what: str = "the editor's lines") -> None:
+        """Wait until the editor shows exactly ``expected``; on timeout, say what it showed instead."""
+        shown: list[Any] = [None]
+
+        def same() -> bool:
+            shown[0] = self.lines()
+            return shown[0] == expected
+
+        try:
+            _wait(same, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the editor shows {shown[0]!r}, expected {expected!r}") from None
 
     def save(self) -> None:
         self.page.key("s", "KeyS", 83, modifiers=2)
@@ -425,7 +444,7 @@ def test_typing_shows_ghost_text_tab_accepts_and_save_writes_it(start_vscode, fa
     states = vs.open("calc.py")
     assert states[-1] == "$(sparkle) hapa" and set(states) <= {"$(sync~spin) hapa", "$(sparkle) hapa"}, states
     vs.page.type(HEADER + "\n")
-    vs.wait(lambda: vs.lines() == [HEADER, "    "], 20, "the typed header and VS Code's indent")
+    vs.wait_lines([HEADER, "    "], 20, "the typed header and VS Code's indent")
     assert vs.wait(lambda: vs.ghost(), 60, "ghost text") == "return a + b"
     assert vs.lines() == [HEADER, "    "], "ghost text must not touch the document"
     prompt = fake.requests[-1].prompt
@@ -433,7 +452,7 @@ def test_typing_shows_ghost_text_tab_accepts_and_save_writes_it(start_vscode, fa
     assert vs.status_bar() == "$(sparkle) hapa"  # ready, no error code
 
     vs.page.key("Tab", "Tab", 9)
-    vs.wait(lambda: vs.lines() == [HEADER, "    return a + b"], 20, "the accepted suggestion in the editor")
+    vs.wait_lines([HEADER, "    return a + b"], 20, "the accepted suggestion in the editor")
     assert vs.ghost() == ""
     vs.save()
     path = vs.workspace / "calc.py"
@@ -475,7 +494,7 @@ def test_generate_code_from_comment_through_the_code_action_menu(start_vscode, f
     vs.page.key("Enter", "Enter", 13, text="\r")
     expected = [comment, "def dedupe(items):", "    seen = set()",
                 "    return [x for x in items if not (x in seen or seen.add(x))]", ""]
-    vs.wait(lambda: vs.lines() == expected, 60, "the generated function below the comment")
+    vs.wait_lines(expected, 60, "the generated function below the comment")
     assert len([r for r in fake.requests if r.messages is not None]) == 1
     vs.save()
     path = vs.workspace / "listutil.py"
