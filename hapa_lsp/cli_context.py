@@ -1,8 +1,12 @@
 """`hapa-lsp context FILE:LINE:COL`: print the prompt the server would send, piece by piece, with costs.
 
 It runs the server's own path (``ContextEngine.start`` / ``complete`` / ``assemble`` on a ``JediRunner``).
-By default it shows the steady state of an open document (facts resolved by earlier keystrokes);
-``--cold`` shows the very first request after opening the file, when the time box cuts jedi short.
+By default it shows the steady state of an open document (facts resolved by earlier keystrokes).
+``--after-ms N`` shows the request N ms after opening the file, as the server has it: the server is running
+(its jedi worker started, as after initialize), didOpen starts ``ContextEngine.warm_document`` in the
+background, and N ms later the request runs with the normal time box (``facts_time_budget_ms``); ``--cold`` is
+``--after-ms 0``, the first keystroke right after opening the file (a later message than didOpen all the same:
+the warming task has sent its first job to the worker, which the request then waits behind; 1 ms).
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ def add_parser(sub: Any) -> None:
                                                  "pyproject.toml)")
     c.add_argument("--open", action="append", default=[], metavar="FILE",
                    help="another file open in the editor (neighbour snippets); repeatable")
-    c.add_argument("--cold", action="store_true", help="the first request after opening the file")
+    c.add_argument("--after-ms", default=None, metavar="N",
+                   help="the request N ms after opening the file (didOpen warms jedi in the background, as in the "
+                        "server; the request has the normal time box); default: the steady state")
+    c.add_argument("--cold", action="store_true", help="the first request right after opening the file "
+                                                       "(--after-ms 0)")
 
 
 def _root_for(path: Path) -> str:
@@ -59,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         print(err.message)
         return 2
     file, line, col = Path(m.group(1)).resolve(), int(m.group(2)), int(m.group(3))
+    after_ms, bad = _after_ms(args)
+    if bad:
+        err = errors.InvalidInput(bad)
+        print(err.message)
+        return 2
     init: Any = None
     if args.settings:
         try:
@@ -92,46 +105,89 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError):
             continue
     root = args.root or _root_for(file)
-    built = asyncio.run(_build(settings, root, file, text, line, col, opened, cold=args.cold))
+    built = asyncio.run(_build(settings, root, file, text, line, col, opened, after_ms=after_ms))
     if args.json:
-        print(json.dumps(built.to_json(), indent=2))
+        data = built.to_json()
+        data["after_ms"] = after_ms  # null: the steady state
+        print(json.dumps(data, indent=2))
         return 0
-    _print(built, file)
+    _print(built, file, after_ms)
     return 0
 
 
+def _after_ms(args: argparse.Namespace) -> tuple[float | None, str]:
+    """(milliseconds after opening, or None for the steady state; what is wrong with the flags, or "")."""
+    raw = getattr(args, "after_ms", None)
+    cold = getattr(args, "cold", False)
+    if raw is None:
+        return (0.0 if cold else None), ""
+    try:
+        ms = float(raw)
+    except (TypeError, ValueError):
+        return None, f"--after-ms expects a number of milliseconds, got {raw!r}"
+    if not ms >= 0 or ms == float("inf"):  # also NaN
+        return None, f"--after-ms expects a number of milliseconds >= 0, got {raw!r}"
+    if cold and ms != 0:
+        return None, f"--cold means --after-ms 0, not --after-ms {raw}"
+    return ms, ""
+
+
 async def _build(settings: Any, root: str, file: Path, text: str, line: int, col: int, opened: list, *,
-                 cold: bool) -> Any:
+                 after_ms: float | None) -> Any:
     from hapa_lsp.context.builder import ContextEngine
     from hapa_lsp.jedi_client import JediRunner
 
     runner = JediRunner()
+    opening: asyncio.Future[Any] | None = None
     try:
         ce = ContextEngine(settings, runner=runner, root=root)
         # The server loads the tokenizer at start-up, long before a request; here the counts are the point.
         await asyncio.wrap_future(ce.counter_loaded())
-        kw = dict(uri=file.as_uri(), path=str(file), language=_language(str(file)), text=text, line=line - 1,
-                  character=col - 1, encoding="utf-32", open_docs=opened)
-        if not cold:
+        uri, language = file.as_uri(), _language(str(file))
+        kw: dict[str, Any] = {"uri": uri, "path": str(file), "language": language, "text": text,
+                              "line": line - 1, "character": col - 1, "encoding": "utf-32", "open_docs": opened}
+        # The server starts its jedi worker right after initialize, before any document is opened.
+        await runner.warm_up()
+        if after_ms is None:
             # What earlier keystrokes in this file would have resolved: every fact the cursor wants.
-            await runner.warm_up()
             await ce.warm(ce.start(**kw))
+        else:
+            # didOpen (Engine.did_open): warm the document in the background; the request comes N ms later.
+            opening = asyncio.ensure_future(ce.warm_document(uri=uri, path=str(file), language=language, text=text))
+            # Even at 0 ms the request is a later message than didOpen: the loop has run the task didOpen
+            # started up to its first wait on the worker (1 ms is plenty for that).
+            await asyncio.sleep(max(after_ms, 1.0) / 1000)
         return await ce.build(**kw)
     finally:
+        if opening is not None:
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
         await runner.aclose()
 
 
-def _print(built: Any, file: Path) -> None:
+_LABELS = {"fact": "fact from", "static-fact": "signature read from", "neighbour": "neighbour snippet from",
+           "class-outline": "class outline of", "recent-edit": "recent edit of", "format": "format tokens of",
+           "prefix": "prefix of", "suffix": "suffix of"}
+
+
+def _print(built: Any, file: Path, after_ms: float | None = None) -> None:
     p = built.prompt
     print(f"hapa-lsp context for {file}")
+    if after_ms is None:
+        print("state: steady (the facts earlier keystrokes in this file would have resolved)")
+    else:
+        print(f"state: {after_ms:g} ms after opening the file (jedi warming it in the background since)")
     print(f"model {p.model} (family {p.family}); tokens {built.tokens} of {built.budget} "
           f"(counted with {built.token_counter}); "
           f"{'multi-line' if built.decision.multiline else 'single line'} ({built.decision.reason})")
     print("pieces:")
     for x in built.pieces:
-        label = {"fact": "fact from", "neighbour": "neighbour snippet from", "class-outline": "class outline of",
-                 "format": "format tokens of"}.get(x.source, x.source + " of")
-        print(f"  {x.tokens:6d} tokens  {label} {x.where}")
+        print(f"  {x.tokens:6d} tokens  {_LABELS.get(x.source, x.source + ' of')} {x.where}")
+    if built.candidates:
+        print("candidates, best ranked first (why each is in or out):")
+        for c in built.candidates:
+            print(f"  {'in ' if c.taken else 'out'} {c.tokens:6d} tokens  {_LABELS.get(c.source, c.source + ' of')} "
+                  f"{c.where}: {c.reason}")
     print("timings (ms): " + ", ".join(f"{k.removesuffix('_ms')} {v:.2f}" for k, v in built.timings.items()))
     if built.facts_missing:
         print(f"facts not resolved within the time box: {built.facts_missing}")

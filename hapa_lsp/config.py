@@ -128,6 +128,8 @@ class ContextSettings:
                              "else an estimate from chars_per_token.")
     neighbour_snippets: int = _f(3, "Snippets from other open or recently edited files added to prompts (0: none).",
                                  validator=_and(_ge(0), _le(20)))
+    recent_edits: int = _f(3, "Regions the user edited last (in any file, outside the window) added to inline "
+                           "prompts, newest nearest the cursor (0: none).", validator=_and(_ge(0), _le(20)))
     facts: bool = _f(True, "Add signatures and docstrings (from jedi) of what the code near the cursor uses.")
     facts_time_budget_ms: int = _f(40, "Time box for building an inline prompt's context; what is ready when it "
                                    "ends is used (the rest is ready for the next keystroke).",

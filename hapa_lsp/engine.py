@@ -20,6 +20,7 @@ import asyncio
 import re
 import time
 from collections import deque
+from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -92,12 +93,15 @@ class Engine:
                  root: Callable[[], str | None] = lambda: None,
                  model_gate: Callable[[bool], bool] | None = None,
                  notify_failure: Callable[[errors.HapaError, str, bool], None] | None = None,
-                 notify_success: Callable[[], None] | None = None):
+                 notify_success: Callable[[], None] | None = None,
+                 recent_edits: Callable[[str], Sequence[Any]] = lambda uri: ()):
         self.settings = settings
         self.upstream = upstream
         self._workspace = workspace  # () -> pygls Workspace or None: open documents for neighbour snippets
         self._jedi = jedi  # () -> hapa_lsp.jedi_client.JediRunner or None: where facts are resolved
         self._root = root
+        # (document key) -> the user's latest edited regions elsewhere (next_edit.recorder.EditRecorder.recent).
+        self._recent_edits = recent_edits
         # Asked before each typing-path model call (the rate limit): False drops the request quietly;
         # for an explicit request it raises E4004 instead.
         self._model_gate = model_gate
@@ -195,6 +199,14 @@ class Engine:
             cur = split_near(text, line, character, encoding, hint[0], hint[1])
         st.line_hint = (cur.line, cur.offset - cur.character)
         return cur
+
+    async def flush(self) -> None:
+        """Write what is kept between sessions (the facts store) before the server exits; bounded to 2 s."""
+        if self._context is not None:
+            try:
+                await asyncio.wait_for(self._context.facts.flush(), 2.0)
+            except TimeoutError:
+                get_logger().warning("the facts cache was not written within 2 s at shutdown")
 
     def did_open(self, uri: str, path: str, language: str, text: str, on_disk: bool = True) -> None:
         """A document was opened: warm jedi for it in the background (its imports parsed, facts resolved)."""
@@ -323,7 +335,7 @@ class Engine:
         # Context engine (hapa_lsp.context.builder): window + cached jedi facts + neighbour snippets, in budget.
         builder = self.context
         req = builder.start(uri=uri, path=path, language=language, cur=cur, on_disk=on_disk,
-                        open_docs=open_documents(self._workspace()))
+                            open_docs=open_documents(self._workspace()), recent=self._recent_edits(uri))
         built = builder.assemble(req)
         for attempt in (0, 1):
             prompt, win, single = built.prompt, built.window, built.single_line

@@ -33,6 +33,7 @@ from pygls.lsp.server import LanguageServer
 
 from hapa_lsp import __version__, errors, protocol, stream
 from hapa_lsp.log import get_logger
+from hapa_lsp.next_edit.recorder import EditRecorder
 from hapa_lsp.ops.service import Ops
 from hapa_lsp.protocol import HapaProtocol
 
@@ -144,6 +145,10 @@ class HapaServer(LanguageServer):
         #: Metrics, the sidecar, incident pruning and the ops commands' data (hapa_lsp.ops.service).
         self.ops = Ops(self)
         self.startup_hooks.append(self.ops.start)
+        #: What the user changed (next-edit prompts, recent edits in inline prompts), fed by every document event.
+        self.edits = EditRecorder(lambda: self.settings, lambda: self.root_path)
+        self.document_observers.append(self.edits)
+        self.settings_observers.append(self.edits.configure)
 
     # ---- components, created on first use -----------------------------------------------------------------
     @property
@@ -163,7 +168,8 @@ class HapaServer(LanguageServer):
 
             self._engine = Engine(self.settings, self.upstream, workspace=self._open_workspace,
                                   jedi=lambda: self.jedi, root=lambda: self.root_path, model_gate=self.typing_gate,
-                                  notify_failure=self.background_failure, notify_success=self.background_success)
+                                  notify_failure=self.background_failure, notify_success=self.background_success,
+                                  recent_edits=lambda uri: self.edits.recent(self.settings.context.recent_edits, uri))
         return self._engine
 
     def _open_workspace(self) -> Any:
@@ -186,6 +192,8 @@ class HapaServer(LanguageServer):
     async def aclose(self) -> None:
         """Stop what the server started: the ops services, the model client and cache, the jedi worker."""
         await self.ops.stop()  # the sidecar's port is free before the editor starts the next server
+        if self._engine is not None:
+            await self._engine.flush()  # facts resolved this session reach the on-disk store
         if self._upstream is not None:
             await self._upstream.aclose()
         if self._jedi is not None:

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+from hapa_lsp.context.facts_store import FactsStore
 from hapa_lsp.context.jedi_facts import module_excluded, render, resolve_batch
 from hapa_lsp.context.uses import Fact, Use, Uses, class_outline, find_uses, imports_of
 
@@ -31,14 +32,21 @@ SLOW_PER_JOB = 2
 IDLE_S = 1.5  # a pause in requests this long (the user reads or thinks) lets jedi do the expensive resolutions
 _TTL_S = 300.0
 _MAX_ENTRIES = 4000
+SAVE_DELAY_S = 3.0  # resolved facts reach the on-disk store this long after the last new one (or at close)
 
 
 class FactsEngine:
     """Resolves uses to facts in the jedi worker, with a per-document cache (on the event loop) across keystrokes."""
 
-    def __init__(self, runner: Any, *, exclude_globs: tuple[str, ...] = ()):
+    def __init__(self, runner: Any, *, exclude_globs: tuple[str, ...] = (), store: FactsStore | None = None):
         self.runner = runner
         self.exclude_globs = tuple(exclude_globs)
+        # Facts of imported names kept between sessions (facts_store.py), per document: expr -> (module, facts).
+        self.store = store
+        self._persist: dict[str, dict[str, tuple[str, tuple[Fact, ...]]]] = {}
+        self._paths: dict[str, str] = {}
+        self._save_at: dict[str, asyncio.TimerHandle] = {}
+        self._writes: set[asyncio.Future[Any]] = set()
         self._cache: OrderedDict[tuple[str, str], tuple[float, tuple[Fact, ...]]] = OrderedDict()
         self._pending: dict[tuple[str, str], tuple[str, str, str | None, list[Use]]] = {}
         self._jobs: dict[tuple[str, str], asyncio.Future[Any]] = {}
@@ -77,7 +85,13 @@ class FactsEngine:
             self._cache.popitem(last=False)
 
     def forget(self, uri: str) -> None:
-        """Drop a document's cached resolutions (it was closed)."""
+        """Drop a document's cached resolutions (it was closed); what is not on disk yet is written now."""
+        handle = self._save_at.pop(uri, None)
+        if handle is not None:
+            handle.cancel()
+            self._save(uri)
+        self._persist.pop(uri, None)
+        self._paths.pop(uri, None)
         self._usage.pop(uri, None)
         self._imports.pop(uri, None)
         self._job_s.pop(uri, None)
@@ -86,6 +100,10 @@ class FactsEngine:
             self._wanted.pop((uri, kind), None)
         for k in [k for k in self._cache if k[0] == uri]:
             del self._cache[k]
+
+    def found_nothing(self, uri: str, expr: str) -> bool:
+        """Whether jedi was asked about ``expr`` and found no definition (a stand-in from the text may do)."""
+        return self._get(uri, expr) == ()
 
     def known(self, uri: str, uses: list[Use]) -> tuple[list[Fact], list[Use]]:
         """Facts already resolved for ``uses`` (ranked by their best use) and the uses still unresolved."""
@@ -168,8 +186,16 @@ class FactsEngine:
             self._imports[uri] = out["imports"]
         if out.get("usage"):
             self._usage[uri] = {**self._usage.get(uri, {}), **out["usage"]}
+        imports = self._imports.get(uri) or {}
+        fresh = False
         for expr, facts in out.get("facts", ()):
             self._put(uri, expr, tuple(facts))
+            src = imports.get(expr.split(".", 1)[0])
+            if facts and src is not None and self.store is not None and self._paths.get(uri):
+                self._persist.setdefault(uri, {})[expr] = (src[2], tuple(facts))
+                fresh = True
+        if fresh and uri not in self._save_at:
+            self._save_at[uri] = asyncio.get_running_loop().call_later(SAVE_DELAY_S, self._save, uri)
         self.stats["resolved"] += out.get("resolved", 0)
         if out.get("est_s") is None:
             return
@@ -261,9 +287,61 @@ class FactsEngine:
         if stamp == self._requests and not self._busy():
             self._submit(key, snap, still_wanted)
 
+    # ---- the on-disk store ----------------------------------------------------------------------------------
+    async def restore(self, uri: str, path: str, text: str) -> int:
+        """Facts of ``uri``'s imported names from an earlier session (read in a thread); how many were usable."""
+        if self.store is None or not path:
+            return 0
+        self._paths[uri] = path
+        modules = {name: module for name, (_r, _c, module, _o) in imports_of(text).items()}
+        try:
+            found = await asyncio.to_thread(self.store.load, path, modules)
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be read is no cache; said once
+            self._store_failed(exc)
+            return 0
+        kept = self._persist.setdefault(uri, {})
+        for expr, facts in found.items():
+            if self._get(uri, expr) is None:
+                self._put(uri, expr, facts)
+            kept.setdefault(expr, (modules[expr.split(".", 1)[0]], facts))
+        return len(found)
+
+    def _save(self, uri: str) -> None:
+        self._save_at.pop(uri, None)
+        entries, path = self._persist.get(uri), self._paths.get(uri)
+        if not entries or not path or self.store is None:
+            return
+        job = asyncio.ensure_future(asyncio.to_thread(self.store.save, path, dict(entries)))
+        self._writes.add(job)
+        job.add_done_callback(self._saved)
+
+    def _saved(self, job: asyncio.Future[Any]) -> None:
+        self._writes.discard(job)
+        if not job.cancelled() and job.exception() is not None:
+            self._store_failed(job.exception())
+
+    def _store_failed(self, exc: BaseException) -> None:
+        sig = "store:" + type(exc).__name__
+        if sig not in self._failures_seen:
+            self._failures_seen.add(sig)
+            from hapa_lsp.log import get_logger
+
+            get_logger().warning("the on-disk facts cache failed; facts are resolved again each session",
+                                 error=str(exc)[:500], directory=self.store.directory if self.store else "")
+
+    async def flush(self) -> None:
+        """Write every document's pending facts now and wait for the writes (shutdown, tests)."""
+        for uri in list(self._save_at):
+            self._save_at.pop(uri).cancel()
+            self._save(uri)
+        if self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
     def _submit(self, key: tuple[str, str], snap: tuple[str, str, str | None, list[Use]],
                 still_wanted: Callable[[], bool]) -> asyncio.Future[Any]:
         self._pending[key] = snap
+        if snap[1] and self.store is not None:
+            self._paths[key[0]] = snap[1]
         self._wanted[key] = still_wanted  # a queued job works for the newest request, so asks it
         job = self._jobs.get(key)
         if job is None or job.done() or key in self._started:

@@ -8,11 +8,9 @@ The edit history (next_edit/history.py) is fed from didChange through ``HapaServ
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from hapa_lsp import errors
-from hapa_lsp.context import exclusion_error
 from hapa_lsp.documents import doc_key, name_of
 from hapa_lsp.features import args as A
 from hapa_lsp.features.common import (
@@ -32,112 +30,11 @@ from hapa_lsp.log import get_logger
 from hapa_lsp.protocol import accept_method
 
 if TYPE_CHECKING:
-    from pygls.workspace import TextDocument
-
     from hapa_lsp.next_edit.engine import NextEdit, NextEditEngine
-    from hapa_lsp.next_edit.history import EditHistory
     from hapa_lsp.server import HapaServer
 
 _STATE = "next_edit"
 _NOTHING: dict[str, Any] = {"edits": []}
-
-
-class _History:
-    """The document observer that records the edit history (excluded documents never reach it)."""
-
-    def __init__(self, ls: HapaServer):
-        self.ls = ls
-        self._history: EditHistory | None = None  # built with the first document (not at start: it reads settings)
-        self._excluded: dict[str, bool] = {}
-        self._names: dict[str, str] = {}  # document key -> the name exclusion globs are matched against
-        self._shown: dict[str, str] = {}  # document URI -> its name in prompts
-
-    @property
-    def history(self) -> EditHistory:
-        if self._history is None:
-            from hapa_lsp.next_edit.history import EditHistory
-
-            self._history = EditHistory()
-            self.configure()
-        return self._history
-
-    def configure(self, *_: Any) -> None:
-        """Apply the settings (bounds, exclusions) to the history; documents now excluded are forgotten."""
-        if self._history is None:
-            return
-        s = self.ls.settings
-        ne = s.next_edit
-        self.history.configure(max_events=ne.history_events,
-                               max_chars=int(ne.history_max_tokens * s.context.chars_per_token),
-                               pause_s=ne.history_pause_ms / 1000)
-        self._excluded.clear()  # the globs may have changed
-        for key, name in list(self._names.items()):
-            if self.excluded(key, name):
-                self.history.forget(key)
-
-    def excluded(self, key: str, path: str) -> bool:
-        """Whether ``hapa.context.excludeGlobs`` excludes the document (cached per document until they change)."""
-        self._names[key] = path
-        hit = self._excluded.get(key)
-        if hit is None:
-            hit = self._excluded[key] = exclusion_error(path, self.ls.settings.context.exclude_globs) is not None
-        return hit
-
-    def shown_path(self, doc: TextDocument) -> str:
-        """The document's name in prompts: relative to the workspace root when inside it (kept per document: a
-        keystroke costs a dict lookup)."""
-        key = doc.uri
-        shown = self._shown.get(key)
-        if shown is None:
-            shown = self._shown[key] = self._relative(name_of(doc))
-        return shown
-
-    def _relative(self, name: str) -> str:
-        root = self.ls.root_path
-        if root and os.path.isabs(name):
-            try:
-                rel = os.path.relpath(name, root)
-            except ValueError:  # another drive
-                return name
-            if not rel.startswith(".."):
-                return rel.replace(os.sep, "/")
-        return name
-
-    def did_open(self, doc: TextDocument) -> None:
-        key = doc_key(doc.uri)
-        if self.ls.settings.next_edit.enabled and not self.excluded(key, name_of(doc)):
-            self.history.opened(key, self.shown_path(doc), doc.source)
-
-    def did_change(self, doc: TextDocument, changes: Any) -> None:
-        key = doc_key(doc.uri)
-        if not self.ls.settings.next_edit.enabled or self.excluded(key, name_of(doc)):
-            return
-        line = None
-        if changes:
-            rng = getattr(changes[0], "range", None)
-            line = rng.start.line if rng is not None else None
-        self.history.changed(key, self.shown_path(doc), doc.source, line)
-        engine = self.ls.feature_state.get(_STATE + ".engine")
-        if engine is not None:
-            engine.did_change(key)
-
-    def did_close(self, key: str) -> None:
-        self.history.closed(key)
-        self._excluded.pop(key, None)
-        self._names.pop(key, None)
-        self._shown = {u: p for u, p in self._shown.items() if doc_key(u) != key}
-        engine = self.ls.feature_state.get(_STATE + ".engine")
-        if engine is not None:
-            engine.did_close(key)
-
-
-def _history(ls: HapaServer) -> _History:
-    h = ls.feature_state.get(_STATE)
-    if h is None:
-        h = ls.feature_state[_STATE] = _History(ls)
-        ls.document_observers.append(h)
-        ls.settings_observers.append(h.configure)
-    return h
 
 
 def _engine(ls: HapaServer) -> NextEditEngine:
@@ -145,11 +42,13 @@ def _engine(ls: HapaServer) -> NextEditEngine:
     if eng is None:
         from hapa_lsp.next_edit.engine import NextEditEngine
 
-        eng = NextEditEngine(ls.settings, ls.upstream, _history(ls).history, model_gate=ls.typing_gate,
+        eng = NextEditEngine(ls.settings, ls.upstream, ls.edits.history, model_gate=ls.typing_gate,
                              notify_failure=lambda e, rid, explicit: ls.background_failure(
                                  e, rid, explicit, method=INLINE_EDIT),
                              notify_success=ls.background_success)
         ls.feature_state[_STATE + ".engine"] = eng
+        ls.edits.change_listeners.append(eng.did_change)
+        ls.edits.close_listeners.append(eng.did_close)
         ls.settings_observers.append(lambda old, new: eng.update_settings(new))
     return eng
 
@@ -159,7 +58,6 @@ def register(server: HapaServer) -> None:
     accept_method(INLINE_EDIT, typing=True)
     accept_method(INLINE_EDIT_SHOWN, notification=True)
     server.experimental_capabilities["copilotInlineEdit"] = {"didShow": True, "acceptCommand": INLINE_EDIT_ACCEPT}
-    _history(server)
 
     @server.feature(INLINE_EDIT)
     @boundary(INLINE_EDIT)
@@ -184,7 +82,7 @@ def register(server: HapaServer) -> None:
         language = language_of(doc)
         if ls.engine.applies_to(name_of(doc), language) is not None:
             return _NOTHING  # excluded, off, or a language not completed: as quiet as ghost text
-        h = _history(ls)
+        h = ls.edits
         ne = await _engine(ls).suggest(
             uri=doc_key(doc.uri), path=h.shown_path(doc), language=language, text=doc.source,
             line=a.position.line, character=a.position.character, request_id=rid,

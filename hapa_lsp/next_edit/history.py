@@ -162,6 +162,20 @@ class EditHistory:
             out.append(Event(g.path, diff))
         return tuple(reversed(out))
 
+    def recent(self, limit: int, *, skip_open_of: str | None = None) -> tuple[Event, ...]:
+        """The ``limit`` latest hunks, newest last, without the group still open in ``skip_open_of`` (the change
+        being typed at the cursor: an inline prompt's window shows it); cheap, a keystroke asks."""
+        groups = list(self._closed) + sorted((d.open for k, d in self._docs.items()
+                                              if d.open is not None and k != skip_open_of), key=lambda g: g.last)
+        out: list[Event] = []
+        for g in reversed(groups):
+            if len(out) >= limit:
+                break
+            diff = g.hunks(self.context)
+            if diff.strip():
+                out.append(Event(g.path, diff))
+        return tuple(reversed(out))
+
     def last_event(self, uri: str) -> Event | None:
         """The latest change to ``uri`` (its open group, else its newest closed one), or None."""
         doc = self._docs.get(uri)

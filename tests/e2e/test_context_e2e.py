@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pygls.exceptions import JsonRpcException
 
-from tests.e2e.conftest import inline_params, open_doc, start_client, stop_client
+from tests.e2e.conftest import inline_params, open_doc, start_client, stop_client, type_text
 
 GEOMETRY = '''\
 def rectangle_area(width: float, height: float) -> float:
@@ -65,5 +65,76 @@ async def test_prompt_carries_definitions_from_other_files_and_open_neighbours(f
             await client.text_document_inline_completion_async(
                 inline_params((tmp_path / ".env").as_uri(), 0, 5, invoked=True))
         assert "E4007" in str(err.value)
+    finally:
+        await stop_client(client)
+
+
+UTILS = '''\
+"""Helpers of the shop."""
+
+
+def parse_money(text: str, *, currency: str = "EUR") -> int:
+    """Cents from a price as users type it."""
+    return int(round(float(text) * 100))
+'''
+
+CART = '''\
+from .utils import parse_money
+
+
+def total(lines):
+    cents = 0
+    for price in lines:
+        cents += 
+    return cents
+'''
+
+
+@pytest.mark.timeout(60)
+async def test_the_first_request_after_didopen_carries_a_signature_from_a_workspace_module(fake, tmp_path):
+    """No time box at all: jedi has resolved nothing yet, the signature is read from the sibling module's text."""
+    pkg = tmp_path / "shop"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "utils.py").write_text(UTILS)
+    cart = pkg / "cart.py"
+    cart.write_text(CART)
+    client = await start_client(fake, root=tmp_path, env={"HAPA_CONTEXT_FACTS_TIME_BUDGET_MS": "0"})
+    try:
+        fake.queue("parse_money(price)\n")
+        open_doc(client, cart.as_uri(), CART)
+        result = await client.text_document_inline_completion_async(inline_params(cart.as_uri(), 6, 17, invoked=True))
+        assert result is not None and result.items[0].insert_text == "parse_money(price)"
+        prompt = fake.requests[-1].json["prompt"]
+        assert "<|file_sep|>shop/utils.py\ndef parse_money(text: str, *, currency: str = \"EUR\") -> int:\n" \
+               '    """Cents from a price as users type it."""' in prompt, prompt
+    finally:
+        await stop_client(client)
+
+
+@pytest.mark.timeout(60)
+async def test_a_function_just_added_in_another_file_is_in_the_next_prompt(fake, tmp_path):
+    """Recently edited code: the user adds a function to utils.py, then types in cart.py."""
+    pkg = tmp_path / "shop"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    utils = pkg / "utils.py"
+    utils.write_text(UTILS)
+    cart = pkg / "cart.py"
+    cart.write_text(CART)
+    # No neighbour snippets: the open utils.py must reach the prompt as the edit, not as a similar snippet.
+    client = await start_client(fake, root=tmp_path, env={"HAPA_CONTEXT_FACTS_TIME_BUDGET_MS": "0",
+                                                          "HAPA_CONTEXT_NEIGHBOUR_SNIPPETS": "0"})
+    try:
+        open_doc(client, utils.as_uri(), UTILS)
+        open_doc(client, cart.as_uri(), CART)
+        added = "\n\ndef with_vat(cents: int, rate: float = 0.2) -> int:\n    return round(cents * (1 + rate))\n"
+        type_text(client, utils.as_uri(), 7, 0, added, version=2)
+        fake.queue("with_vat(parse_money(price))\n")
+        result = await client.text_document_inline_completion_async(inline_params(cart.as_uri(), 6, 17, invoked=True))
+        assert result is not None and result.items[0].insert_text == "with_vat(parse_money(price))"
+        prompt = fake.requests[-1].json["prompt"]
+        assert "def with_vat(cents: int, rate: float = 0.2) -> int:\n    return round(cents * (1 + rate))" in prompt
+        assert prompt.index("def with_vat") < prompt.index("<|file_sep|>shop/cart.py")
     finally:
         await stop_client(client)
