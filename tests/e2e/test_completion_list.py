@@ -21,8 +21,9 @@ def completion_params(uri: str, line: int, character: int, invoked: bool = False
                                   position=types.Position(line, character), context=ctx)
 
 
-async def complete_when_jedi_ready(client, params, deadline_s: float = 10.0):
-    """Ask again while the list is incomplete (jedi still warming up), as an editor does while typing."""
+async def complete_when_jedi_ready(client, params, deadline_s: float = 30.0):
+    """Ask again while the list is incomplete (jedi still warming up), as an editor does while typing (a cold jedi
+    on two busy cores takes 10+ s for its first `os.path` completion)."""
     deadline = time.monotonic() + deadline_s
     while True:
         result = await client.text_document_completion_async(params)
