@@ -55,6 +55,8 @@ class _History:
     @property
     def history(self) -> EditHistory:
         if self._history is None:
+            # deferred: next_edit.history loads the prompt formats, not imported before initialize
+            # (tests/unit/test_startup.py)
             from hapa_lsp.next_edit.history import EditHistory
 
             self._history = EditHistory()
@@ -143,6 +145,7 @@ def _history(ls: HapaServer) -> _History:
 def _engine(ls: HapaServer) -> NextEditEngine:
     eng = ls.feature_state.get(_STATE + ".engine")
     if eng is None:
+        # deferred: the next-edit engine imports the cache and the upstream path (tests/unit/test_startup.py)
         from hapa_lsp.next_edit.engine import NextEditEngine
 
         eng = NextEditEngine(ls.settings, ls.upstream, _history(ls).history, model_gate=ls.typing_gate,
