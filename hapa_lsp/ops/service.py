@@ -159,7 +159,8 @@ class Ops:
         s = ls.settings.sidecar
         if not s.enabled:
             return
-        from hapa_lsp.ops.sidecar import Sidecar  # aiohttp: only when the sidecar is on
+        # deferred: not imported before initialize (tests/unit/test_startup.py); aiohttp only when the sidecar is on
+        from hapa_lsp.ops.sidecar import Sidecar
 
         self.sidecar = Sidecar(self)
         url = await self.sidecar.start()
