@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from typing import Any
 
 from cachetools import TTLCache
@@ -23,8 +24,6 @@ class ResponseCache:
     """Named TTL+LRU regions (``completions``, ``code_generation``, ...) with hit/miss counts."""
 
     def __init__(self, ttl: float = 1800.0, maxsize: int = 1000, timer: Any = None):
-        import time
-
         self._timer = timer or time.monotonic
         self.ttl = ttl
         self.maxsize = maxsize

@@ -32,6 +32,7 @@ _IMPORT_LOCK = threading.Lock()
 def load_redis() -> Any:
     """redis.asyncio, imported once under a lock (the startup warm-up imports it in a worker thread)."""
     with _IMPORT_LOCK:
+        # deferred: optional, only with hapa.redis.url; every import goes through this lock
         import redis.asyncio
         import redis.asyncio.retry
         import redis.backoff

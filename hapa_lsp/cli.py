@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 from typing import Any
 
+from hapa_lsp import __version__, errors, log
 from hapa_lsp.log import public_url
 
 
@@ -28,8 +31,6 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     ``full=False`` leaves out the subcommands whose modules are slow to import; the server's own
     start (no subcommand) uses it, because editors wait for that process to answer initialize.
     """
-    from hapa_lsp import __version__
-
     p = argparse.ArgumentParser(prog="hapa-lsp", description="AI coding assistant as a Language Server.")
     p.add_argument("--version", action="version", version=f"hapa-lsp {__version__}")
     t = p.add_mutually_exclusive_group()
@@ -44,6 +45,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     d.add_argument("--settings", default=None, help="a JSON file with settings as an editor would send them")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     if full:
+        # deferred: these modules import the config, context and generation stacks (tests/unit/test_startup.py)
         from hapa_lsp.cli_context import add_parser as add_context_parser
 
         add_context_parser(sub)
@@ -56,10 +58,6 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
 def _configure_logging(args: argparse.Namespace) -> None:
     """Logging from the flags and the environment only: the settings tree is loaded after the
     initialize response, and logging is reconfigured then if the settings say otherwise."""
-    import os
-
-    from hapa_lsp import log
-
     env = os.environ
     level = args.log_level or env.get("HAPA_LOGGING_LEVEL") or env.get("LOG_LEVEL") or "INFO"
     file = args.log_file if args.log_file is not None else env.get("HAPA_LOGGING_FILE", "")
@@ -78,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         return doctor(args)
     if args.command == "generate":
+        # deferred: only this subcommand needs it (tests/unit/test_startup.py)
         from hapa_lsp.cli_generate import cli_run as generate_cli
 
         return generate_cli(args)
     if args.command == "context":
+        # deferred: only this subcommand needs it (tests/unit/test_startup.py)
         from hapa_lsp.cli_context import run as context_report
 
         return context_report(args)
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     # Helper threads (warm-up imports after initialize, SQLite writes) hold the GIL for up to the switch
     # interval while the event loop waits to answer a keystroke: 1 ms instead of CPython's 5 ms.
     sys.setswitchinterval(0.001)
+    # deferred: the subcommands never load the server and its features
     from hapa_lsp.server import create_server
 
     server = create_server()
@@ -103,11 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def doctor(args: argparse.Namespace) -> int:
     """Print the effective configuration (secrets masked), probe the model server, one line per problem."""
-    import asyncio
-    import os
-
+    # deferred: this module is part of the server's start-up, these are not (tests/unit/test_startup.py)
     from hapa_lsp import config
     from hapa_lsp.backends import create_backend, make_client
+    from hapa_lsp.prompts import TEMPLATES, family_for
 
     init: Any = None
     if args.settings:
@@ -121,9 +121,6 @@ def doctor(args: argparse.Namespace) -> int:
     lines = [p.message for p in problems]
     b = settings.backend
     endpoint = public_url(b.endpoint)  # the report is pasted into issues: never the URL's password
-
-    from hapa_lsp.prompts import TEMPLATES, family_for
-
     family = family_for(b.completion_model, b.fim_template)
 
     async def probe():
@@ -181,8 +178,6 @@ def _fim_advice(b: Any, fim: dict[str, Any] | None) -> tuple[dict[str, Any] | No
     setting gets it. A mismatch is a problem: every inline completion would come back empty."""
     if fim is None:
         return None, ""
-    from hapa_lsp import errors
-
     current = "native" if b.fim_mode == "native" else "template"
     works = [m for m in ("template", "native") if fim[m] == "honoured"]
     advice = ""

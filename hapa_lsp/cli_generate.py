@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
 from typing import Any
 
-from hapa_lsp import errors
+from hapa_lsp import config, errors, history
 from hapa_lsp.config import Settings
-from hapa_lsp.generation import (EXPLANATION_STYLES, OUTPUT_STRUCTURES, SKILL_LEVELS, Generation, GenerationRejected,
-                                 Profile, GenerationRequest, generate)
+from hapa_lsp.generation import (
+    EXPLANATION_STYLES,
+    OUTPUT_STRUCTURES,
+    SKILL_LEVELS,
+    Generation,
+    GenerationRejected,
+    GenerationRequest,
+    Profile,
+    generate,
+)
+from hapa_lsp.store import Store
 
 
 def add_parser(sub: Any) -> None:
@@ -30,11 +42,8 @@ def cli_run(args: Any) -> int:
     """Run ``hapa-lsp generate``: code on stdout, explanation and errors on stderr; exit 1 on failure.
 
     With ``--json`` stdout always holds one JSON object, ``status`` "success" or "error" (then with ``code``)."""
-    import json
-    import os
-    import sys
-
-    from hapa_lsp import config
+    # deferred: the upstream path (httpx, backends, cache) is only for a generate run; build_parser(full=True) imports
+    # this module for every --help and for `hapa-lsp context` too
     from hapa_lsp.upstream import Upstream
 
     settings, problems = config.load(environ=os.environ)
@@ -107,9 +116,6 @@ def _failure(exc: errors.HapaError, gen: Generation | None, ms: float) -> dict[s
 def _cli_record(settings: Settings, req: GenerationRequest, status: str, gen: Generation | None, t0: float,
                 incident_id: str | None) -> None:
     """Keep the CLI's generation in the history too; a database problem only costs the history row."""
-    from hapa_lsp import history
-    from hapa_lsp.store import Store
-
     try:
         store = Store(settings.storage.path).open()
         try:

@@ -16,9 +16,16 @@ from typing import Any
 import attrs
 import cattrs
 
+from hapa_lsp.errors import CATALOG
 from hapa_lsp.log import public_url, redact_text
+from hapa_lsp.ops.ratelimit import BUILTIN_RULES
 from hapa_lsp.ops.sidecar import is_loopback
-from hapa_lsp.stream import DEFAULT_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES
+from hapa_lsp.store import default_path
+from hapa_lsp.stream import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_MAX_MESSAGE_BYTES,
+    MIN_MAX_MESSAGE_BYTES,
+)
 
 SECTION = "hapa"
 
@@ -212,8 +219,6 @@ class StorageSettings:
 
 
 def _default_store_path() -> str:
-    from hapa_lsp.store import default_path
-
     return default_path()
 
 
@@ -227,8 +232,6 @@ def _rates_valid(_: Any, __: Any, value: dict[str, str]) -> None:
 
 
 def _builtin_rate_rules() -> dict[str, str]:
-    from hapa_lsp.ops.ratelimit import BUILTIN_RULES
-
     return dict(BUILTIN_RULES)
 
 
@@ -404,8 +407,6 @@ class ConfigProblem:
     @property
     def message(self) -> str:
         """One line for the user: code, field, reason and the fix."""
-        from hapa_lsp.errors import CATALOG
-
         ignored = self.reason == UNKNOWN or self.code != "E4009"
         tail = "it is ignored" if ignored else "using the default until it is fixed"
         return f"{self.code} {CATALOG[self.code].title}: {self.path} ({self.source}) {self.reason}; {tail}."

@@ -134,6 +134,7 @@ class Engine:
     def prepare(self) -> None:
         """Build what the first model call needs, in a worker thread after ``initialized``: the pooled HTTP client
         and the modules of the path. The first keystroke then pays nothing extra."""
+        # deferred on purpose: warm-up imports, in a worker thread after initialize
         import anyio._backends._asyncio  # noqa: F401  # httpcore imports it on the first connection (~20 ms)
         import h11  # noqa: F401
         import httpx_sse  # noqa: F401

@@ -22,9 +22,17 @@ import os
 import pickle
 import struct
 import sys
+import tempfile
 import time
 import traceback
 from typing import Any, Callable
+
+import jedi
+import parso.cache as pc
+import platformdirs
+
+# At import, before main() drops the working directory from sys.path.
+from hapa_lsp.context.jedi_facts import resolve_batch
 
 _HEAD = struct.Struct(">I")
 #: Errors a damaged pickle raises on load (truncated, garbage, written by another parso version).
@@ -37,8 +45,6 @@ def cache_directory() -> str:
     explicit = os.environ.get("HAPA_JEDI_CACHE_DIR")
     if explicit:
         return explicit
-    import platformdirs
-
     return os.path.join(platformdirs.user_cache_dir("hapa-lsp", appauthor=False), "jedi")
 
 
@@ -48,11 +54,6 @@ def use_own_cache(directory: str | None = None) -> str:
     parso has no public hook for either; these are the two functions its cache goes through
     (``tests/unit/test_jedi_worker.py`` guards that they exist and are used).
     """
-    import tempfile
-
-    import jedi
-    import parso.cache as pc
-
     directory = directory or cache_directory()
     jedi.settings.cache_directory = directory
     _sweep_parts(directory)
@@ -121,7 +122,7 @@ def rss_mb() -> float:
     except (OSError, ValueError, IndexError, AttributeError):
         pass
     try:
-        import resource
+        import resource  # local: POSIX only (the ImportError below is the fallback)
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # peak: kB on Linux, bytes on macOS
         return peak / (1048576 if sys.platform == "darwin" else 1024)
@@ -143,8 +144,6 @@ class Jedi:
         third Python process (~30 MB) for nothing. A virtualenv named by VIRTUAL_ENV/CONDA_PREFIX keeps it.
         """
         if self._env is None:
-            import jedi
-
             env = jedi.get_default_environment()
             if os.path.normcase(os.path.abspath(getattr(env, "path", ""))) == os.path.normcase(
                     os.path.abspath(sys.prefix)):
@@ -157,22 +156,16 @@ class Jedi:
             return None
         p = self._projects.get(root)
         if p is None:
-            import jedi
-
             p = self._projects[root] = jedi.Project(root)
         return p
 
     def warm(self) -> None:
-        """Import jedi and load parso's grammar, so that the first real request is not slow."""
-        import jedi
-
+        """Load parso's grammar, so that the first real request is not slow."""
         jedi.Script("x = 1\n", environment=self.environment()).get_names()
 
     def complete(self, source: str, path: str, root: str | None, line: int, column: int, limit: int
                  ) -> list[tuple[str, str, str, int]]:
         """jedi completions at a 0-based line and code-point column: (name, type, description, chars typed)."""
-        import jedi
-
         script = jedi.Script(code=source, path=path or None, project=self.project(root),
                              environment=self.environment())
         out = []
@@ -185,8 +178,6 @@ class Jedi:
     def facts(self, text: str, path: str, root: str | None, todo: list, far: list, exclude_globs: tuple,
               cap_s: float) -> dict[str, Any]:
         """Resolve uses to facts (``hapa_lsp.context.jedi_facts.resolve_batch``)."""
-        from hapa_lsp.context.jedi_facts import resolve_batch
-
         return resolve_batch(text, path, root, todo, far, exclude_globs, cap_s, project=self.project(root),
                              environment=self.environment())
 
@@ -219,8 +210,6 @@ def main() -> None:
     # The pipe to the server carries frames only: anything printed (by jedi, a plugin, a warning) goes to stderr.
     sys.stdout = sys.stderr
     sys.stdin = open(os.devnull)  # noqa: SIM115 - nothing here may read the request pipe but serve()
-    import hapa_lsp.context.jedi_facts  # noqa: F401 - imported before sys.path loses the working directory
-
     use_own_cache()
 
     # The entry that ``-m`` put first (the server's working directory) is not part of the user's sys.path.

@@ -267,7 +267,7 @@ class _LazyFormatter(logging.Formatter):
 
 
 def _processor_formatter(kind: str) -> logging.Formatter:
-    import structlog
+    import structlog  # deferred: not part of start-up (module docstring, tests/unit/test_startup.py)
 
     renderer = (structlog.processors.JSONRenderer() if kind == "json"
                 else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback))
@@ -279,7 +279,7 @@ def _processor_formatter(kind: str) -> logging.Formatter:
 
 
 def _configure_structlog() -> None:
-    import structlog
+    import structlog  # deferred: not part of start-up (module docstring, tests/unit/test_startup.py)
 
     structlog.configure(
         processors=[
@@ -299,7 +299,7 @@ def _configure_structlog() -> None:
 
 def get_logger(name: str = "hapa_lsp") -> Any:
     """A structlog logger (structlog is imported and configured on the first call)."""
-    import structlog
+    import structlog  # deferred: not part of start-up (module docstring, tests/unit/test_startup.py)
 
     if not _state.get("structlog"):
         _configure_structlog()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from hapa_lsp.context.syntax import open_brackets, parses, region_at
+
 _FENCE = re.compile(r"^\s*```[\w+-]*\s*\n?|\n?\s*```\s*$")
 
 
@@ -212,8 +214,6 @@ def _simple_open(code: str) -> str:
 
 def _open_brackets(code: str, language: str) -> str:
     if language == "python":
-        from hapa_lsp.context.syntax import open_brackets
-
         return open_brackets(code)
     return _simple_open(code)
 
@@ -222,8 +222,6 @@ def close_brackets(text: str, cursor: Cursor) -> str:
     """Close brackets the suggestion leaves open, but only when the code after the cursor does not close them."""
     if not text.strip() or not cursor.prefix:
         return text
-    from hapa_lsp.context.syntax import region_at
-
     reg = region_at(cursor.prefix, cursor.suffix)
     if reg is None:
         return text
@@ -272,8 +270,6 @@ def _cut_points(text: str) -> list[str]:
 
 def fix_syntax(text: str, cursor: Cursor) -> str | None:
     """Python: if the code around the cursor parsed before, cut a suggestion that breaks it (None: drop it)."""
-    from hapa_lsp.context.syntax import parses, region_at
-
     reg = region_at(cursor.prefix, cursor.suffix)
     if reg is None:
         return text

@@ -40,7 +40,7 @@ _IMPORT_LOCK = threading.Lock()
 def load_tenacity() -> Any:
     """tenacity, imported once under a lock (the startup warm-up imports it in a worker thread)."""
     with _IMPORT_LOCK:
-        import tenacity
+        import tenacity  # deferred: every import goes through this lock (the warm-up thread imports it)
 
         return tenacity
 

@@ -28,12 +28,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import FeatureRequestError, JsonRpcException
 from pygls.lsp.server import LanguageServer
 
-from hapa_lsp import __version__, errors, protocol, stream
+from hapa_lsp import __version__, errors, log, protocol, stream
+from hapa_lsp.features import register_all
 from hapa_lsp.log import get_logger
 from hapa_lsp.next_edit.recorder import EditRecorder
+from hapa_lsp.ops.incidents import IncidentLog
 from hapa_lsp.ops.service import Ops
 from hapa_lsp.protocol import HapaProtocol
 
@@ -155,6 +157,7 @@ class HapaServer(LanguageServer):
     def upstream(self) -> Upstream:
         """The model backend, response cache and call accounting, shared by the engine and the generations."""
         if self._upstream is None:
+            # deferred: not imported before initialize (tests/unit/test_startup.py)
             from hapa_lsp.upstream import Upstream
 
             self._upstream = Upstream(self.settings)
@@ -164,6 +167,7 @@ class HapaServer(LanguageServer):
     def engine(self) -> Engine:
         """The suggestion engine (the typing path)."""
         if self._engine is None:
+            # deferred: not imported before initialize (tests/unit/test_startup.py)
             from hapa_lsp.engine import Engine
 
             self._engine = Engine(self.settings, self.upstream, workspace=self._open_workspace,
@@ -209,6 +213,7 @@ class HapaServer(LanguageServer):
         path = self.settings.storage.path
         with self._store_lock:
             if self._store is None or self._store.path != path:
+                # deferred: not imported before initialize (tests/unit/test_startup.py)
                 from hapa_lsp.store import Store
 
                 old, self._store = self._store, Store(path)
@@ -220,6 +225,7 @@ class HapaServer(LanguageServer):
     def jedi(self) -> JediRunner:
         """The jedi worker."""
         if self._jedi is None:
+            # deferred: not imported before initialize (tests/unit/test_startup.py)
             from hapa_lsp.jedi_client import JediRunner
 
             self._jedi = JediRunner(max_memory_mb=self.settings.context.jedi_worker_max_mb)
@@ -230,6 +236,7 @@ class HapaServer(LanguageServer):
     def settings(self) -> Settings:
         """The effective settings (defaults until the layers have been applied)."""
         if self._settings is None:
+            # deferred: not imported before initialize (tests/unit/test_startup.py)
             from hapa_lsp.config import Settings
 
             self._settings = Settings()
@@ -242,7 +249,8 @@ class HapaServer(LanguageServer):
     def apply_settings(self, *, init_options: Any = None, workspace: Any = None, environ: Any = None) -> list[
             ConfigProblem]:
         """Re-merge every layer, apply the result, and report what was wrong (once per change)."""
-        from hapa_lsp import config, log
+        # deferred: not imported before initialize (tests/unit/test_startup.py)
+        from hapa_lsp import config
 
         if init_options is not None:
             self.init_options = init_options
@@ -308,8 +316,6 @@ class HapaServer(LanguageServer):
     def incident_log(self):
         """The persistent incident log (hapa_lsp.ops.incidents) over ``store``."""
         if self._incident_log is None:
-            from hapa_lsp.ops.incidents import IncidentLog
-
             self._incident_log = IncidentLog(lambda: self.store, lambda: self.settings.incidents.retention_days)
         return self._incident_log
 
@@ -317,6 +323,7 @@ class HapaServer(LanguageServer):
     def rate_limiter(self):
         """Per-feature rate limits (hapa_lsp.ops.ratelimit), following ``hapa.rateLimits``."""
         if self._rate_limiter is None:
+            # deferred: not imported before initialize (tests/unit/test_startup.py)
             from hapa_lsp.ops.ratelimit import RateLimiter
 
             self._rate_limiter = RateLimiter(lambda: self.settings.rate_limits)
@@ -431,8 +438,6 @@ class HapaServer(LanguageServer):
 
     def report_server_error(self, error: Exception, source: Any):
         """Out-of-band errors (unparsable messages, failing notification handlers): coded, and not a flood."""
-        from pygls.exceptions import FeatureRequestError
-
         if source == FeatureRequestError:
             return
         err = (errors.InvalidInput if isinstance(error, (JsonRpcException, ValueError)) else errors.InternalError)(
@@ -446,8 +451,6 @@ class HapaServer(LanguageServer):
 
 def create_server() -> HapaServer:
     """A server with every feature registered."""
-    from hapa_lsp.features import register_all
-
     server = HapaServer()
     register_all(server)
     return server

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import platformdirs
+
 from hapa_lsp import errors
 
 # Each entry migrates the schema from version i to i+1; never edit a released entry, append a new one.
@@ -72,8 +74,6 @@ MIGRATIONS: list[str] = [
 
 def default_path() -> str:
     """``hapa.db`` under the user's data directory (platformdirs)."""
-    import platformdirs
-
     return os.path.join(platformdirs.user_data_dir("hapa-lsp", appauthor=False), "hapa.db")
 
 

@@ -8,18 +8,20 @@ closes the response, which closes the upstream connection.
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from hapa_lsp import errors
 from hapa_lsp.log import public_url, redact_text, url_credentials
 
 if TYPE_CHECKING:
-    import httpx
-
     from hapa_lsp.config import BackendSettings
     from hapa_lsp.prompts import ChatMessage, FimPrompt
 
@@ -54,8 +56,6 @@ class ProbeResult:
 
 def make_client(settings: BackendSettings) -> httpx.AsyncClient:
     """The one pooled keep-alive client, with explicit timeouts."""
-    import httpx
-
     timeout = httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout)
     limits = httpx.Limits(max_connections=settings.max_connections,
                           max_keepalive_connections=settings.max_connections, keepalive_expiry=60.0)
@@ -109,8 +109,6 @@ class Backend:
     @asynccontextmanager
     async def _stream(self, path: str, payload: dict[str, Any], timeout: float | None = None):
         """POST ``payload`` and yield the open response; map every failure to the catalog."""
-        import httpx
-
         url = path if path.startswith(("http://", "https://")) else f"{self.base}{path}"
         kwargs: dict[str, Any] = {}
         if timeout is not None:
@@ -135,8 +133,6 @@ class Backend:
             raise errors.ModelUnreachable(f"HTTP error talking to {self.base}: {type(exc).__name__}") from exc
 
     async def _lines(self, resp: httpx.Response) -> AsyncIterator[str]:
-        import httpx
-
         try:
             async for line in resp.aiter_lines():
                 yield line
@@ -165,10 +161,6 @@ class Backend:
         raise NotImplementedError
 
     async def _probe_get(self, path: str, parse: Callable[[Any], list[str]], models: tuple[str, ...]) -> ProbeResult:
-        import time
-
-        import httpx
-
         t0 = time.perf_counter()
         try:
             resp = await self.client.get(f"{self.base}{path}", headers=self._headers(),
@@ -199,9 +191,6 @@ def _parse_retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        import email.utils
-        import time
-
         try:
             when = email.utils.parsedate_to_datetime(value).timestamp()
         except (TypeError, ValueError):
@@ -233,6 +222,7 @@ def _redact(text: str, secret: str) -> str:
 
 def create_backend(settings: BackendSettings, client: httpx.AsyncClient) -> Backend:
     """The backend for ``settings.kind``."""
+    # local: import cycle with the backend modules (each subclasses Backend from this package)
     if settings.kind == "openai":
         from hapa_lsp.backends.openai import OpenAIBackend
 

@@ -25,9 +25,12 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from hapa_lsp import errors
 from hapa_lsp.backends import ProbeResult, Usage, _loads, read_timings
 from hapa_lsp.backends.openai import OpenAIBackend
+from hapa_lsp.log import get_logger
 
 if TYPE_CHECKING:
     from hapa_lsp.prompts import ContextFile, FimPrompt
@@ -150,8 +153,6 @@ class LlamaCppBackend(OpenAIBackend):
         self._warming = asyncio.ensure_future(self._warm(payload))
 
     async def _warm(self, payload: dict[str, Any]) -> None:
-        from hapa_lsp.log import get_logger
-
         try:
             async with self._stream(self._root("/infill"), payload, self.settings.inline_timeout) as resp:
                 await resp.aread()
@@ -171,8 +172,6 @@ class LlamaCppBackend(OpenAIBackend):
         result = await super().probe(models)
         if not result.ok:
             return result
-        import httpx
-
         try:
             resp = await self.client.post(self._root("/infill"), headers=self._headers(),
                                           json={"input_prefix": "", "input_suffix": "", "n_predict": 0,

@@ -6,8 +6,10 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
+from pygls.uris import to_fs_path
 
-from hapa_lsp.documents import doc_key
+from hapa_lsp.documents import doc_key, find_open, fs_path, name_of
+from hapa_lsp.features.common import language_of
 from hapa_lsp.log import get_logger, register_secrets_in
 from hapa_lsp.protocol import client_supports, install_fast_documents
 
@@ -52,12 +54,8 @@ def register(server: HapaServer) -> None:
         install_fast_documents(ls.workspace)  # pygls creates the workspace just before calling this handler
         folders = params.workspace_folders or []
         if folders:
-            from pygls.uris import to_fs_path
-
             ls.root_path = to_fs_path(folders[0].uri)
         elif params.root_uri:
-            from pygls.uris import to_fs_path
-
             ls.root_path = to_fs_path(params.root_uri)
         # Settings are applied in `initialized`: building and validating the tree is not worth
         # keeping the editor waiting for the initialize response.
@@ -94,9 +92,6 @@ def register(server: HapaServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: HapaServer, params: types.DidOpenTextDocumentParams) -> None:
-        from hapa_lsp.documents import find_open, fs_path, name_of
-        from hapa_lsp.features.common import language_of
-
         doc = find_open(ls.workspace, params.text_document.uri)
         if doc is not None:
             ls.engine.did_open(doc_key(doc.uri), name_of(doc), language_of(doc), doc.source,
@@ -108,8 +103,6 @@ def register(server: HapaServer) -> None:
     def did_change(ls: HapaServer, params: types.DidChangeTextDocumentParams) -> None:
         ls.engine.did_change(doc_key(params.text_document.uri), params.content_changes)
         if ls.document_observers:
-            from hapa_lsp.documents import find_open
-
             doc = find_open(ls.workspace, params.text_document.uri)
             if doc is not None:
                 for obs in ls.document_observers:
@@ -139,6 +132,8 @@ async def _warm_up(ls: HapaServer) -> None:
 
 
 def _import_typing_path() -> None:
+    # deferred on purpose: this warm-up imports, in a worker thread after initialize, what start-up must not
+    # (tests/unit/test_startup.py)
     import httpx  # noqa: F401
     import structlog  # noqa: F401
 

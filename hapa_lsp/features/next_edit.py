@@ -40,6 +40,7 @@ _NOTHING: dict[str, Any] = {"edits": []}
 def _engine(ls: HapaServer) -> NextEditEngine:
     eng = ls.feature_state.get(_STATE + ".engine")
     if eng is None:
+        # deferred: the next-edit engine imports the cache and the upstream path (tests/unit/test_startup.py)
         from hapa_lsp.next_edit.engine import NextEditEngine
 
         eng = NextEditEngine(ls.settings, ls.upstream, ls.edits.history, model_gate=ls.typing_gate,

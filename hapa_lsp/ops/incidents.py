@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import re
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from hapa_lsp import errors
-from hapa_lsp.log import get_logger
+from hapa_lsp.log import get_logger, redact_text
 
 if TYPE_CHECKING:
     from hapa_lsp.store import Store
@@ -76,8 +77,6 @@ class IncidentLog:
 
     def record(self, err: errors.HapaError, method: str) -> None:
         """Store the incident without blocking the caller (the write happens on the incident thread)."""
-        from hapa_lsp.log import redact_text
-
         op = operation_of(err, method)
         self._open_ops.add(op)
         self.recorded += 1
@@ -204,8 +203,6 @@ class IncidentLog:
 
     def get(self, incident_id: str) -> dict[str, Any]:
         """One incident by id; E4001 for a malformed id or one that is not (or no longer) stored."""
-        import re
-
         if not isinstance(incident_id, str) or not re.fullmatch(r"INC-\d{8}-[0-9A-F]{8}", incident_id):
             raise errors.InvalidInput(f"expected an incident id like INC-20250101-0A1B2C3D, got {incident_id!r}", field="incident_id")
         rows = self._store().execute("SELECT incident_id, error_code, method, model, detail, operation, status, "

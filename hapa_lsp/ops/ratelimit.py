@@ -38,6 +38,7 @@ _IMPORT_LOCK = threading.Lock()
 def load_limits() -> Any:
     """The `limits` package, imported once: two threads importing it at the same time can break its import."""
     with _IMPORT_LOCK:
+        # deferred: `import limits` costs 50-130 ms and config imports this module; every import goes through this lock
         import limits
         import limits.storage
         import limits.strategies

@@ -17,6 +17,7 @@ The ops commands themselves (``hapa.health``, ``hapa.cache.clear``, ...) are han
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ class Ops:
     def telemetry(self) -> Telemetry:
         """The metrics registry and analytics (all zero while metrics are off)."""
         if self._telemetry is None:
+            # deferred: telemetry imports prometheus_client, not imported before initialize (tests/unit/test_startup.py)
             from hapa_lsp.ops.telemetry import Telemetry
 
             self._telemetry = Telemetry()
@@ -157,7 +159,8 @@ class Ops:
         s = ls.settings.sidecar
         if not s.enabled:
             return
-        from hapa_lsp.ops.sidecar import Sidecar  # aiohttp: only when the sidecar is on
+        # deferred: not imported before initialize (tests/unit/test_startup.py); aiohttp only when the sidecar is on
+        from hapa_lsp.ops.sidecar import Sidecar
 
         self.sidecar = Sidecar(self)
         url = await self.sidecar.start()
@@ -265,8 +268,8 @@ class Ops:
 
 
 def _warm_imports(settings: Any) -> None:
-    import importlib
-
+    # deferred on purpose: this warm-up thread imports, after initialize, what start-up must not
+    # (tests/unit/test_startup.py).
     # The lazily imported ones go through their modules' loaders, which hold a lock: a keystroke that needs
     # one while this thread imports it waits for the import instead of seeing a half-initialised package.
     from hapa_lsp.cache_redis import load_redis

@@ -17,12 +17,15 @@ import ipaddress
 import json
 import time
 from collections.abc import Callable
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from hapa_lsp import errors
 from hapa_lsp.log import get_logger
 
+# aiohttp is imported where it is used (deferred): config imports this module for is_loopback on every start,
+# and aiohttp is needed only once the sidecar runs (hapa.sidecar.enabled).
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -88,7 +91,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    from aiohttp import web
+    from aiohttp import web  # deferred: see the note above TYPE_CHECKING
 
     return web.Response(text=json.dumps(data, separators=(",", ":")), status=status,
                         content_type="application/json", headers=headers)
@@ -161,7 +164,7 @@ class Sidecar:
 
     async def start(self) -> str | None:
         """Bind and serve; returns the URL, or None when the settings forbid starting (logged and shown)."""
-        from aiohttp import web
+        from aiohttp import web  # deferred: see the note above TYPE_CHECKING
 
         log = get_logger("hapa_lsp.ops.sidecar")
         s = self.ops.ls.settings.sidecar
@@ -284,7 +287,7 @@ class Sidecar:
     # ---- endpoints ------------------------------------------------------------------------------------------
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus text exposition."""
-        from aiohttp import web
+        from aiohttp import web  # deferred: see the note above TYPE_CHECKING
 
         body = self.ops.metrics_text()
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
@@ -316,11 +319,9 @@ class Sidecar:
 
     async def dashboard(self, request: web.Request) -> web.Response:
         """The self-contained HTML dashboard."""
-        from aiohttp import web
+        from aiohttp import web  # deferred: see the note above TYPE_CHECKING
 
         if self._page is None:
-            from importlib.resources import files
-
             self._page = files("hapa_lsp.ops").joinpath("dashboard.html").read_bytes()
         return web.Response(body=self._page, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store",

@@ -11,6 +11,15 @@ import time
 from collections import deque
 from typing import Any
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ACCEPT_COMMAND = "hapa.didAcceptCompletion"
@@ -28,8 +37,6 @@ class Telemetry:
     """The metrics registry plus the in-memory figures behind /analytics/performance."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-
         disable_created_metrics()  # the *_created series double the scrape size and nobody graphs them
         r = self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter("hapa_requests", "LSP requests and commands handled, by method and outcome.",
@@ -156,8 +163,6 @@ class Telemetry:
     # ---- outputs ------------------------------------------------------------------------------------------
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
-        from prometheus_client import generate_latest
-
         return generate_latest(self.registry)
 
     @property
