@@ -29,9 +29,9 @@ from typing import Any, Callable
 
 import jedi
 import parso.cache as pc
-import platformdirs
 
 # At import, before main() drops the working directory from sys.path.
+from hapa_lsp.cache_dirs import jedi_cache_directory
 from hapa_lsp.context.jedi_facts import resolve_batch
 
 _HEAD = struct.Struct(">I")
@@ -40,12 +40,7 @@ _CORRUPT = (EOFError, pickle.UnpicklingError, AttributeError, ImportError, Index
             MemoryError)
 
 
-def cache_directory() -> str:
-    """hapa-lsp's own jedi/parso cache directory (``HAPA_JEDI_CACHE_DIR`` or ``<user cache>/hapa-lsp/jedi``)."""
-    explicit = os.environ.get("HAPA_JEDI_CACHE_DIR")
-    if explicit:
-        return explicit
-    return os.path.join(platformdirs.user_cache_dir("hapa-lsp", appauthor=False), "jedi")
+cache_directory = jedi_cache_directory  # the name the worker and its tests use
 
 
 def use_own_cache(directory: str | None = None) -> str:

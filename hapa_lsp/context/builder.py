@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from hapa_lsp.cache_dirs import facts_cache_directory
 from hapa_lsp.context import CursorText, Window, budget_window, is_excluded, split_at
 from hapa_lsp.context.facts import Fact, FactsEngine, Use, Uses, find_uses, imports_of
 from hapa_lsp.context.facts_store import FactsStore
@@ -29,7 +30,6 @@ from hapa_lsp.context.neighbours import NeighbourIndex, Snippet
 from hapa_lsp.context.static_facts import StaticFacts
 from hapa_lsp.context.syntax import Decision, decide
 from hapa_lsp.context.tokens import CounterLoader, TokenCounter
-from hapa_lsp.jedi_worker import cache_directory
 from hapa_lsp.prompts import ContextFile, FimPrompt, build_fim_prompt
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ class ContextEngine:
         # jedi's facts of imported names kept between sessions ("default": under hapa-lsp's jedi cache directory;
         # None: none, e.g. a benchmark measuring a never-opened project).
         if facts_store == "default":
-            facts_store = FactsStore(os.path.join(cache_directory(), "facts-v1")) if runner is not None else None
+            facts_store = FactsStore(facts_cache_directory()) if runner is not None else None
         self.facts_store = facts_store
         self.facts = FactsEngine(runner, exclude_globs=tuple(ctx.exclude_globs), store=facts_store)
         self.static = StaticFacts(tuple(ctx.exclude_globs))

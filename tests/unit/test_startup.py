@@ -36,3 +36,11 @@ def test_the_server_uses_fast_documents():
     ws.put_text_document(__import__("lsprotocol.types", fromlist=["x"]).TextDocumentItem(
         uri="file:///a.py", language_id="python", version=1, text="x = 1\n"))
     assert isinstance(ws.get_text_document("file:///a.py"), FastTextDocument)
+
+
+def test_the_typing_path_never_imports_jedi_in_the_server_process():
+    """jedi runs in its worker process: the server's own process must not pay its import (time and memory)."""
+    code = ("import sys, json\nimport hapa_lsp.engine, hapa_lsp.context.builder, hapa_lsp.jedi_client\n"
+            "print(json.dumps([m for m in ('jedi', 'parso') if m in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout) == []
