@@ -30,6 +30,8 @@ from hapa_lsp.context.neighbours import NeighbourIndex, Snippet
 from hapa_lsp.context.static_facts import StaticFacts
 from hapa_lsp.context.syntax import Decision, decide
 from hapa_lsp.context.tokens import CounterLoader, TokenCounter
+from hapa_lsp.documents import doc_key, name_of
+from hapa_lsp.jedi_client import JediError
 from hapa_lsp.prompts import ContextFile, FimPrompt, build_fim_prompt
 
 if TYPE_CHECKING:
@@ -297,8 +299,6 @@ class ContextEngine:
             await self.facts.warm_document(uri, path if on_disk else "", self.root, text, wanted)
         if self.settings.completion.jedi and wanted():
             # A completion on the document itself: parses it and loads what completing needs (builtins).
-            from hapa_lsp.jedi_client import JediError
-
             try:
                 await self.runner.run("complete", text, path if on_disk else "", self.root, 0, 0, 1, timeout=60.0,
                                       still_wanted=wanted, background=True)

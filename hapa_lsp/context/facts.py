@@ -12,6 +12,7 @@ working on the latest text).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import OrderedDict
 from typing import Any, Callable
@@ -19,6 +20,8 @@ from typing import Any, Callable
 from hapa_lsp.context.facts_store import FactsStore
 from hapa_lsp.context.jedi_facts import module_excluded, render, resolve_batch
 from hapa_lsp.context.uses import Fact, Use, Uses, class_outline, find_uses, imports_of
+from hapa_lsp.jedi_client import JediError
+from hapa_lsp.log import get_logger
 
 __all__ = ["JOB_CAP_S", "Fact", "FactsEngine", "Use", "Uses", "class_outline", "find_uses", "imports_of",
            "module_excluded", "render", "resolve_batch"]
@@ -139,8 +142,6 @@ class FactsEngine:
                          OPEN_JOB_CAP_S if key[1] == "open" else JOB_CAP_S)
 
     async def _job(self, key: tuple[str, str], still_wanted: Callable[[], bool]) -> None:
-        from hapa_lsp.jedi_client import JediError
-
         try:
             out = await self.runner.submit(lambda: self._prepare(key), timeout=JOB_CAP_S + 60.0,
                                            still_wanted=lambda: self._wanted.get(key, still_wanted)(),
@@ -158,8 +159,6 @@ class FactsEngine:
         sig = str(exc).split("\n", 1)[0][:120]
         if sig not in self._failures_seen:
             self._failures_seen.add(sig)
-            from hapa_lsp.log import get_logger
-
             get_logger().warning("jedi failed resolving facts; prompts go without them", error=str(exc)[:2000])
 
     async def warm_document(self, uri: str, path: str, root: str | None, text: str,
@@ -213,8 +212,6 @@ class FactsEngine:
         usage = self._usage.get(uri)
         if not usage:
             return uses
-        import bisect
-
         out = []
         for u in uses:
             rows = usage.get(u.expr) if u.dist >= 1000 else None
@@ -324,8 +321,6 @@ class FactsEngine:
         sig = "store:" + type(exc).__name__
         if sig not in self._failures_seen:
             self._failures_seen.add(sig)
-            from hapa_lsp.log import get_logger
-
             get_logger().warning("the on-disk facts cache failed; facts are resolved again each session",
                                  error=str(exc)[:500], directory=self.store.directory if self.store else "")
 
