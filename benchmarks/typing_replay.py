@@ -10,6 +10,14 @@ of --runs runs.
 
     python benchmarks/typing_replay.py [--runs 3] [--latency 0.15] [--interval 0.03] [--line-pause 0.4]
 
+It also reports how much of each prompt a prefix-caching model server (llama.cpp ``cache_prompt``, vLLM
+prefix caching, Ollama) could reuse: for every prompt the fake model server received, the share of its bytes
+that equals a prefix of the prompt before it (longest common prefix / its length), p50 and p10, over all
+prompts and over consecutive prompts built on the same line. The debounce lets few prompts through while
+the typist never pauses (and a suggestion typed through asks nothing), so --sharing-runs more runs replay
+with the debounce off against a model that answers nothing: every keystroke's prompt is sent, for the
+"one line" figure (target p50 >= 0.90).
+
 Within a line the typist never pauses, so every keystroke aborts the request before it (as it
 must); at the end of each line they pause for --line-pause seconds, which is when a suggestion
 can arrive. With --line-pause 0 only the final request of the replay is ever answered.
@@ -166,9 +174,50 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
+def common_prefix_len(a: bytes, b: bytes) -> int:
+    """Length of the longest common prefix of ``a`` and ``b`` (bisection over slice comparisons: fast in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def cursor_line(prompt: str, original: str, body_offset: int) -> int:
+    """The line of ``original`` the cursor was on when ``prompt`` was built (the typed text is the original's)."""
+    head = prompt.split("<|fim_suffix|>")[0]
+    typed = head[head.rfind("<|fim_prefix|>") + len("<|fim_prefix|>"):][-400:]
+    pos = original.find(typed, max(0, body_offset - 400))
+    return -1 if pos == -1 else original.count("\n", 0, pos + len(typed))
+
+
+def prefix_sharing(prompts: list[str], original: str, body_offset: int) -> tuple[list[float], list[float]]:
+    """(same line, all): for each prompt after the first, the share of its bytes that equals a prefix of the prompt
+    before it (longest common prefix / its length), what a prefix-caching model server need not evaluate again.
+    "Same line": the two prompts were built with the cursor on the same line (typing along one line)."""
+    same: list[float] = []
+    every: list[float] = []
+    prev: bytes | None = None
+    prev_line = -2
+    for text in prompts:
+        data = text.encode("utf-8", "surrogatepass")
+        line = cursor_line(text, original, body_offset)
+        if prev is not None and data:
+            share = common_prefix_len(prev, data) / len(data)
+            every.append(share)
+            if line == prev_line and line != -1:
+                same.append(share)
+        prev, prev_line = data, line
+    return same, every
+
+
 async def replay(path: Path, latency: float, interval: float, mode: str, log_file: str,
-                 line_pause: float = 0.4, extra_env: dict[str, str] | None = None) -> dict:
-    """One run: open the file without the chosen function's body and type the body back."""
+                 line_pause: float = 0.4, extra_env: dict[str, str] | None = None, silent: bool = False) -> dict:
+    """One run: open the file without the chosen function's body and type the body back (``silent``: the model
+    never answers anything, so no keystroke is served by a suggestion typed through and each one asks it)."""
     original = path.read_text()
     lines = original.split("\n")
     b0, b1 = pick_function(original)
@@ -190,7 +239,7 @@ async def replay(path: Path, latency: float, interval: float, mode: str, log_fil
         pos += len(typed)
         return original[pos:original.find("\n", pos)]
 
-    fake.script(answer)
+    fake.script((lambda record: "") if silent else answer)
     env = {**os.environ, "HAPA_BACKEND_ENDPOINT": fake.url, "HAPA_LOGGING_FILE": log_file,
            "HAPA_LOGGING_FORMAT": "json", "HAPA_LOGGING_LEVEL": "INFO", **(extra_env or {})}
     client, init_s = await start([sys.executable, "-m", "hapa_lsp"], env)
@@ -234,6 +283,9 @@ async def replay(path: Path, latency: float, interval: float, mode: str, log_fil
     keystrokes = len(body)
     calls = fake.count("/api/generate")
     aborted = sum(1 for r in fake.requests if r.client_disconnected)
+    # The prompts as the model server received them, in arrival order (one document: all are "the same document").
+    sent = sorted((r for r in fake.requests if r.path == "/api/generate" and r.prompt), key=lambda r: r.started_at)
+    share_line, share_all = prefix_sharing([r.prompt for r in sent], original, body_offset)
     fake.close()
 
     # Per-request server timings from the JSON log (one "inline" line per answered request).
@@ -278,7 +330,18 @@ async def replay(path: Path, latency: float, interval: float, mode: str, log_fil
         "init_ms": init_s * 1000,
         "rss_mb": rss,
         "rss_children_mb": rss_children,
+        "prompts": len(sent),
+        "same_line_pairs": len(share_line),
+        **sharing_figures("line", share_line),
+        **sharing_figures("all", share_all),
     }
+
+
+def sharing_figures(which: str, shares: list[float]) -> dict:
+    """p50, p10, mean, and the share of prompts that reuse less than half of the previous one (a cache miss)."""
+    return {f"share_{which}_p50": pct(shares, 50), f"share_{which}_p10": pct(shares, 10),
+            f"share_{which}_mean": statistics.fmean(shares) if shares else float("nan"),
+            f"share_{which}_misses": sum(x < 0.5 for x in shares) / len(shares) if shares else float("nan")}
 
 
 # ---- --llama-server: prompt tokens a real llama.cpp server evaluates while the user types ----------------------
@@ -467,6 +530,55 @@ async def llama_main(args: argparse.Namespace) -> None:
             server.kill()
 
 
+NO_DEBOUNCE = {"HAPA_COMPLETION_DEBOUNCE_MS": "0", "HAPA_COMPLETION_MAX_DEBOUNCE_MS": "0"}
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Each figure's median over the runs (runs where a figure had no sample, NaN, do not count)."""
+    out = {}
+    for k in runs[0]:
+        vals = [r[k] for r in runs if r[k] == r[k]]
+        out[k] = statistics.median(vals) if vals else float("nan")
+    return out
+
+
+def share(med: dict, which: str) -> str:
+    """A prefix-sharing figure: p50, p10, mean, and how many prompts reused less than half."""
+    return (f"p50 {med[f'share_{which}_p50']:.3f}, p10 {med[f'share_{which}_p10']:.3f}, mean "
+            f"{med[f'share_{which}_mean']:.3f}; {med[f'share_{which}_misses'] * 100:.1f} % below 0.5")
+
+
+async def normal_pass(args: argparse.Namespace, mode: str, label: str, path: Path, extra_env: dict[str, str]
+                      ) -> None:
+    """--runs replays with the server's default settings (plus --env) and their figures."""
+    runs = []
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(await replay(path, args.latency, args.interval, mode,
+                                     os.path.join(tmp, "server.log"), args.line_pause, extra_env))
+    med = median_of(runs)
+    print(f"\n[{mode} request per keystroke] {label}, {med['keystrokes']:.0f} keystrokes")
+    print(f"  upstream calls per keystroke      {med['calls_per_keystroke']:.3f}   (target <= 0.25)")
+    print(f"  upstream requests aborted         {med['aborted']:.0f}")
+    if mode == "inline":
+        print(f"  overhead per inline request p50   {med['overhead_p50_ms']:.2f} ms   (target <= 5)")
+        print(f"  overhead per inline request p99   {med['overhead_p99_ms']:.2f} ms   (target <= 25)")
+        print(f"  in-server overhead p50 (log)      {med['server_overhead_p50_ms']:.2f} ms")
+        print(f"  prompt preparation p50 (log)      {med['prepare_p50_ms']:.2f} ms   (inside the debounce)")
+        print(f"  cache / type-through round trip   {med['cache_rtt_p50_ms']:.2f} ms p50 over "
+              f"{med['reuse_answers']:.0f} answers   (target <= 3)")
+    if mode == "completion":
+        print(f"  lists with jedi's items           {med['lists_with_jedi']:.0f} of {med['lists']:.0f}, "
+              f"round trip p50 {med['jedi_list_p50_ms']:.1f} ms")
+    print(f"  final answer after last keystroke {med['final_after_last_key_ms']:.0f} ms   "
+          f"(target <= {args.latency * 1000 + 100:.0f})")
+    print(f"  RSS at the end                    {med['rss_mb']:.0f} MB   (target <= 100)")
+    print(f"  + its child processes (jedi)      {med['rss_children_mb']:.0f} MB   "
+          f"(total {med['rss_mb'] + med['rss_children_mb']:.0f} MB)")
+    if mode == "inline":
+        print(f"  prompt prefix shared, all         {share(med, 'all')}   over {med['prompts']:.0f} prompts")
+
+
 async def baseline_init() -> float:
     """Time to the initialize response of a do-nothing pygls server."""
     code = "from pygls.lsp.server import LanguageServer; LanguageServer('nothing', '0').start_io()"
@@ -483,6 +595,10 @@ async def main() -> None:
     ap.add_argument("--line-pause", type=float, default=0.4)
     ap.add_argument("--modes", default="inline,completion", help="comma-separated: inline, completion")
     ap.add_argument("--files", default="", help="only files whose label contains this text")
+    ap.add_argument("--sharing-runs", type=int, default=None,
+                    help="runs of the inline replay with the debounce off against a model that answers nothing "
+                         "(every keystroke's prompt reaches the model server), for the prompt prefix shared while "
+                         "typing on one line (default: --runs; 0: skip; --runs 0 runs only these)")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="extra server environment, e.g. HAPA_CONTEXT_FACTS=false (repeatable)")
     ap.add_argument("--llama-interval", type=float, default=0.15,
@@ -491,14 +607,16 @@ async def main() -> None:
                     help="instead: the prompt tokens a real llama-server (this binary, e.g. the one "
                          ".ci/build-llama-server prints) evaluates while typing, kinds openai vs llamacpp")
     args = ap.parse_args()
+    if args.sharing_runs is None:
+        args.sharing_runs = args.runs
     if args.llama_server:
         await llama_main(args)
         return
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; model latency "
           f"{args.latency * 1000:.0f} ms; {args.interval * 1000:.0f} ms per character, {args.line_pause * 1000:.0f} ms "
-          f"pause at line ends; medians of {args.runs} runs")
+          f"pause at line ends; medians of {args.runs} runs ({args.sharing_runs} with every keystroke sent)")
     base, ours = [], []
-    for _ in range(max(args.runs, 5)):
+    for _ in range(max(args.runs, 5) if args.runs else 0):  # --runs 0: only the prefix-sharing replays
         # A pause before each start: the previous server's exit (and its jedi worker's) must not be measured.
         await asyncio.sleep(0.5)
         base.append(await baseline_init())
@@ -506,8 +624,10 @@ async def main() -> None:
         client, t = await start([sys.executable, "-m", "hapa_lsp"], {**os.environ, "HAPA_SIDECAR_ENABLED": "false"})
         await client.close()
         ours.append(t * 1000)
-    print(f"initialize response: hapa-lsp {statistics.median(ours):.0f} ms, do-nothing pygls server "
-          f"{statistics.median(base):.0f} ms (difference {statistics.median(ours) - statistics.median(base):+.0f} ms)")
+    if ours:
+        print(f"initialize response: hapa-lsp {statistics.median(ours):.0f} ms, do-nothing pygls server "
+              f"{statistics.median(base):.0f} ms (difference "
+              f"{statistics.median(ours) - statistics.median(base):+.0f} ms)")
     extra_env = dict(e.split("=", 1) for e in args.env)
     if extra_env:
         print(f"server environment: {extra_env}")
@@ -515,30 +635,24 @@ async def main() -> None:
         for label, path in FILES.items():
             if args.files not in label:
                 continue
-            runs = []
-            for _ in range(args.runs):
-                with tempfile.TemporaryDirectory() as tmp:
-                    runs.append(await replay(path, args.latency, args.interval, mode,
-                                             os.path.join(tmp, "server.log"), args.line_pause, extra_env))
-            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-            print(f"\n[{mode} request per keystroke] {label}, {med['keystrokes']:.0f} keystrokes")
-            print(f"  upstream calls per keystroke      {med['calls_per_keystroke']:.3f}   (target <= 0.25)")
-            print(f"  upstream requests aborted         {med['aborted']:.0f}")
-            if mode == "inline":
-                print(f"  overhead per inline request p50   {med['overhead_p50_ms']:.2f} ms   (target <= 5)")
-                print(f"  overhead per inline request p99   {med['overhead_p99_ms']:.2f} ms   (target <= 25)")
-                print(f"  in-server overhead p50 (log)      {med['server_overhead_p50_ms']:.2f} ms")
-                print(f"  prompt preparation p50 (log)      {med['prepare_p50_ms']:.2f} ms   (inside the debounce)")
-                print(f"  cache / type-through round trip   {med['cache_rtt_p50_ms']:.2f} ms p50 over "
-                      f"{med['reuse_answers']:.0f} answers   (target <= 3)")
-            if mode == "completion":
-                print(f"  lists with jedi's items           {med['lists_with_jedi']:.0f} of {med['lists']:.0f}, "
-                      f"round trip p50 {med['jedi_list_p50_ms']:.1f} ms")
-            print(f"  final answer after last keystroke {med['final_after_last_key_ms']:.0f} ms   "
-                  f"(target <= {args.latency * 1000 + 100:.0f})")
-            print(f"  RSS at the end                    {med['rss_mb']:.0f} MB   (target <= 100)")
-            print(f"  + its child processes (jedi)      {med['rss_children_mb']:.0f} MB   "
-                  f"(total {med['rss_mb'] + med['rss_children_mb']:.0f} MB)")
+            if args.runs:
+                await normal_pass(args, mode, label, path, extra_env)
+            if mode == "inline" and args.sharing_runs:
+                # The debounce swallows most keystrokes above; with it off, every keystroke's prompt is sent.
+                sharing = []
+                for _ in range(args.sharing_runs):
+                    with tempfile.TemporaryDirectory() as tmp:
+                        sharing.append(await replay(path, args.latency, args.interval, mode,
+                                                    os.path.join(tmp, "server.log"), args.line_pause,
+                                                    {**extra_env, **NO_DEBOUNCE}, silent=True))
+                sm = median_of(sharing)
+                if not args.runs:
+                    print(f"\n[{mode} request per keystroke] {label}, {sm['keystrokes']:.0f} keystrokes")
+                print(f"  every keystroke sent (debounce 0, a model that answers nothing), {sm['prompts']:.0f} "
+                      f"prompts:")
+                print(f"  prompt prefix shared, one line    {share(sm, 'line')}   over "
+                      f"{sm['same_line_pairs']:.0f} pairs   (target p50 >= 0.90)")
+                print(f"  prompt prefix shared, all         {share(sm, 'all')}")
 
 
 if __name__ == "__main__":

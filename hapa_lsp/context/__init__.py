@@ -159,6 +159,27 @@ def budget_window(cur: CursorText, *, max_tokens: int, prefix_ratio: float, char
                   reserve_tokens: int = 0) -> Window:
     """Take whole lines around the cursor until the character budget for each side is spent."""
     budget = max(64, int((max_tokens - reserve_tokens) * chars_per_token))
+    return window_for_chars(cur, budget, prefix_ratio)
+
+
+def window_step(chars: int) -> int:
+    """The grid, in characters, that a window of ``chars`` characters snaps its edges to: the largest power of
+    two at most a 32nd of it (128 for a 2,048-token prompt), so that it changes only when the budget doubles."""
+    return 1 << max(0, (chars // 32).bit_length() - 1)
+
+
+def window_for_chars(cur: CursorText, budget: int, prefix_ratio: float) -> Window:
+    """Whole lines around the cursor within ``budget`` characters, ``prefix_ratio`` of them before the cursor.
+
+    The edges are stable from one keystroke to the next, so that a model server with a prompt cache (llama.cpp,
+    vLLM, Ollama) finds the previous prompt's start again. The prefix starts at the first line break after
+    a point on a grid of ``window_step(budget)`` characters, computed from the cursor's line and its column
+    rounded up to that step (not from the cursor itself): typing along a line shorter than the step never
+    moves the first line, a budget that changes by a few characters (another fact in the prompt, an exact
+    tokenizer's count) rarely does, and moving to the next line moves it by at most one step. The suffix ends
+    at the last line break before a grid point (it moves once every ``step`` characters typed). The cost: up
+    to two steps of the prefix's budget and one of the suffix's are left unused.
+    """
     pre_budget = int(budget * prefix_ratio)
     suf_budget = budget - pre_budget
     text, off = cur.text, cur.offset
@@ -170,16 +191,28 @@ def budget_window(cur: CursorText, *, max_tokens: int, prefix_ratio: float, char
     if off < pre_budget:
         suf_budget += pre_budget - off
         pre_budget = off
-    pstart = max(0, off - pre_budget)
-    p_trunc = pstart > 0
+    step = window_step(budget)
+    pstart = 0
+    p_trunc = off > pre_budget
     if p_trunc:
-        nl = text.find("\n", pstart, off)
-        # Keep at least the cursor's own line even if it alone is over budget.
-        pstart = nl + 1 if nl != -1 else max(pstart, off - pre_budget)
+        raw = off - pre_budget  # the earliest start within budget
+        col = len(cur.line_prefix)
+        # The cursor's column rounded up to the grid, from its line's start: the same for a whole bucket of
+        # columns, and never before the cursor, so the prefix stays within budget.
+        anchor = off - col % step + step
+        grid = -(-(anchor - pre_budget) // step) * step  # rounded up: >= raw
+        nl = text.find("\n", grid, off)
+        if nl == -1:
+            nl = text.find("\n", raw, off)  # the cursor's line alone is nearly the whole budget
+        # Keep at least the end of the cursor's own line even if it alone is over budget.
+        pstart = nl + 1 if nl != -1 else (grid if grid < off else raw)
     send = min(len(text), off + suf_budget)
     s_trunc = send < len(text)
     if s_trunc:
-        nl = text.rfind("\n", off, send)
+        grid = send // step * step  # rounded down: within budget
+        nl = text.rfind("\n", off, grid) if grid > off else -1
+        if nl == -1:
+            nl = text.rfind("\n", off, send)
         send = nl + 1 if nl != -1 else send
     return Window(text[pstart:off], text[off:send], p_trunc, s_trunc)
 

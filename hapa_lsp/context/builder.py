@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from hapa_lsp.cache_dirs import facts_cache_directory
-from hapa_lsp.context import CursorText, Window, budget_window, is_excluded, split_at
+from hapa_lsp.context import CursorText, Window, budget_window, is_excluded, split_at, window_for_chars
 from hapa_lsp.context.facts import Fact, FactsEngine, Use, Uses, find_uses, imports_of
 from hapa_lsp.context.facts_store import FactsStore
 from hapa_lsp.context.neighbours import NeighbourIndex, Snippet
@@ -680,36 +680,34 @@ class ContextEngine:
 
 
 def fit_window(cur: CursorText, tokens: int, prefix_ratio: float, counter: TokenCounter) -> Window:
-    """The largest line-aligned window whose prefix + suffix count at most ``tokens`` tokens."""
+    """The largest line-aligned window whose prefix + suffix count at most ``tokens`` tokens.
+
+    The window comes from ``window_for_chars``, whose edges stay put from one keystroke to the next (a prefix-
+    caching model server reuses the prompt's start). When the count is over (an exact tokenizer counts more
+    than the estimate), the character budget steps down a fixed ladder (3 % a rung), not by the overshoot: the
+    next keystroke, a token more or less, lands on the same rung and gets the same window.
+    """
     if tokens <= 0:
         return Window("", "", cur.offset > 0, cur.offset < len(cur.text))
     chars = counter.chars_for(tokens)
-    # budget_window thinks in characters; start from its guess and shrink while the count is over.
-    win = budget_window(cur, max_tokens=tokens, prefix_ratio=prefix_ratio, chars_per_token=counter.chars_per_token)
+    rung = 0
     for _ in range(12):
+        budget = int(chars * 0.97 ** rung)
+        win = window_for_chars(cur, budget, prefix_ratio)
         n = counter.count(win.prefix) + counter.count(win.suffix)
         if n <= tokens:
             return win
-        chars = int(chars * max(0.5, min(0.95, tokens / n)))
-        pre = int(chars * prefix_ratio)
-        suf = chars - pre
-        p = win.prefix[-pre:] if pre > 0 else ""
-        nl = p.find("\n")
-        if len(p) < len(win.prefix) and nl != -1 and nl + 1 < len(p):
-            p = p[nl + 1:]
-        sfx = win.suffix[:suf] if suf > 0 else ""
-        nl = sfx.rfind("\n")
-        if len(sfx) < len(win.suffix) and nl > 0:
-            sfx = sfx[:nl + 1]
-        win = Window(p, sfx, True, True)
+        # The first rung below what the overshoot suggests (at most halving the budget per step).
+        target = budget * max(0.5, min(0.97, tokens / n))
+        rung += 1
+        while chars * 0.97 ** rung > target:
+            rung += 1
     return Window("", "", cur.offset > 0, cur.offset < len(cur.text))
 
 
 def open_documents(workspace: Any) -> list[tuple[str, str, Any, str]]:
     """``(key, name, version, text)`` of a pygls workspace's open documents (the editor's text, not the disk),
     keyed by ``hapa_lsp.documents.doc_key``."""
-    from hapa_lsp.documents import doc_key, name_of
-
     if workspace is None:
         return []
     try:
