@@ -118,7 +118,9 @@ class ContextSettings:
 
     max_prompt_tokens: int = _f(2048, "Token budget of an inline completion prompt.",
                                 validator=_and(_ge(64), _le(131072)))
-    prefix_ratio: float = _f(0.75, "Share of the budget given to the text before the cursor.",
+    prefix_ratio: float = _f(0.9, "Share of the window given to the text before the cursor (the rest, after it, "
+                             "comes after the point where each keystroke changes the prompt: a model server's "
+                             "prompt cache reuses the part before).",
                              validator=_and(_ge(0.05), _le(0.95)))
     chars_per_token: float = _f(3.4, "Characters per token used to estimate prompt sizes.",
                                 validator=_and(_ge(1.0), _le(10.0)))
