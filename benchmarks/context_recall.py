@@ -83,6 +83,7 @@ import attrs
 from hapa_lsp.config import Settings
 from hapa_lsp.context.builder import ContextEngine
 from hapa_lsp.jedi_client import JediRunner
+from hapa_lsp.next_edit.history import EditHistory
 
 # The rule (see the module docstring): one set of numbers for every package.
 SITE_MIN_MODULES = 10
@@ -95,6 +96,7 @@ DID_OPEN_SETTLE_S = 0.001  # "right after didOpen": the event loop ran what didO
 
 PREFIX, STEADY, FIRST, AFTER_1S, TABS = ("prefix/suffix only", "steady state", "first request", "1 s after open",
                                          "+ neighbour tabs")
+EDIT = "just edited, no facts"
 TIMED = (STEADY, FIRST, AFTER_1S)
 
 
@@ -328,9 +330,35 @@ def open_docs_for(sample: Sample, mods: dict[str, Module], rng: random.Random) -
 
 def _settings(condition: str) -> Settings:
     s = Settings()
-    if condition == PREFIX:
+    if condition in (PREFIX, EDIT):
         s = attrs.evolve(s, context=attrs.evolve(s.context, facts=False, neighbour_snippets=0))
     return s
+
+
+def just_edited(smp: Sample, pkg: Package) -> tuple:
+    """The edit history of a user who has just written the definition of the sample's first identifier (in its
+    own module) and now uses it here: one hunk adding that definition, as the server's recorder would hold it."""
+    ident = next(iter(smp.idents))
+    src = smp.module.imports.get(ident)
+    d = definition(pkg.mods, *src) if src else None
+    if d is None:
+        return ()
+    m = pkg.mods[d[0]]
+    node = next((n for n in _module_scope(m.tree.body)
+                 if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == d[1]
+                 or isinstance(n, (ast.Assign, ast.AnnAssign)) and any(
+                     isinstance(t, ast.Name) and t.id == d[1]
+                     for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))), None)
+    if node is None:
+        return ()
+    lines = m.text.split("\n")
+    lo = min([node.lineno, *(x.lineno for x in getattr(node, "decorator_list", []))]) - 1
+    hi = node.end_lineno or node.lineno
+    rel = os.path.relpath(m.path, pkg.root).replace(os.sep, "/")
+    h = EditHistory()
+    h.opened("edited", rel, "\n".join(lines[:lo] + lines[hi:]))
+    h.changed("edited", rel, m.text, lo, now=0.0)
+    return h.recent(3)
 
 
 @dataclass
@@ -360,7 +388,7 @@ async def run_condition(pkg: Package, condition: str, seed: int) -> Result:
     """One condition on one package's samples: a fresh engine and jedi worker."""
     t_start = time.perf_counter()
     res = Result()
-    runner = JediRunner() if condition != PREFIX else None
+    runner = JediRunner() if condition not in (PREFIX, EDIT) else None
     try:
         if runner is not None:
             await runner.warm_up()  # the server starts jedi right after initialize, before any file is opened
@@ -403,7 +431,7 @@ async def run_condition(pkg: Package, condition: str, seed: int) -> Result:
                 continue
             t0 = time.perf_counter()
             req = ce.start(uri=uri, path=path, language="python", text=text, line=smp.row, character=smp.col,
-                           encoding="utf-32", open_docs=docs)
+                           encoding="utf-32", open_docs=docs, recent=just_edited(smp, pkg) if condition == EDIT else ())
             await ce.complete(req)
             built = ce.assemble(req)
             res.times.append((time.perf_counter() - t0) * 1000)
@@ -440,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="medians over this many runs (default 3)")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--neighbours", action="store_true", help="also the steady state with neighbour tabs open")
+    ap.add_argument("--only", nargs="+", choices=["prefix", "steady", "first", "1s", "tabs", "edits"], default=None,
+                    help="run only these conditions (prefix/suffix only is the baseline: keep it)")
+    ap.add_argument("--edits", action="store_true",
+                    help="also: facts off, the first identifier's definition just written (a recent edit)")
     ap.add_argument("--markdown", action="store_true", help="print the README tables")
     args = ap.parse_args(argv)
     t_wall = time.perf_counter()
@@ -451,7 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pkgs, skipped, eligible = choose(args.max_packages, args.per_package, args.seed)
         how = f"{len(pkgs)} of {eligible} packages the rule admits (seed {args.seed})"
-    conditions = [PREFIX, STEADY, FIRST, AFTER_1S] + ([TABS] if args.neighbours else [])
+    conditions = [PREFIX, STEADY, FIRST, AFTER_1S] + ([TABS] if args.neighbours else []) + ([EDIT] if args.edits else [])
+    if args.only:
+        short = {"prefix": PREFIX, "steady": STEADY, "first": FIRST, "1s": AFTER_1S, "tabs": TABS, "edits": EDIT}
+        conditions = [short[c] for c in args.only]
     budget = Settings().context.max_prompt_tokens
     print(f"packages {how}: {', '.join(p.name for p in pkgs)}", file=sys.stderr)
     if skipped:
