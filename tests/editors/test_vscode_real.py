@@ -443,8 +443,19 @@ def test_typing_shows_ghost_text_tab_accepts_and_save_writes_it(start_vscode, fa
     vs = start_vscode({"calc.py": ""})
     states = vs.open("calc.py")
     assert states[-1] == "$(sparkle) hapa" and set(states) <= {"$(sync~spin) hapa", "$(sparkle) hapa"}, states
-    vs.page.type(HEADER + "\n")
-    vs.wait_lines([HEADER, "    "], 20, "the typed header and VS Code's indent")
+    vs.page.type(HEADER)
+    vs.wait_lines([HEADER], 20, "the typed header")
+    vs.page.type("\n")
+    # VS Code indents after the colon once its Python language configuration is loaded; on a busy machine that can
+    # come after the editor already shows "Python" (seen in CI: an empty second line). A user then types the
+    # indentation; this test is about the ghost text, not about VS Code's indentation rules.
+    try:
+        vs.wait_lines([HEADER, "    "], 5, "VS Code's indent")
+    except AssertionError:
+        if vs.lines() != [HEADER, ""]:
+            raise
+        vs.page.type("    ")
+    vs.wait_lines([HEADER, "    "], 20, "the typed header and its indentation")
     assert vs.wait(lambda: vs.ghost(), 60, "ghost text") == "return a + b"
     assert vs.lines() == [HEADER, "    "], "ghost text must not touch the document"
     prompt = fake.requests[-1].prompt
