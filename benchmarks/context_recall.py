@@ -433,7 +433,7 @@ async def run_condition(pkg: Package, condition: str, seed: int) -> Result:
             req = ce.start(uri=uri, path=path, language="python", text=text, line=smp.row, character=smp.col,
                            encoding="utf-32", open_docs=docs, recent=just_edited(smp, pkg) if condition == EDIT else ())
             await ce.complete(req)
-            built = ce.assemble(req)
+            built = ce.assemble(req, explain=False)  # as the server builds it: no per-candidate report
             res.times.append((time.perf_counter() - t0) * 1000)
             prompt = built.prompt.budgeted_text()
             assert built.tokens <= built.budget

@@ -337,7 +337,7 @@ class Engine:
         builder = self.context
         req = builder.start(uri=uri, path=path, language=language, cur=cur, on_disk=on_disk,
                             open_docs=open_documents(self._workspace()), recent=self._recent_edits(uri))
-        built = builder.assemble(req)
+        built = builder.assemble(req, explain=False)
         for attempt in (0, 1):
             prompt, win, single = built.prompt, built.window, built.single_line
             key = digest(s.backend.kind, s.backend.endpoint, prompt.model, prompt.family, s.backend.fim_mode,
@@ -370,7 +370,7 @@ class Engine:
                 [asyncio.sleep(rest)] if rest > 0 else [])
             if not (await asyncio.gather(*waits))[0]:
                 break
-            built = builder.assemble(req)
+            built = builder.assemble(req, explain=False)
 
         if self._model_gate is not None and not self._model_gate(invoked):
             return None  # over the rate limit: dropped without a popup, and counted by the limiter

@@ -286,11 +286,12 @@ class ContextEngine:
             return
         wanted = still_wanted or (lambda: True)
         if on_disk and self.wants_jedi(path, language, text):
+            imports = imports_of(text)
             # Facts of its imported names from an earlier session, while jedi starts.
-            await self.facts.restore(uri, path, text)
+            await self.facts.restore(uri, path, text, imports)
             # The workspace's own modules it imports, scanned now (one at a time, yielding to keystrokes
             # between them): the first request then pays a lookup, not a file read.
-            for name, (_row, _col, module, orig) in imports_of(text).items():
+            for name, (_row, _col, module, orig) in imports.items():
                 if not wanted():
                     return
                 self.static.lookup(path, module, orig or name, self.root)
@@ -431,8 +432,9 @@ class ContextEngine:
             req.facts, req.missing = self.facts.known(req.uri, req.uses.uses)
 
     # ---- 3. assemble --------------------------------------------------------------------------------------
-    def assemble(self, req: Request) -> BuiltContext:
-        """Fit everything into the token budget and render the prompt."""
+    def assemble(self, req: Request, *, explain: bool = True) -> BuiltContext:
+        """Fit everything into the token budget and render the prompt. ``explain``: also say, per candidate, why
+        it is in or out (``BuiltContext.candidates``; ``hapa-lsp context``); the typing path does without."""
         t0 = time.perf_counter()
         s = self.settings
         ctx, b = s.context, s.backend
@@ -501,7 +503,8 @@ class ContextEngine:
                 continue
             first, last, text = region
             if ev.path == shown_here and first - 1 <= win_hi and last - 1 >= win_lo:
-                considered.append(Candidate("recent-edit", f"{ev.path}:{first}", 0, False, "in the window"))
+                if explain:
+                    considered.append(Candidate("recent-edit", f"{ev.path}:{first}", 0, False, "in the window"))
                 continue
             ranked.append((_RECENT_RANK + 3.0 * age, -1 - age, "recent-edit",
                            Fact(ev.path, first, "", "edit", text)))
@@ -528,7 +531,8 @@ class ContextEngine:
                 elif f.text in seen_text or (_real(f.path), f.line) in seen_def:
                     reason = "duplicate"
                 if reason:
-                    report.append((n, Candidate(source, where, cost_of(dp, f.text), False, reason)))
+                    if explain:
+                        report.append((n, Candidate(source, where, cost_of(dp, f.text), False, reason)))
                     continue
                 seen_text.add(f.text)
                 seen_def.add((_real(f.path), f.line))
@@ -537,9 +541,9 @@ class ContextEngine:
         taken: set[int] = set()  # eligible indexes in ``chosen`` (found there by their Fact, ``c[3]``)
         over: set[int] = set()
 
-        def at(k: int) -> int:
-            f = eligible[k][3]
-            return next((j for j, c in enumerate(chosen) if c[3] is f), -1)
+        def where_taken() -> dict[int, int]:
+            """id of each chosen piece's origin -> its index in ``chosen`` (one pass, not one scan per piece)."""
+            return {id(c[3]): j for j, c in enumerate(chosen)}
 
         def fill() -> None:
             nonlocal spent
@@ -557,8 +561,9 @@ class ContextEngine:
                         continue
                 over.discard(k)
                 taken.add(k)
+            index = where_taken()
             for k, (source, where, _dp, f) in enumerate(eligible):
-                i = at(k) if k in taken else -1
+                i = index.get(id(f), -1) if k in taken else -1
                 if i >= 0 and chosen[i][2] != f.text:
                     extra = counter.count(f.text) - counter.count(chosen[i][2])
                     if spent + extra <= extra_budget:
@@ -576,11 +581,12 @@ class ContextEngine:
             before = len(chosen)
             take("neighbour", f"{dp}:{sn.start + 1}", dp, sn.text, sn)
             if len(chosen) == before:
-                considered.append(Candidate("neighbour", f"{dp}:{sn.start + 1}", cost_of(dp, sn.text), False,
-                                            "over budget"))
+                if explain:
+                    considered.append(Candidate("neighbour", f"{dp}:{sn.start + 1}", cost_of(dp, sn.text), False,
+                                                "over budget"))
                 for c in dup:  # the snippet did not fit after all: keep the facts
                     take(*c[:2], c[1].rsplit(":", 1)[0], c[2], c[3])
-            else:
+            elif explain:
                 considered.append(Candidate("neighbour", f"{dp}:{sn.start + 1}", cost_of(dp, sn.text), True,
                                             "ranked in"))
                 considered.extend(Candidate(c[0], c[1], cost_of(c[1].rsplit(":", 1)[0], c[2]), False,
@@ -599,7 +605,9 @@ class ContextEngine:
 
         empty = Window("", "", True, True)
         overhead = counter.count(build(empty, context_files).budgeted_text())
-        if doc_tokens is not None and (over or any(chosen[at(k)][2] != eligible[k][3].text for k in taken)):
+        index = where_taken()
+        if doc_tokens is not None and (over or any(chosen[index[id(eligible[k][3])]][2] != eligible[k][3].text
+                                                   for k in taken if id(eligible[k][3]) in index)):
             # Pieces counted one by one cost more than the rendered whole (rounding, shared separators): what
             # the prompt really has left goes to the candidates still waiting, once.
             slack = budget - overhead - doc_tokens - 2
@@ -608,18 +616,21 @@ class ContextEngine:
                 fill()
                 context_files = _by_file(chosen)
                 overhead = counter.count(build(empty, context_files).budgeted_text())
-        for k, (source, where, dp, f) in enumerate(eligible):
-            i = at(k)
-            if i < 0:
-                if k in taken:
-                    continue  # a neighbour snippet shows it (said with the snippets)
-                report.append((positions[k], Candidate(source, where, cost_of(dp, f.text), False, "over budget")))
-            else:
-                now = chosen[i][2]
-                report.append((positions[k], Candidate(source, where, counter.count(now), True,
-                                                       "ranked in" if now == f.text else "trimmed to fit")))
-        report.sort(key=lambda r: r[0])
-        considered[:0] = [c for _, c in report]
+                index = where_taken()
+        if explain:
+            for k, (source, where, dp, f) in enumerate(eligible):
+                i = index.get(id(f), -1)
+                if i < 0:
+                    if k in taken:
+                        continue  # a neighbour snippet shows it (said with the snippets)
+                    report.append((positions[k], Candidate(source, where, cost_of(dp, f.text), False,
+                                                           "over budget")))
+                else:
+                    now = chosen[i][2]
+                    report.append((positions[k], Candidate(source, where, counter.count(now), True,
+                                                           "ranked in" if now == f.text else "trimmed to fit")))
+            report.sort(key=lambda r: r[0])
+            considered[:0] = [c for _, c in report]
         for _ in range(3):
             # A small document was promised room for all of it: when the format's own tokens took more than the
             # reserve, the last-ranked pieces taken beyond the usual share go back.
@@ -631,8 +642,9 @@ class ContextEngine:
                 before = spent
                 untake(c)
                 excess -= before - spent
-                considered = [Candidate(x.source, x.where, x.tokens, False, "over budget")
-                              if x.taken and x.where == c[1] and x.source == c[0] else x for x in considered]
+                if explain:
+                    considered = [Candidate(x.source, x.where, x.tokens, False, "over budget")
+                                  if x.taken and x.where == c[1] and x.source == c[0] else x for x in considered]
             context_files = _by_file(chosen)
             overhead = counter.count(build(empty, context_files).budgeted_text())
         if overhead > budget:
@@ -663,7 +675,7 @@ class ContextEngine:
         timings = dict(req.timings)
         timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
         timings["total_ms"] = (time.perf_counter() - req.t0) * 1000
-        if not chosen:
+        if not chosen and explain:
             considered = [c if not c.taken else Candidate(c.source, c.where, c.tokens, False, "prompt too small")
                           for c in considered]
         return BuiltContext(prompt, win, req.decision, pieces, total, budget, timings, len(req.missing),

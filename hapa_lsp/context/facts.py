@@ -285,12 +285,16 @@ class FactsEngine:
             self._submit(key, snap, still_wanted)
 
     # ---- the on-disk store ----------------------------------------------------------------------------------
-    async def restore(self, uri: str, path: str, text: str) -> int:
-        """Facts of ``uri``'s imported names from an earlier session (read in a thread); how many were usable."""
+    async def restore(self, uri: str, path: str, text: str,
+                      imports: dict[str, tuple[int, int, str, str | None]] | None = None) -> int:
+        """Facts of ``uri``'s imported names from an earlier session (read in a thread); how many were usable.
+        ``imports``: ``imports_of(text)`` when the caller has it already."""
         if self.store is None or not path:
             return 0
         self._paths[uri] = path
-        modules = {name: module for name, (_r, _c, module, _o) in imports_of(text).items()}
+        if imports is None:
+            imports = imports_of(text)
+        modules = {name: module for name, (_r, _c, module, _o) in imports.items()}
         try:
             found = await asyncio.to_thread(self.store.load, path, modules)
         except Exception as exc:  # noqa: BLE001 - a cache that cannot be read is no cache; said once

@@ -140,12 +140,16 @@ class EditHistory:
         if g is not None and g.before != g.after:
             self._closed.append(g)
 
+    def _groups(self, skip_open_of: str | None = None) -> list[_Group]:
+        """Closed groups, then the groups still open (the latest last), without ``skip_open_of``'s open one."""
+        return list(self._closed) + sorted((d.open for k, d in self._docs.items()
+                                            if d.open is not None and k != skip_open_of), key=lambda g: g.last)
+
     def events(self, *, exclude: object = None) -> tuple[Event, ...]:
         """The history as prompt events, oldest first: closed groups, then the groups still open (the latest
         last), within ``max_events`` and ``max_chars`` (the oldest dropped first). ``exclude(path)`` true drops a
         document's events (settings changed since they were recorded)."""
-        groups = list(self._closed) + sorted((d.open for d in self._docs.values() if d.open is not None),
-                                             key=lambda g: g.last)
+        groups = self._groups()
         out: list[Event] = []
         used = 0
         for g in reversed(groups):
@@ -165,10 +169,8 @@ class EditHistory:
     def recent(self, limit: int, *, skip_open_of: str | None = None) -> tuple[Event, ...]:
         """The ``limit`` latest hunks, newest last, without the group still open in ``skip_open_of`` (the change
         being typed at the cursor: an inline prompt's window shows it); cheap, a keystroke asks."""
-        groups = list(self._closed) + sorted((d.open for k, d in self._docs.items()
-                                              if d.open is not None and k != skip_open_of), key=lambda g: g.last)
         out: list[Event] = []
-        for g in reversed(groups):
+        for g in reversed(self._groups(skip_open_of)):
             if len(out) >= limit:
                 break
             diff = g.hunks(self.context)
