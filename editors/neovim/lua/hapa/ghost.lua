@@ -1,5 +1,6 @@
 --- Ghost text for Neovim without vim.lsp.inline_completion: textDocument/inlineCompletion rendered with extmarks.
 local M = {}
+local buffer = require('hapa.buffer')
 local keys = require('hapa.keys')
 
 local METHOD = 'textDocument/inlineCompletion'
@@ -20,17 +21,7 @@ local function clear_marks(bufnr)
   end
 end
 
-local function cancel_request(s)
-  if s.request_id then
-    local client = vim.lsp.get_client_by_id(s.client_id)
-    if client then
-      pcall(function()
-        client:cancel_request(s.request_id)
-      end)
-    end
-    s.request_id = nil
-  end
-end
+local cancel_request = buffer.cancel_request
 
 --- Forget the shown suggestions of a buffer and remove the ghost text.
 function M.clear(bufnr)
@@ -60,14 +51,7 @@ local function cursor()
 end
 
 -- LSP position -> (row, byte column) in the buffer, honouring the client's position encoding.
-local function to_bytes(bufnr, pos, encoding)
-  local line = vim.api.nvim_buf_get_lines(bufnr, pos.line, pos.line + 1, false)[1] or ''
-  if encoding == 'utf-8' then
-    return pos.line, math.min(pos.character, #line)
-  end
-  local ok, col = pcall(vim.str_byteindex, line, encoding, pos.character, false)
-  return pos.line, ok and col or #line
-end
+local to_bytes = buffer.to_bytes
 
 local function item_text(item)
   local t = item.insertText
@@ -377,22 +361,9 @@ function M.attach(client, bufnr, opts)
       M.clear(bufnr)
     end,
   })
-  vim.api.nvim_create_autocmd({ 'LspDetach' }, {
-    group = group,
-    buffer = bufnr,
-    callback = function(args)
-      if args.data and args.data.client_id == s.client_id then
-        M.detach(bufnr)
-      end
-    end,
-  })
-  vim.api.nvim_create_autocmd({ 'BufWipeout' }, {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      M.detach(bufnr)
-    end,
-  })
+  buffer.detach_on(group, bufnr, s, function(b)
+    M.detach(b)
+  end)
   local keys = opts.keymaps or {}
   local g = "require('hapa.ghost')"
   map(bufnr, keys.accept, g .. ".accept('all')", 'hapa: accept suggestion')

@@ -5,6 +5,7 @@
 --- deleted, the new text shown as virtual text, and a far edit gets a hint at the cursor. Accepting a far edit first
 --- moves the cursor there; accepting again applies it and asks for the next one.
 local M = {}
+local buffer = require('hapa.buffer')
 local keys = require('hapa.keys')
 
 local METHOD = 'textDocument/copilotInlineEdit'
@@ -38,17 +39,7 @@ local function clear_marks(bufnr)
   end
 end
 
-local function cancel_request(s)
-  if s.request_id then
-    local client = vim.lsp.get_client_by_id(s.client_id)
-    if client then
-      pcall(function()
-        client:cancel_request(s.request_id)
-      end)
-    end
-    s.request_id = nil
-  end
-end
+local cancel_request = buffer.cancel_request
 
 --- Whether the server answers textDocument/copilotInlineEdit (it says so under `experimental`).
 function M.supported(client)
@@ -72,21 +63,7 @@ function M.visible(bufnr)
 end
 
 -- LSP position -> (row, byte column), honouring the client's position encoding; clamped to the buffer.
-local function to_bytes(bufnr, pos, encoding)
-  local count = vim.api.nvim_buf_line_count(bufnr)
-  local row = pos.line
-  if row >= count then
-    -- The end of the document (e.g. an edit that deletes the last lines): the end of the last line.
-    local last = vim.api.nvim_buf_get_lines(bufnr, count - 1, count, false)[1] or ''
-    return count - 1, #last
-  end
-  local line = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ''
-  if encoding == 'utf-8' then
-    return row, math.min(pos.character, #line)
-  end
-  local ok, col = pcall(vim.str_byteindex, line, encoding, pos.character, false)
-  return row, ok and math.min(col, #line) or #line
-end
+local to_bytes = buffer.to_bytes
 
 local function cursor_row()
   return vim.api.nvim_win_get_cursor(0)[1] - 1
@@ -425,22 +402,9 @@ function M.attach(client, bufnr, opts)
       cancel_request(s)
     end,
   })
-  vim.api.nvim_create_autocmd({ 'LspDetach' }, {
-    group = group,
-    buffer = bufnr,
-    callback = function(args)
-      if args.data and args.data.client_id == s.client_id then
-        M.detach(bufnr)
-      end
-    end,
-  })
-  vim.api.nvim_create_autocmd({ 'BufWipeout' }, {
-    group = group,
-    buffer = bufnr,
-    callback = function()
-      M.detach(bufnr)
-    end,
-  })
+  buffer.detach_on(group, bufnr, s, function(b)
+    M.detach(b)
+  end)
   local keys = opts.keymaps or {}
   map(bufnr, keys.accept, 'accept', 'hapa: accept (or jump to) the next edit')
   map(bufnr, keys.dismiss, 'dismiss', 'hapa: dismiss the next edit')
