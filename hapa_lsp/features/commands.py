@@ -35,6 +35,7 @@ def register(server: HapaServer) -> None:
         if jedi is not None:
             out["jedi_skipped"] = jedi.skipped
             out["jedi_worker"] = {"pid": jedi.pid, "rss_mb": round(jedi.rss_mb, 1),
-                                  "replaced": jedi.restarts, "failures": jedi.failures}
+                                  "replaced": jedi.restarts, "failures": jedi.failures,
+                                  "warming": jedi.warming}
         out["status"] = ls.status_state
         return out
