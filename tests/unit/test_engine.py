@@ -20,9 +20,11 @@ class FakeBackend:
     """A Backend object: ``stream_fim`` yields the scripted answer after ``delay`` seconds, and records what
     happened to each call (finished, closed early by the engine, cancelled)."""
 
-    def __init__(self, answer: str = "return a + b\n", delay: float = 0.0, fail: errors.HapaError | None = None):
+    def __init__(self, answer: str = "return a + b\n", delay: float = 0.0, fail: errors.HapaError | None = None,
+                 first_delay: float | None = None):
         self.answer = answer
         self.delay = delay
+        self.first_delay = first_delay  # the first call's delay, when it differs
         self.fail = fail
         self.calls: list[dict[str, Any]] = []
 
@@ -30,7 +32,8 @@ class FakeBackend:
         call = {"prefix": prompt.prefix, "outcome": "running"}
         self.calls.append(call)
         try:
-            await asyncio.sleep(self.delay)
+            first = len(self.calls) == 1 and self.first_delay is not None
+            await asyncio.sleep(self.first_delay if first else self.delay)
             if self.fail is not None:
                 raise self.fail
             usage.prompt_tokens = 10
@@ -117,10 +120,12 @@ async def test_identical_requests_join_one_computation():
 
 
 async def test_a_newer_context_supersedes_the_older_request_and_closes_its_upstream_call():
-    backend = FakeBackend("return a + b\n", delay=0.2)
+    # The first call waits long enough that it is surely still waiting on the model on a loaded machine.
+    backend = FakeBackend("return a + b\n", delay=0.05, first_delay=30.0)
     engine, upstream, events = _engine(backend)
     old = asyncio.ensure_future(_suggest(engine))
-    await asyncio.sleep(0.05)  # the old request is waiting on the model
+    while not backend.calls:  # the old request is waiting on the model
+        await asyncio.sleep(0.01)
     newer = await _suggest(engine, "def add(a, b):\n    r\n", 1, 5)
     assert await old is None  # superseded: no answer, no error
     assert newer is not None
