@@ -101,6 +101,9 @@ class HapaProtocol(LanguageServerProtocol):
         self._decoder = json.JSONDecoder(object_hook=self.structure_message)
         self._request_starts: dict[Any, tuple[str, float]] = {}
         self._overdue_errors: dict[Any, errors.HapaError] = {}
+        #: When the user last typed (a typing request, didOpen or didChange): background start-up work waits for
+        #: a pause (``hapa_lsp.features.lifecycle``).
+        self.last_typing_at = 0.0
 
     # ---- what the rest of hapa-lsp may ask of pygls' internals (each guarded by tests/unit/test_protocol.py) ----
     def to_json(self, obj: Any) -> Any:
@@ -208,6 +211,8 @@ class HapaProtocol(LanguageServerProtocol):
             self._send_response(message.id, error=types.ResponseError(
                 code=types.ErrorCodes.InvalidParams, message=err.message, data=err.to_data()))
             return
+        if getattr(message, "method", None) in _TYPING_ACTIVITY:
+            self.last_typing_at = time.monotonic()
         params = getattr(message, "params", None)
         if isinstance(params, types.ExecuteCommandParams) and isinstance(message, types.ExecuteCommandRequest):
             # Command arguments go into prompts, the history and incidents: text UTF-8 cannot encode (a lone
@@ -297,6 +302,7 @@ class HapaProtocol(LanguageServerProtocol):
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
 _TYPING_METHODS = {types.TEXT_DOCUMENT_INLINE_COMPLETION, types.TEXT_DOCUMENT_COMPLETION,
                    types.TEXT_DOCUMENT_CODE_ACTION}  # and the methods accept_method(typing=True) adds
+_TYPING_ACTIVITY = _TYPING_METHODS | {types.TEXT_DOCUMENT_DID_OPEN, types.TEXT_DOCUMENT_DID_CHANGE}
 
 
 def _notify_request_observers(ls: Any, label: str, seconds: float, status: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -65,12 +66,14 @@ def register(server: HapaServer) -> None:
     async def initialized(ls: HapaServer, params: types.InitializedParams) -> None:
         ls.apply_settings()
         # Warm up what the first keystroke needs, off the event loop, now that the editor is not waiting.
-        ls.keep(asyncio.ensure_future(_warm_up(ls)))
+        warm = ls.keep(asyncio.ensure_future(_warm_up(ls)))
         if ls.settings.completion.jedi or ls.settings.context.facts:
             ls.keep(ls.jedi.warm_up())
-        # The sidecar and incident pruning start now, with the settings known so far; the client's configuration
-        # is applied whenever it arrives (a client that never answers must not delay them).
-        ls.keep(asyncio.ensure_future(ls.run_startup_hooks()))
+        # The sidecar and incident pruning start once the typing path is warm (their imports, aiohttp and
+        # prometheus_client, would otherwise compete with it for the one interpreter lock while the user's first
+        # keystrokes arrive), with the settings known then; the client's configuration is applied whenever it
+        # arrives (a client that never answers must not delay them).
+        ls.keep(asyncio.ensure_future(_after_warm_up(ls, warm)))
         if client_supports(ls, "workspace.did_change_configuration.dynamic_registration"):
             # Alongside the configuration pull, not before it: a client that never answers costs one timeout.
             ls.keep(asyncio.ensure_future(_register_configuration(ls)))
@@ -117,6 +120,23 @@ def register(server: HapaServer) -> None:
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: HapaServer, *args: Any) -> None:
         await ls.close()  # history rows still being written, then the services
+
+
+# Background start-up work waits for a pause this long in the user's typing, but no longer than the bound.
+STARTUP_PAUSE_S = 0.3
+STARTUP_PAUSE_MAX_S = 3.0
+
+
+async def _after_warm_up(ls: HapaServer, warm: asyncio.Future[Any]) -> None:
+    """Run the startup hooks once the typing path is warm and the user pauses (bounded)."""
+    await asyncio.wait([warm])
+    until = time.monotonic() + STARTUP_PAUSE_MAX_S
+    while time.monotonic() < until:
+        idle = time.monotonic() - ls.protocol.last_typing_at
+        if idle >= STARTUP_PAUSE_S:
+            break
+        await asyncio.sleep(min(STARTUP_PAUSE_S - idle, until - time.monotonic()) + 0.001)
+    await ls.run_startup_hooks()
 
 
 async def _warm_up(ls: HapaServer) -> None:

@@ -208,3 +208,22 @@ def test_an_accepted_method_reaches_its_handler_with_plain_json_params():
                                    "params": {"textDocument": {"uri": "file:///a.py"}}})
     assert isinstance(msg, protocol.CustomRequest)
     assert msg.params == {"textDocument": {"uri": "file:///a.py"}}
+
+
+def test_typing_messages_are_timed_for_background_start_up_work(monkeypatch):
+    """didOpen/didChange and the typing requests mark when the user last typed (start-up work waits for a pause);
+    other messages do not."""
+    server = HapaServer()
+    monkeypatch.setattr(LanguageServerProtocol, "handle_message", lambda self, message: None)
+    proto = server.protocol
+    assert proto.last_typing_at == 0.0
+    proto.handle_message(types.ExecuteCommandRequest(id=1, params=types.ExecuteCommandParams("hapa.stats")))
+    assert proto.last_typing_at == 0.0
+    proto.handle_message(types.DidChangeTextDocumentNotification(params=types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(version=2, uri="file:///a.py"), content_changes=[])))
+    first = proto.last_typing_at
+    assert first > 0.0
+    proto.handle_message(types.InlineCompletionRequest(id=2, params=types.InlineCompletionParams(
+        context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Automatic),
+        text_document=types.TextDocumentIdentifier("file:///a.py"), position=types.Position(0, 0))))
+    assert proto.last_typing_at >= first

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import time
+
+from hapa_lsp.features import lifecycle
 
 DEFERRED = ["httpx", "jedi", "parso", "structlog", "prometheus_client", "aiohttp", "limits", "stamina", "redis",
             "sqlite3", "cachetools", "hapa_lsp.config", "hapa_lsp.engine", "hapa_lsp.generation", "hapa_lsp.store",
@@ -44,3 +48,53 @@ def test_the_typing_path_never_imports_jedi_in_the_server_process():
             "print(json.dumps([m for m in ('jedi', 'parso') if m in sys.modules]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout) == []
+
+
+class _Typing:
+    """The parts of a server _after_warm_up reads: when the user last typed, and the hooks it runs."""
+
+    def __init__(self) -> None:
+        self.protocol = type("P", (), {"last_typing_at": time.monotonic()})()
+        self.hooks_at: float | None = None
+
+    async def run_startup_hooks(self) -> None:
+        self.hooks_at = time.monotonic()
+
+
+async def _type(ls: _Typing, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        ls.protocol.last_typing_at = time.monotonic()
+        await asyncio.sleep(0.02)
+
+
+async def test_background_startup_work_waits_for_the_warm_up_and_a_pause_in_typing(monkeypatch):
+    """The sidecar and incident pruning (aiohttp, prometheus_client imports) start when the user pauses, not while
+    the first keystrokes' requests need the interpreter."""
+    monkeypatch.setattr(lifecycle, "STARTUP_PAUSE_S", 0.15)
+    monkeypatch.setattr(lifecycle, "STARTUP_PAUSE_MAX_S", 5.0)
+    ls = _Typing()
+    warm: asyncio.Future = asyncio.get_running_loop().create_future()
+    t0 = time.monotonic()
+    waiting = asyncio.ensure_future(lifecycle._after_warm_up(ls, warm))
+    await asyncio.sleep(0.3)
+    assert ls.hooks_at is None, "started before the typing path was warm"
+    warm.set_result(None)
+    await _type(ls, 0.5)
+    assert ls.hooks_at is None, "started while the user was typing"
+    typed_until = time.monotonic()
+    await asyncio.wait_for(waiting, 5)
+    assert ls.hooks_at is not None and ls.hooks_at - typed_until >= 0.1 and ls.hooks_at - t0 >= 0.8
+
+
+async def test_background_startup_work_starts_after_the_bound_however_long_the_user_types(monkeypatch):
+    monkeypatch.setattr(lifecycle, "STARTUP_PAUSE_S", 0.15)
+    monkeypatch.setattr(lifecycle, "STARTUP_PAUSE_MAX_S", 0.4)
+    ls = _Typing()
+    warm: asyncio.Future = asyncio.get_running_loop().create_future()
+    warm.set_result(None)
+    t0 = time.monotonic()
+    typing = asyncio.ensure_future(_type(ls, 3.0))
+    await asyncio.wait_for(lifecycle._after_warm_up(ls, warm), 5)
+    typing.cancel()
+    assert ls.hooks_at is not None and 0.4 <= ls.hooks_at - t0 < 2.5
