@@ -209,7 +209,7 @@ def server_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HAPA_", "AI_MODEL_"))}
     for name in ("CACHE", "DATA", "STATE", "CONFIG"):
         d = home / name.lower()
-        d.mkdir(parents=True)
+        d.mkdir(parents=True, exist_ok=True)
         env[f"XDG_{name}_HOME"] = str(d)
     env["HAPA_SIDECAR_PORT"] = "0"  # the sidecar runs, as in an editor, on a port no other cell holds
     env["HAPA_LOGGING_FILE"] = str(home / "server.log")
@@ -229,6 +229,44 @@ def warm_fake(fake: FakeModelServer) -> None:
     fake.reset()
 
 
+async def start_session(tmp: Path, ws: Path, uri: str, settings: dict[str, Any], args: argparse.Namespace,
+                        name: str) -> tuple[asyncio.subprocess.Process, Client, float, float, float]:
+    """Start a server in ``tmp``'s XDG homes, initialize it like an editor and open the file:
+    (process, client, spawned at, initialize answered at, didOpen sent at)."""
+    t_spawn = time.perf_counter()
+    with open(tmp / f"{name}-stderr.txt", "wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hapa_lsp", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=err, env=server_env(tmp / "home"), cwd=str(ws))
+    client = Client(proc, settings)
+    try:
+        _, t_init, _ = await client.request("initialize", {
+            "processId": os.getpid(), "clientInfo": {"name": "cold_start.py"}, "rootUri": ws.as_uri(),
+            "workspaceFolders": [{"uri": ws.as_uri(), "name": args.workspace_name}],
+            "capabilities": capabilities()}, args.timeout)
+        await client.notify("initialized", {})
+        await client.notify("textDocument/didOpen", {"textDocument": {
+            "uri": uri, "languageId": "python", "version": 1, "text": SOURCE}})
+    except BaseException:
+        await stop_server(client, proc)
+        raise
+    return proc, client, t_spawn, t_init, time.perf_counter()
+
+
+async def prime(tmp: Path, ws: Path, uri: str, settings: dict[str, Any], args: argparse.Namespace) -> None:
+    """--cache kept: an earlier session on this machine. A server opens the same file, answers a completion with
+    jedi's items, stays 4 s (the facts of the file's imports are saved) and exits like an editor closing."""
+    proc, client, *_ = await start_session(tmp, ws, uri, settings, args, "prime")
+    try:
+        line, col = CURSOR
+        pos = {"textDocument": {"uri": uri}, "position": {"line": line, "character": col}, "context": {"triggerKind": 1}}
+        await client.request("textDocument/completion", pos, args.timeout)
+        await asyncio.sleep(4.0)
+        await client.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+    finally:
+        await stop_server(client, proc)
+
+
 async def cell(kind: str, offset: float, args: argparse.Namespace) -> dict[str, Any]:
     """One fresh server, one request ``offset`` seconds after didOpen."""
     tmp = Path(tempfile.mkdtemp(prefix="hapa-cold-"))
@@ -246,20 +284,12 @@ async def cell(kind: str, offset: float, args: argparse.Namespace) -> dict[str, 
         uri = path.as_uri()  # percent-encoded, as editors send it
         settings = {"backend": {"endpoint": fake.url, "completionModel": MODEL},
                     "completion": {"debounceMs": args.debounce_ms, "maxDebounceMs": args.debounce_ms}}
-        t_spawn = time.perf_counter()
-        with open(tmp / "stderr.txt", "wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hapa_lsp", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=err, env=server_env(tmp / "home"), cwd=str(ws))
-        client = Client(proc, settings)
-        _, t_init, _ = await client.request("initialize", {
-            "processId": os.getpid(), "clientInfo": {"name": "cold_start.py"}, "rootUri": ws.as_uri(),
-            "workspaceFolders": [{"uri": ws.as_uri(), "name": args.workspace_name}],
-            "capabilities": capabilities()}, args.timeout)
-        await client.notify("initialized", {})
-        await client.notify("textDocument/didOpen", {"textDocument": {
-            "uri": uri, "languageId": "python", "version": 1, "text": SOURCE}})
-        t_open = time.perf_counter()
+        if args.cache == "kept":
+            await prime(tmp, ws, uri, settings, args)
+            (tmp / "home" / "server.log").unlink(missing_ok=True)  # the measured server's log lines only
+            await asyncio.sleep(args.pause)
+            warm_fake(fake)
+        proc, client, t_spawn, t_init, t_open = await start_session(tmp, ws, uri, settings, args, "server")
         await asyncio.sleep(max(0.0, t_open + offset - time.perf_counter()))
         line, col = CURSOR
         pos = {"textDocument": {"uri": uri}, "position": {"line": line, "character": col}}
@@ -311,7 +341,7 @@ async def cell(kind: str, offset: float, args: argparse.Namespace) -> dict[str, 
                 fake2 = (later[0].finished_at - later[0].started_at) * 1000
                 out["second_overhead_ms"] = (s1 - s0) * 1000 - debounce_s * 1000 - fake2
     except CellError as exc:
-        out = {"error": str(exc), "stderr": _tail(tmp / "stderr.txt")}
+        out = {"error": str(exc), "stderr": _tail(tmp / "server-stderr.txt")}
     finally:
         if proc is not None:
             await stop_server(client, proc)
@@ -455,6 +485,9 @@ async def main() -> int:
     ap.add_argument("--debounce-ms", type=int, default=40, help="the server's debounce (both bounds fixed to it)")
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds any one request may take")
     ap.add_argument("--workspace-name", default="my projé", help="the workspace folder's name")
+    ap.add_argument("--cache", choices=["fresh", "kept"], default="fresh",
+                    help="fresh: a never-seen machine (empty jedi cache, no database); kept: the same XDG homes as "
+                         "an earlier server that opened the same file (a restart, a new editor window)")
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between servers")
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown (README)")
     args = ap.parse_args()
@@ -472,7 +505,7 @@ async def main() -> int:
     print(f"machine: {cpus} cores (nproc), python {platform.python_version()} ({platform.machine()}, "
           f"{platform.system()} {platform.release()}), load average {load}; hapa-lsp {hapa_lsp.__version__} @ {commit}")
     print(f"setup: a new server per run; model latency {args.latency * 1000:.0f} ms (fake); debounce "
-          f"{args.debounce_ms} ms; workspace folder {args.workspace_name!r}; {args.runs} runs per cell; "
+          f"{args.debounce_ms} ms; workspace folder {args.workspace_name!r}; cache {args.cache}; {args.runs} runs per cell; "
           f"medians (worst = slowest run)", flush=True)
     results: dict[tuple[str, float], list[dict[str, Any]]] = {(k, o): [] for k in kinds for o in offsets}
     t_start = time.perf_counter()
