@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         from hapa_lsp.cli_context import run as context_report
 
         return context_report(args)
+    # The jedi worker starts now, on the other core, while this process imports pygls (~0.6 s).
+    # deferred: the subcommands above never start a worker
+    from hapa_lsp import jedi_spawn
+
+    jedi_spawn.start_early()
     _configure_logging(args)
     # Helper threads (warm-up imports after initialize, SQLite writes) hold the GIL for up to the switch
     # interval while the event loop waits to answer a keystroke: 1 ms instead of CPython's 5 ms.

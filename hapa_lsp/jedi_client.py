@@ -1,8 +1,9 @@
 """jedi for the server: a worker process (``hapa_lsp.jedi_worker``) fed one job at a time, stale jobs skipped.
 
-The event loop never runs jedi and never waits on it beyond a caller's time box. The worker is started on
-first use (or by ``warm_up`` after the initialize response), restarted when it dies or hangs, and replaced
-when idle once it holds more than ``max_memory_mb``.
+The event loop never runs jedi and never waits on it beyond a caller's time box. The first worker is the one
+``hapa_lsp.jedi_spawn`` started with the server process (adopted on first use, e.g. by ``warm_up`` after
+``initialized``), or one started then; a worker is restarted when it dies or hangs, and replaced when idle once it
+holds more than ``max_memory_mb``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import collections
 import contextvars
 import pickle
 import struct
+import subprocess
 import sys
 import time
 from typing import Any, Callable
 
 from lsprotocol import types
 
+from hapa_lsp import jedi_spawn
 from hapa_lsp.context import units_len
 from hapa_lsp.log import get_logger
 
@@ -92,7 +95,8 @@ class JediRunner:
     def warm_up(self) -> asyncio.Future[Any]:
         """Start the worker and import jedi there in the background, so the first request is not slow.
 
-        No completion is run: inferring builtins costs ~50 MB, paid only once completions are asked for.
+        No completion is run by this job (inferring builtins costs ~50 MB); the worker started with the process
+        (``hapa_lsp.jedi_spawn``) has run one on an empty file by itself.
         """
         return asyncio.ensure_future(self.submit(lambda: ("warm", ()), timeout=WARM_HANG_S, background=True))
 
@@ -247,9 +251,14 @@ class JediRunner:
             self.failures += 1  # it was not stopped by us (that clears self._proc)
             _log("warning", "jedi worker exited; starting a new one", returncode=proc.returncode)
         if proc is None or proc.returncode is not None:
-            proc = self._proc = await asyncio.create_subprocess_exec(
-                self._python, "-m", "hapa_lsp.jedi_worker",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
+            early = jedi_spawn.take() if self._python == sys.executable else None
+            if early is not None:
+                # Started with the process (hapa_lsp.jedi_spawn): jedi is imported and builtins parsed, or nearly.
+                proc = self._proc = await _Adopted.adopt(early)
+            else:
+                proc = self._proc = await asyncio.create_subprocess_exec(
+                    self._python, "-m", "hapa_lsp.jedi_worker",
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
             self._fresh = True
             self._served = False
         return proc
@@ -301,6 +310,38 @@ class JediRunner:
             reap.add_done_callback(self._reaping.discard)
         except RuntimeError:  # no running loop (interpreter exit)
             pass
+
+
+class _Adopted:
+    """A ``subprocess.Popen`` worker seen through the parts of ``asyncio.subprocess.Process`` the runner uses."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader):
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdin = stdin
+        self.stdout = stdout
+
+    @classmethod
+    async def adopt(cls, popen: subprocess.Popen[bytes]) -> _Adopted:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), popen.stdout)
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, popen.stdin)
+        return cls(popen, asyncio.StreamWriter(transport, protocol, None, loop), reader)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    async def wait(self) -> int:
+        """Wait for the exit (polled: asyncio's child watcher does not know this process)."""
+        while (code := self._popen.poll()) is None:
+            await asyncio.sleep(0.02)
+        self.stdin.close()
+        return code
 
 
 def _log(level: str, msg: str, **kw: Any) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 from pygls.uris import to_fs_path
 
+from hapa_lsp import jedi_spawn
 from hapa_lsp.documents import doc_key, find_open, fs_path, name_of
 from hapa_lsp.features.common import language_of
 from hapa_lsp.log import get_logger, register_secrets_in
@@ -69,6 +70,8 @@ def register(server: HapaServer) -> None:
         warm = ls.keep(asyncio.ensure_future(_warm_up(ls)))
         if ls.settings.completion.jedi or ls.settings.context.facts:
             ls.keep(ls.jedi.warm_up())
+        else:
+            jedi_spawn.discard()  # started with the process, before the settings were known
         # The sidecar and incident pruning start once the typing path is warm (their imports, aiohttp and
         # prometheus_client, would otherwise compete with it for the one interpreter lock while the user's first
         # keystrokes arrive), with the settings known then; the client's configuration is applied whenever it

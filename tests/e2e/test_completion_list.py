@@ -195,3 +195,30 @@ async def test_a_jedi_that_keeps_failing_is_reported_once_with_its_code(fake, tm
         assert "E5004" in shown[0] and "INC-" in shown[0]
     finally:
         await stop_client(client)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_with_jedi_off_the_worker_started_with_the_process_is_ended(fake, tmp_path):
+    """The worker starts before the settings are known; a session without jedi does not keep it."""
+    client = await start_client(fake, root=tmp_path, env={"HAPA_COMPLETION_JEDI": "false",
+                                                          "HAPA_CONTEXT_FACTS": "false"})
+    try:
+        server = client._server.pid
+        deadline = time.monotonic() + 10
+        while True:
+            with open(f"/proc/{server}/task/{server}/children") as fh:
+                kids = [int(p) for p in fh.read().split()]
+            workers = []
+            for pid in kids:
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                        if b"hapa_lsp.jedi_worker" in fh.read():
+                            workers.append(pid)
+                except FileNotFoundError:
+                    pass
+            if not workers or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert workers == []
+    finally:
+        await stop_client(client)
