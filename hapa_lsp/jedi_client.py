@@ -79,7 +79,7 @@ class JediRunner:
         self._background: collections.deque[_Job] = collections.deque()
         self._served = False  # the current worker has answered a real job (jedi imported, builtins inferred)
         self._in_background = False  # the job in the worker now is a background one
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | _Adopted | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
         self._no_start_until = 0.0
@@ -245,16 +245,23 @@ class JediRunner:
             self._reaping.add(warm)  # referenced until done; shutdown waits for it like for a reap
             warm.add_done_callback(self._reaping.discard)
 
-    async def _ensure(self) -> asyncio.subprocess.Process:
+    async def _ensure(self) -> asyncio.subprocess.Process | _Adopted:
         proc = self._proc
         if proc is not None and proc.returncode is not None:
             self.failures += 1  # it was not stopped by us (that clears self._proc)
             _log("warning", "jedi worker exited; starting a new one", returncode=proc.returncode)
         if proc is None or proc.returncode is not None:
             early = jedi_spawn.take() if self._python == sys.executable else None
+            adopted: _Adopted | None = None
             if early is not None:
                 # Started with the process (hapa_lsp.jedi_spawn): jedi is imported and builtins parsed, or nearly.
-                proc = self._proc = await _Adopted.adopt(early)
+                try:
+                    adopted = await _Adopted.adopt(early)
+                except (OSError, ValueError, RuntimeError, NotImplementedError) as exc:
+                    _log("warning", "the early jedi worker could not be adopted; starting another", error=repr(exc))
+                    early.kill()
+            if adopted is not None:
+                proc = self._proc = adopted
             else:
                 proc = self._proc = await asyncio.create_subprocess_exec(
                     self._python, "-m", "hapa_lsp.jedi_worker",

@@ -20,6 +20,8 @@ def start_early() -> None:
     global _early
     if _early is not None or os.environ.get("HAPA_JEDI_EARLY", "1").strip().lower() in ("0", "false", "no", "off"):
         return
+    if os.name != "posix":
+        return  # asyncio adopts a Popen's pipes only where they are file descriptors (not Windows' proactor)
     try:
         _early = subprocess.Popen([sys.executable, "-m", "hapa_lsp.jedi_worker", "--prewarm"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)

@@ -302,3 +302,24 @@ def test_an_early_worker_is_ended_when_jedi_is_off_and_not_started_when_asked_no
     monkeypatch.setenv("HAPA_JEDI_EARLY", "0")
     jedi_spawn.start_early()
     assert jedi_spawn._early is None
+
+
+async def test_an_early_worker_that_cannot_be_adopted_is_ended_and_another_one_answers(monkeypatch, tmp_path):
+    monkeypatch.setenv("HAPA_JEDI_CACHE_DIR", str(tmp_path / "jedi-cache"))
+    monkeypatch.delenv("HAPA_JEDI_EARLY", raising=False)
+
+    async def refuse(cls, popen):
+        raise OSError("pipes cannot be adopted here")
+
+    monkeypatch.setattr(jedi_client._Adopted, "adopt", classmethod(refuse))
+    jedi_spawn.start_early()
+    early = jedi_spawn._early
+    assert early is not None
+    r = JediRunner()
+    try:
+        assert "path" in (await _labels(r) or [])
+        assert r.pid not in (None, early.pid)
+        early.wait(timeout=5)  # killed, not left running beside the new worker
+    finally:
+        await r.aclose()
+        jedi_spawn.discard()
