@@ -267,14 +267,22 @@ def test_writes_cut_off_by_a_killed_worker_are_swept_and_never_read(tmp_path, mo
     assert not old.exists() and fresh.exists() and entry.exists()
 
 
-async def test_the_runner_adopts_the_worker_started_with_the_process(monkeypatch, tmp_path):
-    """`hapa-lsp` starts its jedi worker before importing pygls; the runner's first worker is that one, and a new
-    one replaces it when it dies, as for any worker."""
+@pytest.fixture
+def early_worker(monkeypatch, tmp_path):
+    """The worker `hapa-lsp` starts with its process (hapa_lsp.jedi_spawn), ended after the test."""
     monkeypatch.setenv("HAPA_JEDI_CACHE_DIR", str(tmp_path / "jedi-cache"))
     monkeypatch.delenv("HAPA_JEDI_EARLY", raising=False)
     jedi_spawn.start_early()
     early = jedi_spawn._early
     assert early is not None
+    yield early
+    jedi_spawn.discard()
+
+
+async def test_the_runner_adopts_the_worker_started_with_the_process(early_worker):
+    """`hapa-lsp` starts its jedi worker before importing pygls; the runner's first worker is that one, and a new
+    one replaces it when it dies, as for any worker."""
+    early = early_worker
     r = JediRunner()
     try:
         assert "path" in (await _labels(r) or [])
@@ -289,14 +297,11 @@ async def test_the_runner_adopts_the_worker_started_with_the_process(monkeypatch
         assert await _gone(early.pid)  # reaped by the runner, not left a zombie
     finally:
         await r.aclose()
-        jedi_spawn.discard()
 
 
-def test_an_early_worker_is_ended_when_jedi_is_off_and_not_started_when_asked_not_to(monkeypatch):
-    monkeypatch.delenv("HAPA_JEDI_EARLY", raising=False)
-    jedi_spawn.start_early()
-    early = jedi_spawn._early
-    assert early is not None and early.poll() is None
+def test_an_early_worker_is_ended_when_jedi_is_off_and_not_started_when_asked_not_to(early_worker, monkeypatch):
+    early = early_worker
+    assert early.poll() is None
     jedi_spawn.discard()
     assert early.poll() is not None and jedi_spawn.take() is None
     monkeypatch.setenv("HAPA_JEDI_EARLY", "0")
@@ -304,17 +309,12 @@ def test_an_early_worker_is_ended_when_jedi_is_off_and_not_started_when_asked_no
     assert jedi_spawn._early is None
 
 
-async def test_an_early_worker_that_cannot_be_adopted_is_ended_and_another_one_answers(monkeypatch, tmp_path):
-    monkeypatch.setenv("HAPA_JEDI_CACHE_DIR", str(tmp_path / "jedi-cache"))
-    monkeypatch.delenv("HAPA_JEDI_EARLY", raising=False)
-
+async def test_an_early_worker_that_cannot_be_adopted_is_ended_and_another_one_answers(early_worker, monkeypatch):
     async def refuse(cls, popen):
         raise OSError("pipes cannot be adopted here")
 
     monkeypatch.setattr(jedi_client._Adopted, "adopt", classmethod(refuse))
-    jedi_spawn.start_early()
-    early = jedi_spawn._early
-    assert early is not None
+    early = early_worker
     r = JediRunner()
     try:
         assert "path" in (await _labels(r) or [])
@@ -322,4 +322,3 @@ async def test_an_early_worker_that_cannot_be_adopted_is_ended_and_another_one_a
         early.wait(timeout=5)  # killed, not left running beside the new worker
     finally:
         await r.aclose()
-        jedi_spawn.discard()
