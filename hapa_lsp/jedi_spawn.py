@@ -39,7 +39,7 @@ def take() -> subprocess.Popen[bytes] | None:
 
 
 def discard() -> None:
-    """Jedi is off in this session's settings: end the early worker (EOF on its stdin, then a kill)."""
+    """Jedi is off in this session's settings: end the early worker (killed and reaped: milliseconds)."""
     proc = take()
     if proc is None:
         return
