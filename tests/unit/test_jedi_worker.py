@@ -322,3 +322,55 @@ async def test_an_early_worker_that_cannot_be_adopted_is_ended_and_another_one_a
         early.wait(timeout=5)  # killed, not left running beside the new worker
     finally:
         await r.aclose()
+
+
+async def test_a_helper_worker_runs_jobs_in_a_process_of_its_own_and_exits(runner, tmp_path, monkeypatch):
+    """run_aside: while the first worker starts on a cold cache, a second one parses a new document's imports."""
+    monkeypatch.setenv("HAPA_JEDI_CACHE_DIR", str(tmp_path / "jedi-cache"))
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            if runner.aside_pid is not None and runner.aside_pid not in seen:
+                seen.append(runner.aside_pid)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.ensure_future(watch())
+    jobs = [("complete", (SOURCE, "", None, 1, 5, 100)), ("complete", (SOURCE, "", None, 9, 0, 100)),
+            ("complete", ("import os\nos.path.\n", "", None, 1, 8, 100))]
+    task = asyncio.ensure_future(runner.run_aside(jobs, timeout=60.0))
+    await asyncio.sleep(0.05)
+    assert await runner.run_aside(jobs[:1], timeout=60.0) is None  # one helper at a time
+    out = await task
+    watcher.cancel()
+    assert out is not None and len(out) == 3
+    assert "path" in [c[0] for c in out[0]]
+    assert out[1] is None  # jedi failed on that one (no line 10): None, and the next job still ran
+    assert "join" in [c[0] for c in out[2]]
+    assert len(seen) == 1 and seen[0] != os.getpid()
+    assert runner.pid is None  # the runner's own worker was not started for it
+    assert runner.aside_pid is None and await _gone(seen[0])  # it exited when its jobs were done
+    assert runner.aside_runs == 1
+
+
+async def test_a_helper_worker_that_hangs_is_ended_and_shutdown_ends_a_running_one(tmp_path):
+    hang = tmp_path / "hang"
+    hang.write_text("#!/bin/sh\nexec sleep 60\n")
+    hang.chmod(0o755)
+    r = JediRunner(python=str(hang))
+    try:
+        t0 = asyncio.get_running_loop().time()
+        assert await r.run_aside([("warm", ())], timeout=0.5) is None  # out of time: given up, not waited for
+        assert asyncio.get_running_loop().time() - t0 < 5
+        task = asyncio.ensure_future(r.run_aside([("warm", ())], timeout=60.0))
+        for _ in range(200):
+            if r.aside_pid is not None:
+                break
+            await asyncio.sleep(0.01)
+        pid = r.aside_pid
+        assert pid is not None
+        r.shutdown()
+        assert await asyncio.wait_for(task, 5) is None
+        assert await _gone(pid)
+    finally:
+        await r.aclose()
