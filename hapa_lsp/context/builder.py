@@ -26,12 +26,15 @@ from hapa_lsp.cache_dirs import facts_cache_directory
 from hapa_lsp.context import CursorText, Window, budget_window, is_excluded, split_at, window_for_chars
 from hapa_lsp.context.facts import Fact, FactsEngine, Use, Uses, find_uses, imports_of
 from hapa_lsp.context.facts_store import FactsStore
+from hapa_lsp.context.jedi_facts import import_statement
 from hapa_lsp.context.neighbours import NeighbourIndex, Snippet
 from hapa_lsp.context.static_facts import StaticFacts
 from hapa_lsp.context.syntax import Decision, decide
 from hapa_lsp.context.tokens import CounterLoader, TokenCounter
+from hapa_lsp.context.uses import namespace_chains
 from hapa_lsp.documents import doc_key, name_of
 from hapa_lsp.jedi_client import JediError
+from hapa_lsp.log import get_logger
 from hapa_lsp.prompts import ContextFile, FimPrompt, build_fim_prompt
 
 if TYPE_CHECKING:
@@ -47,6 +50,10 @@ _RECENT_RANK = -4.0
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 # Tokens kept for the format's own markers when a small document leaves budget over for extra context.
 _FORMAT_RESERVE = 48
+# A newly opened document's imports go to a helper worker if the jedi worker has not answered within this long
+# (it is parsing builtins on a cold cache), and the helper gets at most this long.
+ASIDE_AFTER_S = 0.1
+ASIDE_TIMEOUT_S = 30.0
 
 
 def _by_file(chosen: list[tuple[str, str, str, Any]]) -> list[ContextFile]:
@@ -296,6 +303,8 @@ class ContextEngine:
                     return
                 self.static.lookup(path, module, orig or name, self.root)
                 await asyncio.sleep(0)
+        if (self.wants_jedi(path, language, text) or self.settings.completion.jedi) and wanted():
+            await self._warm_aside(uri, path if on_disk else "", text, imports_of(text))
         if self.wants_jedi(path, language, text):
             await self.facts.warm_document(uri, path if on_disk else "", self.root, text, wanted)
         if self.settings.completion.jedi and wanted():
@@ -305,6 +314,33 @@ class ContextEngine:
                                       still_wanted=wanted, background=True)
             except JediError:
                 pass  # the first real completion reports it
+
+    async def _warm_aside(self, uri: str, path: str, text: str,
+                          imports: dict[str, tuple[int, int, str, str | None]]) -> None:
+        """While the jedi worker is still starting on a cold parse cache (the first run on a machine), a helper
+        worker on the other core parses what this document imports: the facts of its imported names, and the
+        completion lists of the namespaces the text uses (``os.path.``). With a warm parse cache the worker has
+        answered within ``ASIDE_AFTER_S`` and its own queue does the same in a fraction of a second."""
+        runner = self.runner
+        if runner is None or not imports or await runner.wait_started(ASIDE_AFTER_S):
+            return
+        jobs: list[tuple[str, tuple[Any, ...]]] = []
+        facts_job = self.facts.open_job(uri, path, self.root, text) if self.wants_jedi(path, "python", text) else None
+        if facts_job is not None:
+            jobs.append(facts_job)
+        if self.settings.completion.jedi:
+            for chain in namespace_chains(text, imports):
+                head = chain.split(".", 1)[0]
+                script = f"{import_statement(head, imports[head])}\n{chain}.\n"
+                jobs.append(("complete", (script, path, self.root, 1, len(chain) + 1, 1000)))
+        if not jobs:
+            return
+        t0 = time.perf_counter()
+        results = await runner.run_aside(jobs, timeout=ASIDE_TIMEOUT_S)
+        get_logger().debug("helper jedi worker", jobs=len(jobs), ms=round((time.perf_counter() - t0) * 1000),
+                           ok=results is not None)
+        if results and facts_job is not None and isinstance(results[0], dict):
+            self.facts.take(uri, path, results[0])
 
     # ---- 1. start ---------------------------------------------------------------------------------------
     def start(self, *, uri: str, path: str, language: str, text: str = "", line: int = 0, character: int = 0,

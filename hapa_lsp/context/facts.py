@@ -161,14 +161,27 @@ class FactsEngine:
             self._failures_seen.add(sig)
             get_logger().warning("jedi failed resolving facts; prompts go without them", error=str(exc)[:2000])
 
+    def open_job(self, uri: str, path: str, root: str | None, text: str) -> tuple[str, tuple[Any, ...]] | None:
+        """The first job of ``warm_document`` as ``(op, args)``, for a worker other than the runner's queue
+        (``JediRunner.run_aside``); its result goes to ``take``. None: nothing to resolve."""
+        todo = [u for u in _open_uses(text) if self._get(uri, u.expr) is None]
+        if not todo:
+            return None
+        return "facts", (text, path, root, todo, [u.expr for u in todo], self.exclude_globs, OPEN_JOB_CAP_S)
+
+    def take(self, uri: str, path: str, out: dict[str, Any]) -> None:
+        """Store the result of an ``open_job`` run elsewhere, as if the queue had run it."""
+        if path and self.store is not None:
+            self._paths[uri] = path
+        self._apply(uri, out)
+
     async def warm_document(self, uri: str, path: str, root: str | None, text: str,
                             still_wanted: Callable[[], bool]) -> None:
         """Resolve every name the document imports, in background jobs, right after it was opened: the worker
         parses the modules it imports (the first completion then answers fast) and the first prompt has facts."""
         if self.runner is None:
             return
-        uses = [Use(name, row, col, 1000, 1, True, False, module)
-                for name, (row, col, module, _orig) in imports_of(text).items()]
+        uses = _open_uses(text)
         if not uses:
             return
         deadline = time.monotonic() + OPEN_TOTAL_S
@@ -349,3 +362,9 @@ class FactsEngine:
             self._jobs[key] = job
             job.add_done_callback(lambda f, k=key: self._jobs.pop(k, None) if self._jobs.get(k) is f else None)
         return job
+
+
+def _open_uses(text: str) -> list[Use]:
+    """What warming a newly opened document resolves: every name it imports, at its import statement."""
+    return [Use(name, row, col, 1000, 1, True, False, module)
+            for name, (row, col, module, _orig) in imports_of(text).items()]

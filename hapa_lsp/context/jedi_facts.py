@@ -100,6 +100,14 @@ def render(name: Any) -> Fact | None:
     return Fact(path, line, name.name, kind, text)
 
 
+def import_statement(name: str, spec: tuple[int, int, str, str | None]) -> str:
+    """The statement that binds ``name`` as the import ``spec`` (from ``imports_of``) does."""
+    _row, _col, module, orig = spec
+    if orig is None:
+        return f"import {module}" + (f" as {name}" if module.split(".")[0] != name else "")
+    return f"from {module} import {orig}" + (f" as {name}" if orig != name else "")
+
+
 def _import_script(uses: list[Use], imports: dict[str, tuple[int, int, str, str | None]]
                    ) -> tuple[str, dict[str, tuple[int, int]]]:
     """A script of just the imports ``uses`` need, plus their ``head.attr`` expressions; 1-based positions."""
@@ -112,12 +120,7 @@ def _import_script(uses: list[Use], imports: dict[str, tuple[int, int, str, str 
         if spec is None:
             continue
         if head not in heads:
-            _row, _col, module, orig = spec
-            if orig is None:
-                stmt = f"import {module}" + (f" as {head}" if module.split(".")[0] != head else "")
-            else:
-                stmt = f"from {module} import {orig}" + (f" as {head}" if orig != head else "")
-            lines.append(stmt)
+            lines.append(import_statement(head, spec))
             heads[head] = len(lines)
         if "." in u.expr:
             lines.append(u.expr)

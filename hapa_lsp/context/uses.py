@@ -109,6 +109,21 @@ def imports_of(text: str) -> dict[str, tuple[int, int, str, str | None]]:
     return _imports(text.split("\n"), text)
 
 
+def namespace_chains(text: str, imports: dict[str, tuple[int, int, str, str | None]], limit: int = 2) -> list[str]:
+    """``name.attr`` expressions of imported names that the text uses as namespaces (``os.path.join``: ``os.path``),
+    most used first: where completion lists will be asked for (``os.path.``)."""
+    counts: dict[str, int] = {}
+    for m in _NAMESPACE.finditer(text):
+        head = m.group(1)
+        if head in imports:
+            key = f"{head}.{m.group(2)}"
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(counts, key=lambda k: -counts[k])[:limit]
+
+
+_NAMESPACE = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\.([A-Za-z_]\w*)\.[A-Za-z_]")
+
+
 def _imports(lines: list[str], text: str | None = None) -> dict[str, tuple[int, int, str, str | None]]:
     """Names bound by imports -> (line, column of the name in its import statement, module imported from)."""
     out: dict[str, tuple[int, int, str, str | None]] = {}

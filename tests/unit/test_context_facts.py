@@ -9,7 +9,8 @@ import pytest
 
 from hapa_lsp.config import Settings
 from hapa_lsp.context.builder import ContextEngine
-from hapa_lsp.context.facts import find_uses, module_excluded
+from hapa_lsp.context.facts import find_uses, imports_of, module_excluded
+from hapa_lsp.context.uses import namespace_chains
 from hapa_lsp.jedi_client import JediRunner
 
 MODELS = '''\
@@ -218,3 +219,37 @@ async def test_names_imported_from_excluded_modules_are_not_resolved(workspace, 
     globs = ce.facts.exclude_globs
     assert module_excluded(".secrets.keys", str(workspace / "shop" / "service.py"), str(workspace), globs)
     assert not module_excluded("shop.models", str(workspace / "shop" / "service.py"), str(workspace), globs)
+
+
+async def test_a_document_opened_while_jedi_starts_gets_its_facts_from_a_helper_worker(workspace, runner):
+    """The first run on a machine: the jedi worker spends seconds on builtins; the document's imports are resolved
+    meanwhile by a helper worker, and their facts are there before the worker answered anything."""
+    ce = ContextEngine(Settings(), runner=runner, root=str(workspace))
+    path = workspace / "shop" / "service.py"
+    text = path.read_text(encoding="utf-8")
+    uri = path.as_uri() + "#aside"
+    assert runner.starting
+    await ce._warm_aside(uri, str(path), text, imports_of(text))
+    assert runner.aside_runs == 1
+    assert runner.pid is None  # the runner's own worker has not run a job yet
+    facts = ce.facts._get(uri, "load_invoices")
+    assert facts and any("def load_invoices(path: str" in f.text for f in facts), facts
+
+
+async def test_no_helper_worker_once_the_jedi_worker_has_answered(workspace, runner):
+    assert await runner.run("complete", "import os\nos.", "", None, 1, 3, 5, timeout=60.0)
+    assert not runner.starting
+    ce = ContextEngine(Settings(), runner=runner, root=str(workspace))
+    path = workspace / "shop" / "service.py"
+    text = path.read_text(encoding="utf-8")
+    await ce.warm_document(uri=path.as_uri() + "#warm", path=str(path), language="python", text=text)
+    assert runner.aside_runs == 0
+    assert ce.facts._get(path.as_uri() + "#warm", "load_invoices")  # the worker's own queue resolved them
+
+
+def test_namespace_chains_are_attributes_of_imported_names_used_as_namespaces():
+    text = ("import os\nimport numpy as np\nfrom shop import models\n\n"
+            "a = os.path.join(x, os.path.sep)\nb = np.linalg.norm(v)\nc = self.store.path.x\n"
+            "d = models.Invoice.total\ne = os.getcwd()\nf = q.np.linalg.det\n")
+    assert namespace_chains(text, imports_of(text)) == ["os.path", "np.linalg"]  # most used first, two at most
+    assert namespace_chains(text, imports_of(text), limit=5) == ["os.path", "np.linalg", "models.Invoice"]
