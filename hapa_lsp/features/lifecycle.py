@@ -20,6 +20,7 @@ SECTION = "hapa"
 
 if TYPE_CHECKING:
     from hapa_lsp.server import HapaServer
+    from hapa_lsp.jedi_client import JediRunner
 
 
 async def pull_configuration(ls: HapaServer) -> None:
@@ -76,7 +77,8 @@ def register(server: HapaServer) -> None:
         # prometheus_client, would otherwise compete with it for the one interpreter lock while the user's first
         # keystrokes arrive), with the settings known then; the client's configuration is applied whenever it
         # arrives (a client that never answers must not delay them).
-        ls.keep(asyncio.ensure_future(_after_warm_up(ls, warm)))
+        ls.keep(asyncio.ensure_future(_after_warm_up(
+            ls, warm, ls.jedi if ls.settings.completion.jedi or ls.settings.context.facts else None)))
         if client_supports(ls, "workspace.did_change_configuration.dynamic_registration"):
             # Alongside the configuration pull, not before it: a client that never answers costs one timeout.
             ls.keep(asyncio.ensure_future(_register_configuration(ls)))
@@ -130,10 +132,15 @@ STARTUP_PAUSE_S = 0.3
 STARTUP_PAUSE_MAX_S = 3.0
 
 
-async def _after_warm_up(ls: HapaServer, warm: asyncio.Future[Any]) -> None:
-    """Run the startup hooks once the typing path is warm and the user pauses (bounded)."""
+async def _after_warm_up(ls: HapaServer, warm: asyncio.Future[Any], jedi: JediRunner | None = None) -> None:
+    """Run the startup hooks once the typing path is warm, ``jedi``'s worker has started and the user pauses
+    (bounded: ``STARTUP_PAUSE_MAX_S`` after the warm-up)."""
     await asyncio.wait([warm])
     until = time.monotonic() + STARTUP_PAUSE_MAX_S
+    if jedi is not None:
+        # On a parse cache this machine never filled, the jedi worker and its helper need both cores for ~2 s
+        # (the first completion list waits for them); the hooks' imports would take one of them.
+        await jedi.wait_started(max(0.0, until - time.monotonic()))
     while time.monotonic() < until:
         idle = time.monotonic() - ls.protocol.last_typing_at
         if idle >= STARTUP_PAUSE_S:

@@ -98,3 +98,34 @@ async def test_background_startup_work_starts_after_the_bound_however_long_the_u
     await asyncio.wait_for(lifecycle._after_warm_up(ls, warm), 5)
     typing.cancel()
     assert ls.hooks_at is not None and 0.4 <= ls.hooks_at - t0 < 2.5
+
+
+class _StartingJedi:
+    """The part of a JediRunner _after_warm_up reads: its worker answers its first job after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.started_at = time.monotonic() + seconds
+
+    async def wait_started(self, timeout: float) -> bool:
+        wait = self.started_at - time.monotonic()
+        await asyncio.sleep(max(0.0, min(wait, timeout)))
+        return wait <= timeout
+
+
+async def test_background_startup_work_waits_for_the_jedi_worker_to_start_within_the_bound(monkeypatch):
+    """On a never-seen machine jedi's first parse needs both cores (a helper worker parses the document's imports):
+    the sidecar's imports wait until the worker has started, but never past the bound."""
+    monkeypatch.setattr(lifecycle, "STARTUP_PAUSE_S", 0.05)
+    monkeypatch.setattr(lifecycle, "STARTUP_PAUSE_MAX_S", 2.0)
+    warm: asyncio.Future = asyncio.get_running_loop().create_future()
+    warm.set_result(None)
+    ls = _Typing()
+    ls.protocol.last_typing_at = 0.0
+    t0 = time.monotonic()
+    await asyncio.wait_for(lifecycle._after_warm_up(ls, warm, _StartingJedi(0.6)), 5)
+    assert ls.hooks_at is not None and 0.6 <= ls.hooks_at - t0 < 1.5
+    ls = _Typing()
+    ls.protocol.last_typing_at = 0.0
+    t0 = time.monotonic()
+    await asyncio.wait_for(lifecycle._after_warm_up(ls, warm, _StartingJedi(30.0)), 5)
+    assert ls.hooks_at is not None and 1.9 <= ls.hooks_at - t0 < 3.0
