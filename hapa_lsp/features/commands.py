@@ -36,6 +36,6 @@ def register(server: HapaServer) -> None:
             out["jedi_skipped"] = jedi.skipped
             out["jedi_worker"] = {"pid": jedi.pid, "rss_mb": round(jedi.rss_mb, 1),
                                   "replaced": jedi.restarts, "failures": jedi.failures,
-                                  "warming": jedi.warming}
+                                  "warming": jedi.warming, "helper_runs": jedi.aside_runs}
         out["status"] = ls.status_state
         return out

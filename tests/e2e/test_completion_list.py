@@ -173,6 +173,9 @@ async def test_the_first_invoked_list_after_didopen_has_jedis_items_even_with_a_
         result = await client.text_document_completion_async(completion_params(uri, 5, 5, invoked=True))
         assert "path" in labels(result) and "pardir" in labels(result)
         assert result.is_incomplete is False
+        # The worker was still parsing builtins when the file was opened: a helper worker parsed `os` meanwhile.
+        stats = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="hapa.stats"))
+        assert stats["jedi_worker"]["helper_runs"] == 1
     finally:
         await stop_client(client)
 
