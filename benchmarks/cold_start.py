@@ -25,7 +25,8 @@ shared machine spreads over all cells. What is not cold: the OS page cache and P
 
     python benchmarks/cold_start.py [--kind completion|inline|both] [--runs 5] [--offsets 0.3,1,3]
                                     [--latency 0.15] [--debounce-ms 40] [--timeout 20]
-                                    [--workspace-name "my projé"] [--markdown]
+                                    [--workspace-name "my projé"] [--cache fresh|kept] [--jedi-helper on|off]
+                                    [--markdown]
 
 Targets (the project's cold-start issue): a completion request made >= 1 s after didOpen carries jedi's
 items with p50 <= 400 ms; an Invoked completion never returns an empty jedi part because jedi is warming;
@@ -215,7 +216,11 @@ def server_env(home: Path) -> dict[str, str]:
     env["HAPA_LOGGING_FILE"] = str(home / "server.log")
     env["HAPA_LOGGING_FORMAT"] = "json"
     env["HAPA_LOGGING_LEVEL"] = "INFO"
+    env.update(SERVER_ENV)
     return env
+
+
+SERVER_ENV: dict[str, str] = {}  # set from the command line (--jedi-helper)
 
 
 def warm_fake(fake: FakeModelServer) -> None:
@@ -489,8 +494,12 @@ async def main() -> int:
                     help="fresh: a never-seen machine (empty jedi cache, no database); kept: the same XDG homes as "
                          "an earlier server that opened the same file (a restart, a new editor window)")
     ap.add_argument("--pause", type=float, default=0.5, help="seconds between servers")
+    ap.add_argument("--jedi-helper", choices=["on", "off"], default="on",
+                    help="off: HAPA_JEDI_HELPER=0 (no helper jedi worker at didOpen while the worker starts)")
     ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown (README)")
     args = ap.parse_args()
+    if args.jedi_helper == "off":
+        SERVER_ENV["HAPA_JEDI_HELPER"] = "0"
     offsets = [float(x) for x in args.offsets.split(",") if x.strip()]
     kinds = ["completion", "inline"] if args.kind == "both" else [args.kind]
     try:
@@ -505,7 +514,7 @@ async def main() -> int:
     print(f"machine: {cpus} cores (nproc), python {platform.python_version()} ({platform.machine()}, "
           f"{platform.system()} {platform.release()}), load average {load}; hapa-lsp {hapa_lsp.__version__} @ {commit}")
     print(f"setup: a new server per run; model latency {args.latency * 1000:.0f} ms (fake); debounce "
-          f"{args.debounce_ms} ms; workspace folder {args.workspace_name!r}; cache {args.cache}; {args.runs} runs per cell; "
+          f"{args.debounce_ms} ms; workspace folder {args.workspace_name!r}; cache {args.cache}; jedi helper {args.jedi_helper}; {args.runs} runs per cell; "
           f"medians (worst = slowest run)", flush=True)
     results: dict[tuple[str, float], list[dict[str, Any]]] = {(k, o): [] for k in kinds for o in offsets}
     t_start = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import os
 import pickle
 import struct
 import subprocess
@@ -142,12 +143,12 @@ class JediRunner:
         meanwhile; the parse cache is shared (atomic writes), so the first worker then loads those modules
         instead of parsing them, and the helper's facts go straight to the caller.
         """
-        if self._closed or self._aside is not None:
+        if self._closed or self._aside is not None or not helper_allowed():
             return None
         deadline = time.monotonic() + timeout
         try:
             proc = self._aside = await asyncio.create_subprocess_exec(
-                self._python, "-m", "hapa_lsp.jedi_worker",
+                self._python, "-m", "hapa_lsp.jedi_worker", "--helper",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
         except (OSError, ValueError) as exc:
             self._aside = None
@@ -434,6 +435,13 @@ class _Adopted:
             await asyncio.sleep(0.02)
         self.stdin.close()
         return code
+
+
+def helper_allowed() -> bool:
+    """Whether ``run_aside`` may start a helper: a second core to run it on, and ``HAPA_JEDI_HELPER`` not 0."""
+    if os.environ.get("HAPA_JEDI_HELPER", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return (os.cpu_count() or 1) >= 2
 
 
 def _log(level: str, msg: str, **kw: Any) -> None:

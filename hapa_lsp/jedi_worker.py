@@ -35,6 +35,7 @@ from hapa_lsp.cache_dirs import jedi_cache_directory
 from hapa_lsp.context.jedi_facts import resolve_batch
 
 _HEAD = struct.Struct(">I")
+HELPER_NICE = 10
 #: Errors a damaged pickle raises on load (truncated, garbage, written by another parso version).
 _CORRUPT = (EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError, TypeError, ValueError,
             MemoryError)
@@ -213,6 +214,13 @@ def main() -> None:
     sys.stdout = sys.stderr
     sys.stdin = open(os.devnull)  # noqa: SIM115 - nothing here may read the request pipe but serve()
     use_own_cache()
+    if "--helper" in sys.argv[1:] and hasattr(os, "nice"):
+        # A helper (``JediRunner.run_aside``) only gets ahead of work: the server's own process, answering
+        # keystrokes, wins every core it competes for.
+        try:
+            os.nice(HELPER_NICE)
+        except OSError:
+            pass
 
     # The entry that ``-m`` put first (the server's working directory) is not part of the user's sys.path.
     if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.abspath(os.getcwd()):

@@ -326,13 +326,22 @@ async def test_an_early_worker_that_cannot_be_adopted_is_ended_and_another_one_a
 
 async def test_a_helper_worker_runs_jobs_in_a_process_of_its_own_and_exits(runner, tmp_path, monkeypatch):
     """run_aside: while the first worker starts on a cold cache, a second one parses a new document's imports."""
+    from hapa_lsp.jedi_worker import HELPER_NICE  # local: the rest of this module never imports jedi here
+
     monkeypatch.setenv("HAPA_JEDI_CACHE_DIR", str(tmp_path / "jedi-cache"))
     seen: list[int] = []
+    nice: list[int] = []
 
     async def watch() -> None:
         while True:
-            if runner.aside_pid is not None and runner.aside_pid not in seen:
-                seen.append(runner.aside_pid)
+            pid = runner.aside_pid
+            if pid is not None:
+                if pid not in seen:
+                    seen.append(pid)
+                try:
+                    nice.append(os.getpriority(os.PRIO_PROCESS, pid))
+                except OSError:
+                    pass
             await asyncio.sleep(0.01)
 
     watcher = asyncio.ensure_future(watch())
@@ -348,6 +357,8 @@ async def test_a_helper_worker_runs_jobs_in_a_process_of_its_own_and_exits(runne
     assert out[1] is None  # jedi failed on that one (no line 10): None, and the next job still ran
     assert "join" in [c[0] for c in out[2]]
     assert len(seen) == 1 and seen[0] != os.getpid()
+    # It yields the CPU to the server (and to the first worker): it only gets ahead of their work.
+    assert max(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + HELPER_NICE)
     assert runner.pid is None  # the runner's own worker was not started for it
     assert runner.aside_pid is None and await _gone(seen[0])  # it exited when its jobs were done
     assert runner.aside_runs == 1
@@ -374,3 +385,16 @@ async def test_a_helper_worker_that_hangs_is_ended_and_shutdown_ends_a_running_o
         assert await _gone(pid)
     finally:
         await r.aclose()
+
+
+async def test_no_helper_worker_when_turned_off_or_on_one_core(runner, monkeypatch):
+    job = [("complete", (SOURCE, "", None, 1, 5, 100))]
+    monkeypatch.setenv("HAPA_JEDI_HELPER", "0")
+    assert await runner.run_aside(job, timeout=60.0) is None
+    monkeypatch.delenv("HAPA_JEDI_HELPER")
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # it would only take the core the server answers keystrokes on
+    assert await runner.run_aside(job, timeout=60.0) is None
+    assert runner.aside_runs == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    out = await runner.run_aside(job, timeout=60.0)
+    assert out and "path" in [c[0] for c in out[0]]
