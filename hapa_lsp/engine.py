@@ -112,6 +112,9 @@ class Engine:
         self._context: ContextEngine | None = None
         # Work started for no request (warming a newly opened document): referenced until done.
         self._background: set[asyncio.Task] = set()
+        #: Set once the typing path's modules and HTTP client are built (``features.lifecycle._warm_up``): work that
+        #: only gets ahead (a helper jedi worker) starts after it, so that it does not slow the first keystroke's.
+        self.typing_path_ready = asyncio.Event()
         # The prompt's token counter: its tokenizer.json is found and loaded in a worker thread from now on,
         # and again whenever the settings name another one (the estimate serves until then).
         self.token_counters = CounterLoader()
@@ -216,7 +219,7 @@ class Engine:
             return
         task = asyncio.ensure_future(self.context.warm_document(
             uri=uri, path=path, language=language, text=text, on_disk=on_disk,
-            still_wanted=lambda: uri in self._docs))
+            still_wanted=lambda: uri in self._docs, after=self.typing_path_ready))
         self._state(uri)
         self._background.add(task)
         task.add_done_callback(self._background_done)

@@ -3,7 +3,9 @@
 The event loop never runs jedi and never waits on it beyond a caller's time box. The first worker is the one
 ``hapa_lsp.jedi_spawn`` started with the server process (adopted on first use, e.g. by ``warm_up`` after
 ``initialized``), or one started then; a worker is restarted when it dies or hangs, and replaced when idle once it
-holds more than ``max_memory_mb``.
+holds more than ``max_memory_mb``. While the first worker is still starting, ``run_aside`` can run a few jobs in a
+short-lived helper worker of their own (``hapa_lsp.context.builder.ContextEngine.warm_document`` does, for a file
+opened then).
 """
 
 from __future__ import annotations

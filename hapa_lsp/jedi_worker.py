@@ -7,7 +7,9 @@ replace the worker when it has grown too large (``hapa_lsp.jedi_client.JediRunne
 
 Protocol on the worker's stdin/stdout pipes (private to the server; the editor's stdio is never touched):
 frames of a 4-byte big-endian length and a pickle. Request ``(op, args)``; reply
-``(ok, result_or_error_text, rss_mb)``. One request at a time. EOF on stdin ends the worker.
+``(ok, result_or_error_text, rss_mb)``. One request at a time. EOF on stdin ends the worker. ``--prewarm``: complete
+on an empty file before reading requests (the worker started with the server process); ``--helper``: run at a lower
+CPU priority (``JediRunner.run_aside``).
 
 jedi's parse cache: jedi and parso keep pickled parse trees in a cache directory that every jedi-based tool of
 the user shares (``~/.cache/jedi``), written in place: a process killed mid-write leaves a truncated file that

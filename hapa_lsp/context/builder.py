@@ -54,6 +54,8 @@ _FORMAT_RESERVE = 48
 # (it is parsing builtins on a cold cache), and the helper gets at most this long.
 ASIDE_AFTER_S = 0.1
 ASIDE_TIMEOUT_S = 30.0
+# The typing path's warm-up (imports, HTTP client: ~0.3 s after initialized) goes first, but no longer than this.
+ASIDE_WAIT_MAX_S = 1.0
 
 
 def _by_file(chosen: list[tuple[str, str, str, Any]]) -> list[ContextFile]:
@@ -286,9 +288,10 @@ class ContextEngine:
                 and not is_excluded(path, ctx.exclude_globs))
 
     async def warm_document(self, *, uri: str, path: str, language: str, text: str, on_disk: bool = True,
-                            still_wanted: Any = None) -> None:
+                            still_wanted: Any = None, after: asyncio.Event | None = None) -> None:
         """A document was opened: resolve its imports in the jedi worker (background priority), so that the
-        first completion and the first prompt do not pay for parsing every module it imports."""
+        first completion and the first prompt do not pay for parsing every module it imports. ``after``: a helper
+        worker (``_warm_aside``) starts only once it is set (at most ``ASIDE_WAIT_MAX_S`` later)."""
         if self.runner is None or language != "python" or len(text) > self.settings.context.jedi_max_bytes:
             return
         wanted = still_wanted or (lambda: True)
@@ -304,7 +307,7 @@ class ContextEngine:
                 self.static.lookup(path, module, orig or name, self.root)
                 await asyncio.sleep(0)
         if (self.wants_jedi(path, language, text) or self.settings.completion.jedi) and wanted():
-            await self._warm_aside(uri, path if on_disk else "", text, imports_of(text))
+            await self._warm_aside(uri, path if on_disk else "", text, imports_of(text), after)
         if self.wants_jedi(path, language, text):
             await self.facts.warm_document(uri, path if on_disk else "", self.root, text, wanted)
         if self.settings.completion.jedi and wanted():
@@ -316,13 +319,21 @@ class ContextEngine:
                 pass  # the first real completion reports it
 
     async def _warm_aside(self, uri: str, path: str, text: str,
-                          imports: dict[str, tuple[int, int, str, str | None]]) -> None:
+                          imports: dict[str, tuple[int, int, str, str | None]],
+                          after: asyncio.Event | None = None) -> None:
         """While the jedi worker is still starting on a cold parse cache (the first run on a machine), a helper
         worker on the other core parses what this document imports: the facts of its imported names, and the
         completion lists of the namespaces the text uses (``os.path.``). With a warm parse cache the worker has
         answered within ``ASIDE_AFTER_S`` and its own queue does the same in a fraction of a second."""
         runner = self.runner
-        if runner is None or not imports or await runner.wait_started(ASIDE_AFTER_S):
+        if runner is None or not imports:
+            return
+        if after is not None and not after.is_set():
+            try:
+                await asyncio.wait_for(after.wait(), ASIDE_WAIT_MAX_S)
+            except TimeoutError:
+                pass
+        if await runner.wait_started(ASIDE_AFTER_S):
             return
         jobs: list[tuple[str, tuple[Any, ...]]] = []
         facts_job = self.facts.open_job(uri, path, self.root, text) if self.wants_jedi(path, "python", text) else None

@@ -153,12 +153,18 @@ async def _warm_up(ls: HapaServer) -> None:
     """Import the typing path's modules in a worker thread (~0.1-0.2 s on a loaded machine: httpx, the engine, the
     context builder), then build the engine on the loop, cheaply now, and its pooled HTTP client in the thread."""
     loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
     try:
         await loop.run_in_executor(None, _import_typing_path)
+        t1 = time.perf_counter()
         engine = ls.engine
         await loop.run_in_executor(None, engine.prepare)
+        get_logger().debug("typing path warm", import_ms=round((t1 - t0) * 1000, 1),
+                           prepare_ms=round((time.perf_counter() - t1) * 1000, 1))
     except Exception:  # noqa: BLE001 - e.g. the editor quit while we were importing; first use imports again
         get_logger().debug("warm-up failed", exc_info=True)
+    finally:
+        ls.engine.typing_path_ready.set()
 
 
 def _import_typing_path() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 
@@ -234,6 +235,20 @@ async def test_a_document_opened_while_jedi_starts_gets_its_facts_from_a_helper_
     assert runner.pid is None  # the runner's own worker has not run a job yet
     facts = ce.facts._get(uri, "load_invoices")
     assert facts and any("def load_invoices(path: str" in f.text for f in facts), facts
+
+
+async def test_the_helper_worker_waits_for_the_typing_path_to_be_warm(workspace, runner):
+    """The helper competes for the CPU: it starts only once the typing path's warm-up is done (``after``)."""
+    ce = ContextEngine(Settings(), runner=runner, root=str(workspace))
+    path = workspace / "shop" / "service.py"
+    text = path.read_text(encoding="utf-8")
+    ready = asyncio.Event()
+    task = asyncio.ensure_future(ce._warm_aside(path.as_uri() + "#after", str(path), text, imports_of(text), ready))
+    await asyncio.sleep(0.3)
+    assert runner.aside_pid is None and runner.aside_runs == 0  # still waiting for the typing path
+    ready.set()
+    await asyncio.wait_for(task, 60)
+    assert runner.aside_runs == 1
 
 
 async def test_no_helper_worker_once_the_jedi_worker_has_answered(workspace, runner):
