@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 from hapa_lsp.context.syntax import open_brackets, parses, region_at
 
+# Compiled at import (the warm-up thread imports this module): the first answer pays no regex compile.
+_SPACE = re.compile(r"\s")
+_TOKEN_END = re.compile(r"[\w.]+|\S")
+_NEW_TOPLEVEL = re.compile(r"(def |class |async def |@|if __name__)")
 _FENCE = re.compile(r"^\s*```[\w+-]*\s*\n?|\n?\s*```\s*$")
 
 
@@ -114,7 +118,7 @@ def cut_at_block_end(text: str, cursor: Cursor) -> str:
 
 def _is_new_toplevel(line: str) -> bool:
     """A new top-level definition after the completed one ends the suggestion."""
-    return bool(re.match(r"(def |class |async def |@|if __name__)", line))
+    return bool(_NEW_TOPLEVEL.match(line))
 
 
 def cut_repetition(text: str) -> str:
@@ -177,7 +181,7 @@ def clean(raw: str, cursor: Cursor, *, stop: tuple[str, ...] = (), max_lines: in
     if prefix_tail and text.strip() and prefix_tail.rstrip().endswith(text.strip()) and len(text.strip()) > 8:
         # The model repeated the line before the cursor.
         return None
-    if len(re.sub(r"\s", "", text)) < min_chars:
+    if len(_SPACE.sub("", text)) < min_chars:
         return None
     return text
 
@@ -263,7 +267,7 @@ def _cut_points(text: str) -> list[str]:
     lines = text.split("\n")
     out = ["\n".join(lines[:i]).rstrip() for i in range(len(lines) - 1, 0, -1)]
     first = lines[0]
-    ends = [m.end() for m in re.finditer(r"[\w.]+|\S", first)]
+    ends = [m.end() for m in _TOKEN_END.finditer(first)]
     out.extend(first[:e] for e in reversed(ends[:-1][-60:]))
     return [c for c in out if c.strip()]
 

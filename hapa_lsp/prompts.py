@@ -52,15 +52,16 @@ TEMPLATES: dict[str, FimTemplate] = {
     )
 }
 
-# Ordered: the first pattern found in the model name wins.
-_FAMILY_PATTERNS: tuple[tuple[str, str], ...] = (
+# Ordered: the first pattern found in the model name wins. Compiled at import (the warm-up thread imports this
+# module), so the first keystroke pays no regex compile.
+_FAMILY_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), f) for p, f in (
     (r"codestral", "codestral"),
     (r"codegemma", "codegemma"),
     (r"deepseek[-_.]?coder", "deepseek"),
     (r"code[-_.]?llama", "codellama"),
     (r"starcoder|star[-_]coder", "starcoder"),
     (r"qwen.*coder|coder.*qwen", "qwen"),
-)
+))
 
 
 def family_for(model: str, override: str = "auto") -> str:
@@ -69,7 +70,7 @@ def family_for(model: str, override: str = "auto") -> str:
         return override
     name = model.lower()
     for pattern, family in _FAMILY_PATTERNS:
-        if re.search(pattern, name):
+        if pattern.search(name):
             return family
     return "chat"
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hapa_lsp import errors
 from hapa_lsp.backends import Usage, create_backend, make_client
 from hapa_lsp.cache_redis import TieredCache, make_cache
-from hapa_lsp.log import get_logger
+from hapa_lsp.log import get_logger, public_url
 from hapa_lsp.resilience import CircuitBreaker, ResilientBackend
 
 if TYPE_CHECKING:
@@ -92,6 +92,13 @@ class Upstream:
             client = make_client(self.settings.backend)
             if self._client is None:  # the event loop did not build one meanwhile
                 self._client = client
+            try:
+                # One request built and dropped (nothing is sent): httpx compiles its URL and header handling
+                # on first use, here instead of on the first keystroke.
+                client.build_request("POST", public_url(self.settings.backend.endpoint).rstrip("/") + "/v1",
+                                     json={"prompt": ""})
+            except Exception:  # noqa: BLE001 - a bad endpoint is reported by the first real call
+                pass
 
     def update_settings(self, settings: Settings) -> None:
         """Apply new settings; the client, backend and cache are rebuilt only when what they depend on changed."""

@@ -94,13 +94,16 @@ def _blank_strings(code: str) -> str:
     """``code`` with string literals and comments replaced by spaces (newlines kept)."""
     if "#" not in code and "'" not in code and '"' not in code:
         return code
-    return _STR_OR_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), code)
+    return _STR_OR_COMMENT.sub(lambda m: _NOT_NEWLINE.sub(" ", m.group()), code)
 
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
+_NOT_NEWLINE = re.compile(r"[^\n]")
+_PARAM = re.compile(r"(?:^|[(,*\s])([A-Za-z_]\w*)\s*(?=[:=,)])")
+_TYPED_TAIL = re.compile(r"[\w.]+$")
 _FROM_HEAD = re.compile(r"[ \t]*from[ \t]+[\w.]+[ \t]+$")
 
 
@@ -298,7 +301,7 @@ def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 2
             j += 1
             header += " " + lines[j]
         params = header[header.find("(") + 1:]
-        local.update(re.findall(r"(?:^|[(,*\s])([A-Za-z_]\w*)\s*(?=[:=,)])", params))
+        local.update(_PARAM.findall(params))
     for i in range(start, end):
         for m in _BINDING.finditer(_strip_code(lines[i])):
             for g in m.groups():
@@ -320,7 +323,7 @@ def find_uses(text: str, row: int, col: int, *, before: int = 60, after: int = 2
         if i == row:
             ln = ln[:col]
             # The identifier being typed is not a use yet.
-            ln = re.sub(r"[\w.]+$", "", ln)
+            ln = _TYPED_TAIL.sub("", ln)
         code = ln
         if not code.strip() or code.lstrip().startswith(("import ", "from ")):
             continue

@@ -75,6 +75,15 @@ class RateLimiter:
         self._exempt: dict[str, bool] = {}
         self._seen = s
 
+    def prepare(self) -> None:
+        """Parse the rules and exemptions now (the start-up warm-up calls this), not on the first keystroke."""
+        s = self._settings()
+        if s is not self._seen:
+            self._configure(s)
+        for feature in BUILTIN_RULES:
+            if feature not in self._exempt:
+                self._exempt[feature] = any(fnmatch.fnmatchcase(feature, p) for p in s.exempt)
+
     def rule(self, feature: str) -> str:
         """The rule that applies to ``feature``, as text."""
         s = self._settings()

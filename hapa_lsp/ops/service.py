@@ -133,7 +133,9 @@ class Ops:
     async def start(self, ls: HapaServer) -> None:
         """After ``initialized``: wire up, prune old incidents, start the sidecar."""
         # Importing these takes ~0.7 s on a loaded machine; in a thread, so no keystroke waits for it.
-        await asyncio.get_running_loop().run_in_executor(None, _warm_imports, ls.settings)
+        built = await asyncio.get_running_loop().run_in_executor(None, _warm_imports, ls.settings)
+        if self._telemetry is None:  # built in the thread: the first keystroke's metrics need no set-up
+            self._telemetry = built
         self.attach()
         self._prune_task = asyncio.ensure_future(self._prune_loop())
         ls.settings_observers.append(self._settings_changed)
@@ -267,7 +269,7 @@ class Ops:
         return out
 
 
-def _warm_imports(settings: Any) -> None:
+def _warm_imports(settings: Any) -> Telemetry:
     # deferred on purpose: this warm-up thread imports, after initialize, what start-up must not
     # (tests/unit/test_startup.py).
     # The lazily imported ones go through their modules' loaders, which hold a lock: a keystroke that needs
@@ -280,8 +282,10 @@ def _warm_imports(settings: Any) -> None:
     load_tenacity()
     if settings.redis.url:
         load_redis()
-    importlib.import_module("prometheus_client")  # used only after this function returns
     if settings.sidecar.enabled:
         importlib.import_module("aiohttp.web")
+    from hapa_lsp.ops.telemetry import Telemetry  # prometheus_client
+
+    return Telemetry()
 
 

@@ -96,3 +96,15 @@ def test_bad_rules_are_reported_with_e4009_and_defaulted(bad):
     assert [p.path for p in problems] == ["hapa.rateLimits.rules"]
     assert "E4009" in problems[0].message and "50/minute" in problems[0].message
     assert settings.rate_limits.rules == BUILTIN_RULES
+
+
+def test_prepare_parses_the_rules_so_the_first_keystroke_does_not(monkeypatch):
+    import fnmatch
+
+    rl = limiter(init={"rateLimits": {"exempt": ["textDocument/*"]}})
+    rl.prepare()  # what the start-up warm-up does
+    calls: list[str] = []
+    monkeypatch.setattr(rl, "_configure", lambda s: calls.append("configure"))
+    monkeypatch.setattr(fnmatch, "fnmatchcase", lambda *a: calls.append("fnmatch") or False)
+    assert rl.check("textDocument/inlineCompletion") is True  # exempt, decided during prepare
+    assert calls == []
