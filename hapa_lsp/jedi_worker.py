@@ -20,6 +20,7 @@ never writes there: it uses a directory of hapa-lsp's own under the user cache d
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import pickle
 import struct
@@ -27,9 +28,11 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 import jedi
+import parso
 import parso.cache as pc
 
 # At import, before main() drops the working directory from sys.path.
@@ -128,6 +131,58 @@ def rss_mb() -> float:
         return 0.0
 
 
+#: What the worker started with the server process parses first (``serve(prewarm=True)``: jedi's first completion
+#: anywhere), in jedi's order; a helper's ``Jedi.parse_ahead`` takes them from the end.
+PREWARMED = ("builtins", "sys", "typing", "_typeshed", "typing_extensions")
+
+
+def _module_files(module: str) -> list[tuple[str, bool]]:
+    """(path, is stub) of the files jedi reads for an absolute module name: its typeshed stub, then its source
+    found on sys.path (never imported; frozen and compiled modules have none)."""
+    out: list[tuple[str, bool]] = []
+    parts = module.split(".")
+    if not all(p.isidentifier() for p in parts):
+        return out
+    stdlib = os.path.join(os.path.dirname(jedi.__file__), "third_party", "typeshed", "stdlib")
+    for cand in (os.path.join(stdlib, *parts) + ".pyi", os.path.join(stdlib, *parts, "__init__.pyi")):
+        if os.path.isfile(cand):
+            out.append((cand, True))
+            break
+    try:
+        spec = None
+        search: Any = None
+        for i in range(len(parts)):
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:i + 1]), search)
+            if spec is None:
+                break
+            search = spec.submodule_search_locations
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            out.append((spec.origin, False))
+    except (ImportError, ValueError, OSError):
+        pass
+    return out
+
+
+def _stub_imports(tree: Any, module: str, file: str) -> list[str]:
+    """Absolute names of the modules a stub imports, relative imports resolved against ``module``. For ``from m
+    import n`` both ``m`` and ``m.n`` (``n`` may be a submodule: ``from . import path`` in ``os``)."""
+    package = module.split(".") if file.endswith("__init__.pyi") else module.split(".")[:-1]
+    out: list[str] = []
+    for imp in tree.iter_imports():
+        try:
+            anchor = package[:len(package) - (imp.level - 1)] if imp.level else []
+            if imp.level and len(anchor) != len(package) - (imp.level - 1):
+                continue  # beyond the top-level package
+            for path in imp.get_paths():
+                names = [*anchor, *(n.value for n in path)]
+                if imp.type == "import_from" and len(names) > 1:
+                    out.append(".".join(names[:-1]))
+                out.append(".".join(names))
+        except (AttributeError, ValueError):
+            continue
+    return list(dict.fromkeys(n for n in out if n))
+
+
 class Jedi:
     """The worker's jedi state: projects per workspace root and the environment to infer in."""
 
@@ -173,6 +228,40 @@ class Jedi:
             out.append((c.name, c.type, (c.description or "")[:80], len(c.name) - len(c.complete or "")))
         return out
 
+    def parse_ahead(self, modules: list[str], budget_s: float) -> int:
+        """Parse the files jedi will read for ``modules`` (their typeshed stubs and sources, and what the stubs
+        import), then the files of ``PREWARMED`` from the last, into the shared parse cache: nothing is inferred.
+        For a helper worker (``JediRunner.run_aside``) while the first worker parses builtins and typing: that
+        worker then loads these from the cache. Files already cached are skipped; stops after ``budget_s``.
+        Returns how many files it parsed."""
+        deadline = time.monotonic() + budget_s
+        cache_path = jedi.settings.cache_directory
+        # jedi parses stubs with its latest grammar and sources with the environment's (jedi.inference).
+        stub_grammar, source_grammar = parso.load_grammar(version="3.13"), parso.load_grammar()
+        todo = [(m, 0) for m in modules] + [(m, 1) for m in reversed(PREWARMED)]
+        seen: set[str] = set()
+        parsed = 0
+        while todo and time.monotonic() < deadline:
+            module, depth = todo.pop(0)
+            if module in seen or (depth == 0 and module.split(".")[0] in PREWARMED):
+                continue
+            seen.add(module)
+            for file, stub in _module_files(module):
+                grammar = stub_grammar if stub else source_grammar
+                target = pc._get_hashed_path(grammar._hashed, file, cache_path=Path(cache_path))
+                if os.path.exists(target) or time.monotonic() >= deadline:
+                    continue
+                try:
+                    tree = grammar.parse(path=file, cache=True, diff_cache=jedi.settings.fast_parser,
+                                         cache_path=cache_path)
+                except (OSError, UnicodeDecodeError, RecursionError):
+                    continue
+                parsed += 1
+                if stub and depth == 0:
+                    todo[:0] = [(m, 1) for m in _stub_imports(tree, module, file)
+                                if m not in seen and m not in PREWARMED]
+        return parsed
+
     def facts(self, text: str, path: str, root: str | None, todo: list, far: list, exclude_globs: tuple,
               cap_s: float) -> dict[str, Any]:
         """Resolve uses to facts (``hapa_lsp.context.jedi_facts.resolve_batch``)."""
@@ -185,7 +274,8 @@ def serve(inp: Any, out: Any, *, prewarm: bool = False) -> None:
     needs (builtins, typing and what they import: ~1.7 s with an empty parse cache), while the server itself is still
     starting; requests sent meanwhile wait in the pipe."""
     state = Jedi()
-    ops: dict[str, Callable[..., Any]] = {"warm": state.warm, "complete": state.complete, "facts": state.facts}
+    ops: dict[str, Callable[..., Any]] = {"warm": state.warm, "complete": state.complete, "facts": state.facts,
+                                          "parse_ahead": state.parse_ahead}
     if prewarm:
         try:
             state.complete("", "", None, 0, 0, 1)

@@ -177,6 +177,12 @@ def test_parso_cache_functions_that_the_worker_wraps_still_exist():
     assert "_load_from_file_system(" in inspect.getsource(pc.load_module)
     assert "_save_to_file_system(" in inspect.getsource(pc.try_to_save_module)
     assert jedi_worker.cache_directory()  # a path under the user cache dir (or HAPA_JEDI_CACHE_DIR)
+    # Jedi.parse_ahead: a grammar's cache key, and the grammar jedi parses stubs with (its "latest").
+    import jedi.inference
+    import parso
+
+    assert isinstance(parso.load_grammar(version="3.13")._hashed, str)
+    assert "load_grammar(version='3.13')" in inspect.getsource(jedi.inference.InferenceState)
 
 
 async def test_the_worker_never_writes_the_cache_other_jedi_tools_share(tmp_path, monkeypatch):
@@ -398,3 +404,56 @@ async def test_no_helper_worker_when_turned_off_or_on_one_core(runner, monkeypat
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     out = await runner.run_aside(job, timeout=60.0)
     assert out and "path" in [c[0] for c in out[0]]
+
+
+# ---- a helper's parse-ahead: files jedi will read, in the cache before it reads them -----------------------------
+_COMPLETE_OS_PATH = """
+import sys
+from hapa_lsp import jedi_worker
+jedi_worker.use_own_cache(sys.argv[1])
+names = [c[0] for c in jedi_worker.Jedi().complete("import os\\nos.path.", "", None, 1, 8, 500)]
+print("join" in names, "exists" in names)
+"""
+
+
+def test_parse_ahead_fills_the_cache_with_what_jedi_then_loads_instead_of_parsing(tmp_path):
+    """What ``JediRunner.run_aside`` runs first at didOpen on a never-seen machine: ``os``'s stub and source and
+    the stubs they import are parsed into the cache, with the grammar and key jedi uses, so the worker's first
+    ``os.path.`` completion loads them (their entries are not rewritten) and lists ``join``."""
+    import subprocess
+    from pathlib import Path
+
+    import jedi
+    import parso
+    import parso.cache as pc
+
+    from hapa_lsp import jedi_worker
+
+    cache = str(tmp_path / "jedi")
+    jedi_worker.use_own_cache(cache)
+    try:
+        state = jedi_worker.Jedi()
+        assert state.parse_ahead(["os"], 30.0) >= 4  # os.pyi, os.py, os/path.pyi, posixpath.pyi, ...
+        assert state.parse_ahead(["os"], 30.0) == 0  # already cached: skipped
+    finally:
+        jedi_worker.use_own_cache()  # this process's later tests use the default directory again
+    stub = os.path.join(os.path.dirname(jedi.__file__), "third_party", "typeshed", "stdlib", "os", "__init__.pyi")
+    entry = Path(pc._get_hashed_path(parso.load_grammar(version="3.13")._hashed, stub, cache_path=Path(cache)))
+    assert entry.is_file()
+    before = entry.stat().st_mtime_ns
+    out = subprocess.run([sys.executable, "-c", _COMPLETE_OS_PATH, cache], capture_output=True, text=True,
+                         timeout=60, cwd=str(tmp_path))
+    assert out.stdout.split() == ["True", "True"], out.stderr
+    assert entry.stat().st_mtime_ns == before  # loaded, not parsed and saved again
+
+
+def test_parse_ahead_stops_at_its_budget_and_ignores_names_that_are_not_modules(tmp_path):
+    from hapa_lsp import jedi_worker
+
+    jedi_worker.use_own_cache(str(tmp_path / "jedi"))
+    try:
+        state = jedi_worker.Jedi()
+        assert state.parse_ahead(["no_such_module_here", "os path", ""], 30.0) >= 1  # then the prewarm's files
+        assert jedi_worker.Jedi().parse_ahead(["email"], 0.0) == 0
+    finally:
+        jedi_worker.use_own_cache()
