@@ -164,20 +164,24 @@ def _module_files(module: str) -> list[tuple[str, bool]]:
 
 
 def _stub_imports(tree: Any, module: str, file: str) -> list[str]:
-    """Absolute names of the modules a stub imports, relative imports resolved against ``module``. For ``from m
-    import n`` both ``m`` and ``m.n`` (``n`` may be a submodule: ``from . import path`` in ``os``)."""
+    """The modules jedi needs to list a stub's names: its star imports (``os.path``: ``from posixpath import *``)
+    and its own package's modules it imports (``os``: ``from . import path``), relative names resolved against
+    ``module``. Other imports are followed only for the names a completion infers: not ahead."""
     package = module.split(".") if file.endswith("__init__.pyi") else module.split(".")[:-1]
     out: list[str] = []
     for imp in tree.iter_imports():
         try:
+            if imp.type != "import_from" or not (imp.level or imp.is_star_import()):
+                continue
             anchor = package[:len(package) - (imp.level - 1)] if imp.level else []
-            if imp.level and len(anchor) != len(package) - (imp.level - 1):
+            if imp.level and (not package or len(anchor) != len(package) - (imp.level - 1)):
                 continue  # beyond the top-level package
-            for path in imp.get_paths():
-                names = [*anchor, *(n.value for n in path)]
-                if imp.type == "import_from" and len(names) > 1:
-                    out.append(".".join(names[:-1]))
-                out.append(".".join(names))
+            from_names = [n.value for n in imp.get_from_names()]
+            base = [*anchor, *from_names]
+            if base:
+                out.append(".".join(base))
+            if imp.level and not from_names and not imp.is_star_import():  # from . import path
+                out.extend(".".join([*base, n.value]) for n in (p[-1] for p in imp.get_paths()))
         except (AttributeError, ValueError):
             continue
     return list(dict.fromkeys(n for n in out if n))
@@ -257,9 +261,10 @@ class Jedi:
                 except (OSError, UnicodeDecodeError, RecursionError):
                     continue
                 parsed += 1
-                if stub and depth == 0:
-                    todo[:0] = [(m, 1) for m in _stub_imports(tree, module, file)
-                                if m not in seen and m not in PREWARMED]
+                if stub and depth < 2 and module.split(".")[0] not in PREWARMED:
+                    # what the stub imports, before the next module (``os`` -> ``os.path`` -> ``posixpath``)
+                    todo[:0] = [(m, depth + 1) for m in _stub_imports(tree, module, file)
+                                if m not in seen and m.split(".")[0] not in PREWARMED]
         return parsed
 
     def facts(self, text: str, path: str, root: str | None, todo: list, far: list, exclude_globs: tuple,
