@@ -110,8 +110,10 @@ class JediRunner:
     def warming(self) -> bool:
         """True while jedi is warming up: the current worker has not answered a real job yet (its first one pays
         for starting, importing jedi and inferring builtins: seconds on a cold disk cache), or it is parsing a
-        newly opened document's imports. An explicit request then waits longer than the usual time box."""
-        return not self._served or self._proc is None or self._in_background or bool(self._background)
+        newly opened document's imports (itself, or a helper worker of ``run_aside``: the worker then parses on
+        its own what the helper has not reached yet). An explicit request then waits longer than the usual time box."""
+        return (not self._served or self._proc is None or self._in_background or bool(self._background)
+                or self._aside is not None)
 
     @property
     def starting(self) -> bool:

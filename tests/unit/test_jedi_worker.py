@@ -370,6 +370,29 @@ async def test_a_helper_worker_runs_jobs_in_a_process_of_its_own_and_exits(runne
     assert runner.aside_runs == 1
 
 
+async def test_jedi_counts_as_warming_while_a_helper_worker_runs(runner, tmp_path, monkeypatch):
+    """An Invoked list waits for jedi (``warming``) while a helper parses a new document's imports: the worker would
+    otherwise parse on its own, within the usual 800 ms box, what the helper has not reached yet."""
+    monkeypatch.setenv("HAPA_JEDI_CACHE_DIR", str(tmp_path / "jedi-cache"))
+    assert await runner.run("complete", "import os\nos.", "", None, 1, 3, 10, timeout=60.0)
+    while runner.warming:  # its own background work, if any
+        await asyncio.sleep(0.02)
+    seen: list[bool] = []
+
+    async def watch() -> None:
+        while True:
+            if runner.aside_pid is not None:
+                seen.append(runner.warming)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.ensure_future(watch())
+    out = await runner.run_aside([("parse_ahead", (["json"], 30.0)), ("complete", ("import json\njson.", "", None,
+                                                                                 1, 5, 10))], timeout=60.0)
+    watcher.cancel()
+    assert out is not None and seen and all(seen)
+    assert runner.warming is False
+
+
 async def test_a_helper_worker_that_hangs_is_ended_and_shutdown_ends_a_running_one(tmp_path):
     hang = tmp_path / "hang"
     hang.write_text("#!/bin/sh\nexec sleep 60\n")
