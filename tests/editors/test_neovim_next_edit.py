@@ -79,7 +79,9 @@ def test_a_rename_shows_the_next_use_and_tab_jumps_then_applies_it(start_editor,
     assert ed.lua("return vim.api.nvim_win_get_cursor(0)") == [3, 15]
     # The accept command reached the server, and the shown edit was reported too.
     ed.wait_for(lambda: ed.command("hapa.stats").get("accepted") == 1, what="the server to count the accept")
-    overall = ed.wait_for(lambda: (ed.command("hapa.feedback.stats", {})["overall"] or None), what="feedback stats")
+    # The feedback rows are written off the event loop: wait for the accept's row, not for the first answer.
+    overall = ed.wait_for(lambda: (o if (o := ed.command("hapa.feedback.stats", {})["overall"]) and o["accepted"]
+                                   else None), what="feedback stats with the accept")
     assert overall["accepted"] == 1 and overall["shown"] >= 1, overall
     assert [n["msg"] for n in ed.notes()] == []
 
