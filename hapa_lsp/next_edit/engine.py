@@ -28,7 +28,7 @@ from hapa_lsp.context import units_len, units_to_index
 from hapa_lsp.context.syntax import code_only, parses, statement_end, statement_start
 from hapa_lsp.next_edit import formats
 from hapa_lsp.next_edit.edits import Edit, apply, minimal_edits, only_whitespace, rebase
-from hapa_lsp.next_edit.history import EditHistory
+from hapa_lsp.next_edit.history import EditHistory, original_lines
 
 if TYPE_CHECKING:
     from hapa_lsp.config import Settings
@@ -246,12 +246,13 @@ class NextEditEngine:
         cursor = sum(len(x) for x in lines[r0:cursor_line]) + cursor_col
         head = "".join(lines[:r0])
         tail = "".join(lines[r1:])
+        model = self.model()
+        fmt = formats.format_for(model, s.format)
         inp = formats.EditInput(
             path=path, language=language, events=self.history.events(), before="".join(lines[max(0, r0 - s.context_lines):r0]),
             region=region, cursor=min(cursor, len(region)), after="".join(lines[r1:r1 + s.context_lines]),
-            original_region=region, at_file_start=r0 - s.context_lines <= 0)
-        model = self.model()
-        fmt = formats.format_for(model, s.format)
+            original_region=self._original_region(uri, lines, r0, r1) if fmt == "sweep" else region,
+            at_file_start=r0 - s.context_lines <= 0)
         prompt = formats.build(fmt, inp, max_tokens=s.max_tokens)
         b = self.settings.backend
         key = digest("next_edit", b.kind, b.endpoint, model, fmt, s.max_tokens, b.temperature, prompt.text())
@@ -306,6 +307,19 @@ class NextEditEngine:
         if target is not None:
             r0, r1 = max(0, target - s.lines_above), min(len(lines), target + s.lines_below + 1)
         return r0, r1, target
+
+    def _original_region(self, uri: str, lines: list[str], r0: int, r1: int) -> str:
+        """The region's text before the document's recorded edits (Sweep's ``original/`` block), or the region
+        itself when nothing is recorded or the change is too large to match."""
+        region = "".join(lines[r0:r1])
+        text = self.history.original_text(uri)
+        if text is None:
+            return region
+        old = lines_of(text)
+        if not old or old[-1].endswith(("\n", "\r")):
+            old.append("")
+        found = original_lines(old, lines, r0, r1)
+        return region if found is None else "".join(found)
 
     def _rebase(self, st: _Doc, text: str, lines: list[str], encoding: str, rid: str, t0: float
                 ) -> NextEdit | None:

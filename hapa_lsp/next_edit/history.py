@@ -178,6 +178,14 @@ class EditHistory:
                 out.append(Event(g.path, diff))
         return tuple(reversed(out))
 
+    def original_text(self, uri: str) -> str | None:
+        """``uri``'s text before the oldest change the history still holds (None: nothing recorded)."""
+        for g in self._closed:
+            if g.uri == uri:
+                return g.before
+        doc = self._docs.get(uri)
+        return doc.open.before if doc is not None and doc.open is not None else None
+
     def last_event(self, uri: str) -> Event | None:
         """The latest change to ``uri`` (its open group, else its newest closed one), or None."""
         doc = self._docs.get(uri)
@@ -189,3 +197,39 @@ class EditHistory:
             if g.uri == uri:
                 return Event(g.path, g.hunks(self.context))
         return None
+
+
+# Beyond this many changed lines on either side, the old region is not worth a line match on the typing path.
+_MAX_MATCH_LINES = 2000
+
+
+def original_lines(old: list[str], new: list[str], r0: int, r1: int) -> list[str] | None:
+    """The lines of ``old`` that became lines ``[r0, r1)`` of ``new`` (a line match: unchanged lines map one to one,
+    a changed block maps whole, a deletion at either edge of the range is included). None when the changed part is
+    too large to match cheaply."""
+    head = 0
+    n = min(len(old), len(new))
+    while head < n and old[head] == new[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and old[len(old) - 1 - tail] == new[len(new) - 1 - tail]:
+        tail += 1
+    a, b = old[head:len(old) - tail], new[head:len(new) - tail]
+    if len(a) > _MAX_MATCH_LINES or len(b) > _MAX_MATCH_LINES:
+        return None
+    ops = [("equal", 0, head, 0, head)] if head else []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        ops.append((tag, i1 + head, i2 + head, j1 + head, j2 + head))
+    if tail:
+        ops.append(("equal", len(old) - tail, len(old), len(new) - tail, len(new)))
+    start, end = None, None
+    for tag, i1, i2, j1, j2 in ops:
+        if start is None and (j2 > r0 or j1 == j2 == r0):
+            start = i1 + (r0 - j1 if tag == "equal" and r0 > j1 else 0)
+        if j1 < r1 or j1 == j2 == r1:
+            end = i1 + (min(r1, j2) - j1) if tag == "equal" else i2
+    if start is None:
+        start = len(old)
+    if end is None or end < start:
+        end = start
+    return old[start:end]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from hapa_lsp.next_edit.history import EditHistory, hunk_diff
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hapa_lsp.next_edit.history import EditHistory, hunk_diff, original_lines
 
 SRC = "def area(count):\n    x = 1\n    return count * 2\n\n\nprint(area(3))\n"
 
@@ -86,3 +89,46 @@ def test_hunk_diff_cuts_the_unchanged_head_and_tail():
     assert hunk_diff(before, after, 1) == "@@ -500,3 +500,3 @@\n l499\n-l500\n+l500 changed\n l501\n"
     assert hunk_diff("a\n", "a\nb\n", 2) == "@@ -1 +1,2 @@\n a\n+b\n"
     assert hunk_diff("x", "y", 2) == "@@ -1 +1 @@\n-x\n+y\n"
+
+
+def test_the_original_text_is_the_document_before_its_oldest_recorded_change():
+    h = EditHistory(pause_s=1.0)
+    h.opened("u1", "geo.py", SRC)
+    assert h.original_text("u1") is None  # nothing changed yet
+    text = type_over(h, "u1", "geo.py", SRC, "count", "total", 0, 10.0)
+    assert h.original_text("u1") == SRC
+    type_over(h, "u1", "geo.py", text, "x = 1", "x = 2", 1, 20.0)  # after a pause: a second hunk
+    assert h.original_text("u1") == SRC
+
+
+def test_original_lines_follow_the_region_across_insertions_and_changes():
+    old = [f"line {i}\n" for i in range(10)]
+    new = old[:2] + ["added a\n", "added b\n"] + old[2:5] + ["changed 5\n"] + old[6:]
+    # New lines 4-7 are old lines 2-5 (line 5 was changed in place).
+    assert original_lines(old, new, 4, 8) == old[2:6]
+    # A region that starts inside the insertion takes no old line for it.
+    assert original_lines(old, new, 2, 5) == old[2:3]
+    assert original_lines(old, old, 3, 6) == old[3:6]
+    # A deletion at the region's edge is part of what the region was.
+    gone = old[:4] + old[6:]
+    assert original_lines(old, gone, 4, 6) == old[4:8]
+
+
+@given(st.lists(st.sampled_from(["a", "b", "def f():", "    x", ""]), min_size=1, max_size=30), st.data())
+@settings(max_examples=200, deadline=None)
+def test_lines_the_edit_did_not_touch_map_to_themselves(words: list[str], data: st.DataObject):
+    old = [f"{w} #{k}\n" for k, w in enumerate(words)]  # distinct lines: which line moved is not ambiguous
+    i = data.draw(st.integers(0, len(old)))
+    j = data.draw(st.integers(i, len(old)))
+    repl = data.draw(st.lists(st.sampled_from(["X\n", "Y\n"]), max_size=4))
+    new = old[:i] + repl + old[j:]
+    delta = len(repl) - (j - i)
+    # A range wholly above the edit, and one wholly below it, each a line away from it, map to the same old lines.
+    if i >= 2:
+        r1 = data.draw(st.integers(1, i - 1))
+        r0 = data.draw(st.integers(0, r1 - 1))
+        assert original_lines(old, new, r0, r1) == old[r0:r1]
+    if i + len(repl) + 1 < len(new):
+        r0 = data.draw(st.integers(i + len(repl) + 1, len(new) - 1))
+        r1 = data.draw(st.integers(r0 + 1, len(new)))
+        assert original_lines(old, new, r0, r1) == old[r0 - delta:r1 - delta]
