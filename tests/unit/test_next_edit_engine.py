@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import attrs
+
+from hapa_lsp.config import Settings
 from hapa_lsp.context.syntax import code_only
-from hapa_lsp.next_edit.engine import changed_symbols, jump_target, lines_of
+from hapa_lsp.next_edit import formats
+from hapa_lsp.next_edit.engine import NextEditEngine, changed_symbols, jump_target, lines_of
+from hapa_lsp.next_edit.history import EditHistory
+from hapa_lsp.upstream import Upstream
 
 RENAME = "@@ -1,2 +1,2 @@\n-def run(count):\n+def run(total):\n     x = 1\n"
 ADD = "@@ -1 +1 @@\n-def area(w):\n+def area(w, h):\n"
@@ -36,3 +44,79 @@ def test_code_only_blanks_strings_and_comments_and_keeps_every_line():
     assert len(out) == len(text) and out.count("\n") == text.count("\n")
     assert "f(a)" not in out and "g(b)" not in out and "f(c)" not in out
     assert out.splitlines()[-1] == "y = f(d)"
+
+
+# ---- the engine in-process, over a backend object that answers chat and raw calls --------------------------------
+
+class EditBackend:
+    """A Backend object for next edits: each call answers the scripted rewritten region (between the region
+    markers, as the generic and Zeta parsers read it) and records the prompt it got."""
+
+    def __init__(self, region: str):
+        self.region = region
+        self.prompts: list[str] = []
+
+    async def _answer(self, prompt: str, usage: Any):
+        self.prompts.append(prompt)
+        usage.prompt_tokens = 10
+        yield f"{formats.REGION_START}\n{self.region}{formats.REGION_END}"
+
+    def stream_chat(self, messages: list, **kw: Any):
+        return self._answer("\n".join(m.content for m in messages), kw["usage"])
+
+    def stream_raw(self, prompt: str, **kw: Any):
+        return self._answer(prompt, kw["usage"])
+
+
+def _next_edits(backend: EditBackend, **next_edit: Any) -> tuple[NextEditEngine, EditHistory]:
+    s = Settings()
+    s = attrs.evolve(s, next_edit=attrs.evolve(s.next_edit, debounce_ms=0, **next_edit))
+    history = EditHistory(pause_s=60)
+    return NextEditEngine(s, Upstream(s, backend=backend), history), history
+
+
+SRC = "def area(count, scale):\n    x = 1\n    return count * scale\n"
+RENAMED = SRC.replace("area(count", "area(total")
+
+
+async def _ask(engine: NextEditEngine, text: str, line: int = 0, character: int = 14, rid: str = "r1"):
+    return await engine.suggest(uri="file:///g.py", path="g.py", language="python", text=text, line=line,
+                                character=character, request_id=rid)
+
+
+async def test_an_answer_that_would_break_python_that_parsed_is_dropped():
+    engine, history = _next_edits(EditBackend("def area(total, scale):\n    x = (1\n    return total * scale\n"))
+    history.opened("file:///g.py", "g.py", SRC)
+    history.changed("file:///g.py", "g.py", RENAMED, 0)
+    assert await _ask(engine, RENAMED) is None
+    # The same answer without the broken line is offered (so it was the syntax check that dropped it).
+    engine, history = _next_edits(EditBackend("def area(total, scale):\n    x = 1\n    return total * scale\n"))
+    history.opened("file:///g.py", "g.py", SRC)
+    history.changed("file:///g.py", "g.py", RENAMED, 0)
+    out = await _ask(engine, RENAMED)
+    assert out is not None and [(e.start, e.end, e.text) for e in out.edits] == [((2, 11), (2, 16), "total")]
+
+
+async def test_the_same_document_state_is_answered_from_the_cache_without_a_second_model_call():
+    backend = EditBackend("def area(total, scale):\n    x = 1\n    return total * scale\n")
+    engine, history = _next_edits(backend)
+    history.opened("file:///g.py", "g.py", SRC)
+    history.changed("file:///g.py", "g.py", RENAMED, 0)
+    first = await _ask(engine, RENAMED)
+    engine.forget_shown("file:///g.py")  # dismissed: the second answer cannot come from the rebase
+    second = await _ask(engine, RENAMED, rid="r2")
+    assert first is not None and second is not None
+    assert (first.source, second.source) == ("model", "cache")
+    assert second.edits == first.edits and len(backend.prompts) == 1
+
+
+async def test_sweeps_original_block_is_the_region_before_the_users_edits():
+    backend = EditBackend("")
+    engine, history = _next_edits(backend, format="sweep")
+    history.opened("file:///g.py", "g.py", SRC)
+    history.changed("file:///g.py", "g.py", RENAMED, 0)
+    await _ask(engine, RENAMED)
+    prompt = backend.prompts[0]
+    original = prompt.split("<|file_sep|>original/g.py\n", 1)[1].split("<|file_sep|>", 1)[0]
+    current = prompt.split("<|file_sep|>current/g.py\n", 1)[1].split("<|file_sep|>", 1)[0]
+    assert original == SRC and current == RENAMED
