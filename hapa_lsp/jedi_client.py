@@ -173,8 +173,11 @@ class JediRunner:
                 out.append(value if ok else None)
                 if not ok:
                     _log("debug", "helper jedi job failed", op=op, error=str(value)[:500])
-            proc.stdin.close()
-            await asyncio.wait_for(proc.wait(), 2.0)  # EOF ends it
+            proc.stdin.close()  # EOF ends it
+            try:
+                await asyncio.wait_for(proc.wait(), 2.0)
+            except TimeoutError:
+                pass  # slow to exit on a loaded machine: every job has answered; it is killed below
             return out
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, BrokenPipeError, OSError) as exc:
             _log("debug", "helper jedi worker gave up", error=repr(exc), done=len(out))

@@ -58,6 +58,9 @@ ASIDE_TIMEOUT_S = 30.0
 ASIDE_WAIT_MAX_S = 1.0
 #: The helper's file-level parse of the document's imports (``jedi_worker.Jedi.parse_ahead``) stops after this.
 ASIDE_PARSE_S = 2.0
+#: Its facts job resolves every import of the document: no typing-path request queues behind a helper, so it is
+#: not held to the queue's per-job cap (``facts.OPEN_JOB_CAP_S``), which on a loaded machine left names unresolved.
+ASIDE_FACTS_S = 10.0
 
 
 def _by_file(chosen: list[tuple[str, str, str, Any]]) -> list[ContextFile]:
@@ -342,7 +345,8 @@ class ContextEngine:
         # next (``os``: ~0.5 s). Then jedi's own jobs, which load all of those from the parse cache.
         modules = [m for _r, _c, m, _o in sorted(imports.values()) if m and not m.startswith(".")]
         jobs: list[tuple[str, tuple[Any, ...]]] = [("parse_ahead", (list(dict.fromkeys(modules)), ASIDE_PARSE_S))]
-        facts_job = self.facts.open_job(uri, path, self.root, text) if self.wants_jedi(path, "python", text) else None
+        facts_job = (self.facts.open_job(uri, path, self.root, text, ASIDE_FACTS_S)
+                     if self.wants_jedi(path, "python", text) else None)
         if facts_job is not None:
             jobs.append(facts_job)
         if self.settings.completion.jedi:

@@ -161,13 +161,15 @@ class FactsEngine:
             self._failures_seen.add(sig)
             get_logger().warning("jedi failed resolving facts; prompts go without them", error=str(exc)[:2000])
 
-    def open_job(self, uri: str, path: str, root: str | None, text: str) -> tuple[str, tuple[Any, ...]] | None:
+    def open_job(self, uri: str, path: str, root: str | None, text: str, cap_s: float = OPEN_JOB_CAP_S
+                 ) -> tuple[str, tuple[Any, ...]] | None:
         """The first job of ``warm_document`` as ``(op, args)``, for a worker other than the runner's queue
-        (``JediRunner.run_aside``); its result goes to ``take``. None: nothing to resolve."""
+        (``JediRunner.run_aside``), stopping after ``cap_s``; its result goes to ``take``. None: nothing to
+        resolve."""
         todo = [u for u in _open_uses(text) if self._get(uri, u.expr) is None]
         if not todo:
             return None
-        return "facts", (text, path, root, todo, [u.expr for u in todo], self.exclude_globs, OPEN_JOB_CAP_S)
+        return "facts", (text, path, root, todo, [u.expr for u in todo], self.exclude_globs, cap_s)
 
     def take(self, uri: str, path: str, out: dict[str, Any]) -> None:
         """Store the result of an ``open_job`` run elsewhere, as if the queue had run it."""
