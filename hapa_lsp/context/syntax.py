@@ -47,9 +47,36 @@ _TOKENS = re.compile("|".join((
 )), re.DOTALL)  # re.S: a backslash escapes a newline too (a string continued on the next line)
 
 
+def _fstring_code(literal: str) -> str:
+    """An f-string token with its literal text blanked and its replacement fields (``{...}``) kept as code."""
+    out: list[str] = []
+    depth, i = 0, 0
+    while i < len(literal):
+        ch = literal[i]
+        if depth == 0:
+            if ch == "{" and literal[i + 1:i + 2] == "{":
+                out.append("  ")
+                i += 2
+                continue
+            if ch == "{":
+                depth = 1
+            out.append(ch if ch in "\r\n" else " ")
+        else:
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+            out.append(" " if depth == 0 else ch)
+        i += 1
+    return "".join(out)
+
+
+_FSTRING_PREFIX = re.compile(r"(?<![\w])(?:[fF][rR]?|[rR][fF])\Z")
+
+
 def code_only(code: str) -> str:
     """``code`` with the insides of comments and strings blanked (spaces; line breaks kept), so a search for names
-    finds code, not prose: same length, same lines."""
+    finds code, not prose: same length, same lines. An f-string's replacement fields stay: they are code."""
     out: list[str] = []
     pos = 0
     for m in _TOKENS.finditer(code):
@@ -57,10 +84,27 @@ def code_only(code: str) -> str:
         if len(s) == 1 and s not in "#\"'":
             continue
         out.append(code[pos:m.start()])
-        out.append(re.sub(r"[^\r\n]", " ", s))
+        if s[0] != "#" and _FSTRING_PREFIX.search(code, max(0, m.start() - 3), m.start()):
+            out.append(_fstring_code(s))
+        else:
+            out.append(re.sub(r"[^\r\n]", " ", s))
         pos = m.end()
     out.append(code[pos:])
     return "".join(out)
+
+
+def multiline_strings(code: str) -> list[tuple[int, int]]:
+    """(first line, last line), 0-based, of each string in ``code`` that spans lines, in order."""
+    out: list[tuple[int, int]] = []
+    line, pos = 0, 0
+    for m in _TOKENS.finditer(code):
+        s = m.group()
+        if s[0] not in "\"'" or "\n" not in s:
+            continue
+        line += code.count("\n", pos, m.start())
+        pos = m.start()
+        out.append((line, line + s.count("\n")))
+    return out
 
 
 def open_brackets(code: str) -> str:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hapa_lsp import errors
 from hapa_lsp.cache import digest
 from hapa_lsp.context import units_len, units_to_index
-from hapa_lsp.context.syntax import code_only, parses, statement_end, statement_start
+from hapa_lsp.context.syntax import code_only, multiline_strings, parses, statement_end, statement_start
 from hapa_lsp.next_edit import formats
 from hapa_lsp.next_edit.edits import Edit, apply, minimal_edits, only_whitespace, rebase
 from hapa_lsp.next_edit.history import EditHistory, original_lines
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 _IDENT = re.compile(r"[A-Za-z_]\w*")
 _DEF = re.compile(r"\b(?:def|function|func|fn|fun|sub)\s+([A-Za-z_]\w*)\s*\(")
+# How far above the excerpt's first line a string that it would cut may start (a long docstring).
+_STRING_SCAN = 200
 _KEYWORDS = frozenset(["def", "class", "return", "if", "else", "elif", "for", "while", "in", "is", "not", "and", "or", "import", "from", "as", "with", "try", "except", "finally", "raise", "pass", "break", "continue", "lambda", "yield", "await", "async", "None", "True", "False", "self"])
 
 
@@ -128,15 +130,25 @@ def _arity(rest: str) -> int:
     return count + (1 if seen else 0)
 
 
-def _needs_work(line: str, code: str, gone: set[str], signatures: set[str]) -> bool:
+def _module_level(diff: str) -> set[str]:
+    """Functions the hunk's new lines define at column 0 (module-level: ``x.name(`` calls another object's)."""
+    return {m.group(1) for ln in diff.splitlines() if ln.startswith("+") and ln[1:2] not in (" ", "\t")
+            for m in _DEF.finditer(ln[1:])}
+
+
+def _needs_work(line: str, code: str, gone: set[str], signatures: set[str], module_level: set[str] = frozenset()
+                ) -> bool:
     """Whether the line names a renamed identifier (anywhere: a rename covers docstrings and comments too), or
-    calls, in code (``code`` is the line with strings and comments blanked), a function whose signature changed."""
+    calls, in code (``code`` is the line with strings and comments blanked), a function whose signature changed
+    (for a module-level function, not an attribute of the same name: ``_curses.initscr()`` is not ``initscr()``)."""
     body = _strip_eol(line)
     for m in _IDENT.finditer(body):
         if m.group() in gone:
             return True
     for name in signatures:
         for m in re.finditer(rf"\b{re.escape(name)}\s*\(", code):
+            if name in module_level and code[:m.start()].rstrip().endswith("."):
+                continue
             if not _DEF.search(code[:m.end()]):
                 return True
     return False
@@ -153,11 +165,12 @@ def jump_target(lines: list[str], region: tuple[int, int], diff: str | None, cod
     if not gone and not signatures:
         return None
     code = code if code is not None and len(code) == len(lines) else lines
+    module_level = _module_level(diff) & signatures
     r0, r1 = region
-    if any(_needs_work(lines[i], code[i], gone, signatures) for i in range(r0, min(r1, len(lines)))):
+    if any(_needs_work(lines[i], code[i], gone, signatures, module_level) for i in range(r0, min(r1, len(lines)))):
         return None
     for i in list(range(r1, len(lines))) + list(range(r0)):
-        if _needs_work(lines[i], code[i], gone, signatures):
+        if _needs_work(lines[i], code[i], gone, signatures, module_level):
             return i
     return None
 
@@ -248,11 +261,14 @@ class NextEditEngine:
         tail = "".join(lines[r1:])
         model = self.model()
         fmt = formats.format_for(model, s.format)
+        b0, a1 = max(0, r0 - s.context_lines), min(len(lines), r1 + s.context_lines)
+        if language == "python":
+            b0, a1 = self._excerpt_bounds(lines, b0, r0, r1, a1)
         inp = formats.EditInput(
-            path=path, language=language, events=self.history.events(), before="".join(lines[max(0, r0 - s.context_lines):r0]),
-            region=region, cursor=min(cursor, len(region)), after="".join(lines[r1:r1 + s.context_lines]),
+            path=path, language=language, events=self.history.events(), before="".join(lines[b0:r0]),
+            region=region, cursor=min(cursor, len(region)), after="".join(lines[r1:a1]),
             original_region=self._original_region(uri, lines, r0, r1) if fmt == "sweep" else region,
-            at_file_start=r0 - s.context_lines <= 0)
+            at_file_start=b0 == 0)
         prompt = formats.build(fmt, inp, max_tokens=s.max_tokens)
         b = self.settings.backend
         key = digest("next_edit", b.kind, b.endpoint, model, fmt, s.max_tokens, b.temperature, prompt.text())
@@ -307,6 +323,27 @@ class NextEditEngine:
         if target is not None:
             r0, r1 = max(0, target - s.lines_above), min(len(lines), target + s.lines_below + 1)
         return r0, r1, target
+
+    @staticmethod
+    def _excerpt_bounds(lines: list[str], b0: int, r0: int, r1: int, a1: int) -> tuple[int, int]:
+        """The excerpt's lines ``[b0, a1)`` around the region, moved so that neither end cuts a string in two (a
+        docstring's middle read as code, its closing quotes as an opening, or one left open at the end): the first
+        line goes below a string it would cut (to the string's start when the string runs into the region), the
+        last line above one (or to its end when the string starts in the region)."""
+        top = b0
+        if b0 > 0:
+            lo = max(0, b0 - _STRING_SCAN)
+            top = lo + statement_start([_strip_eol(x) for x in lines[lo:b0 + 1]], b0 - lo)
+        end = min(len(lines), a1 + _STRING_SCAN)
+        for first, last in multiline_strings("".join(lines[top:end])):
+            first, last = first + top, last + top
+            if first < b0 <= last:
+                b0 = last + 1 if last + 1 < r0 else first
+            if first < a1 <= last:
+                a1 = first if first >= r1 else min(len(lines), last + 1)
+            if first >= a1:
+                break
+        return b0, a1
 
     def _original_region(self, uri: str, lines: list[str], r0: int, r1: int) -> str:
         """The region's text before the document's recorded edits (Sweep's ``original/`` block), or the region

@@ -120,3 +120,35 @@ async def test_sweeps_original_block_is_the_region_before_the_users_edits():
     original = prompt.split("<|file_sep|>original/g.py\n", 1)[1].split("<|file_sep|>", 1)[0]
     current = prompt.split("<|file_sep|>current/g.py\n", 1)[1].split("<|file_sep|>", 1)[0]
     assert original == SRC and current == RENAMED
+
+
+def test_a_call_inside_an_f_strings_replacement_field_is_a_call_site():
+    text = 'def area(w, h):\n    return w\n\n\nprint(f"area: {area(5)} m2")\n'
+    assert jump_target(lines_of(text), (0, 2), ADD, lines_of(code_only(text))) == 4
+    out = code_only('x = f"a{b(1)}c {{d}}" + rf\'{g(h)}\' + "e(2)"\n')
+    assert "b(1)" in out and "g(h)" in out and "e(2)" not in out and "{{d}}" not in out
+
+
+def test_another_objects_function_of_the_same_name_is_no_call_of_a_module_level_function():
+    add = "@@ -1 +1 @@\n-def initscr():\n+def initscr(extra):\n"
+    text = "def initscr(extra):\n    return _curses.initscr()\n" + "\n" * 12 + "screen = initscr()\n"
+    lines = lines_of(text)
+    assert jump_target(lines, (0, 3), add, lines_of(code_only(text))) == 14
+    # A method's calls are attribute calls: those count.
+    method = "@@ -2 +2 @@\n-    def draw(self):\n+    def draw(self, extra):\n"
+    text = "class W:\n    def draw(self, extra):\n        pass\n" + "\n" * 12 + "w.draw()\n"
+    assert jump_target(lines_of(text), (0, 3), method, lines_of(code_only(text))) == 15
+
+
+def test_the_excerpt_does_not_start_or_end_inside_a_docstring():
+    doc = '    """One.\n\n    Two.\n    """\n'
+    text = "def f(a):\n" + doc + "    return a\n" * 5 + "\n\ndef g(b):\n" + doc + "    return b\n"
+    lines = lines_of(text)
+    # The excerpt would start on the docstring's third line: it starts after the docstring instead.
+    assert NextEditEngine._excerpt_bounds(lines, 3, 6, 8, 8) == (5, 8)
+    # Its end would fall inside g's docstring: it ends before it.
+    assert NextEditEngine._excerpt_bounds(lines, 5, 6, 8, 15) == (5, 13)
+    # A region that starts inside the docstring: the excerpt starts at the docstring's first line.
+    assert NextEditEngine._excerpt_bounds(lines, 2, 3, 6, 8) == (1, 8)
+    # A region that ends inside one: the excerpt runs to its end.
+    assert NextEditEngine._excerpt_bounds(lines, 5, 6, 15, 15) == (5, 17)
