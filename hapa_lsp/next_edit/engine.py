@@ -136,6 +136,67 @@ def _module_level(diff: str) -> set[str]:
             for m in _DEF.finditer(ln[1:])}
 
 
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+_BLOCK = re.compile(r"\s*(?:async\s+)?(?:def|class)\b")
+
+
+def added_rows(diff: str) -> list[tuple[int, str]]:
+    """The hunk's added lines as (0-based row in the new text, line without its ``+``)."""
+    out: list[tuple[int, str]] = []
+    row = None
+    for ln in diff.splitlines():
+        m = _HUNK.match(ln)
+        if m:
+            row = int(m.group(1)) - 1
+            continue
+        if row is None:
+            continue
+        if ln.startswith("+"):
+            out.append((row, ln[1:]))
+            row += 1
+        elif not ln.startswith("-"):
+            row += 1
+    return out
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _block_end(lines: list[str], row: int) -> int:
+    """Past the last line of the block that the line at ``row`` opens (its more-indented lines after it)."""
+    depth = _indent(lines[row])
+    for i in range(row + 1, len(lines)):
+        if lines[i].strip() and _indent(lines[i]) <= depth and not lines[i].lstrip().startswith((")", "]", "}")):
+            return i
+    return len(lines)
+
+
+def rename_scope(lines: list[str], diff: str) -> tuple[int, int] | None:
+    """The lines a rename in ``diff`` concerns (Python): a parameter renamed on a ``def`` line, that function's
+    body; a local renamed inside a function, the rest of that function. None: the whole document (module
+    level, or the changed line is no longer where the hunk says)."""
+    for row, text in added_rows(diff):
+        body = text.rstrip("\r\n")
+        at = next((r for r in (row, *range(row - 20, row + 21)) if 0 <= r < len(lines)
+                   and _strip_eol(lines[r]) == body), None)
+        if at is None:
+            continue
+        if _BLOCK.match(body) and _DEF.search(body):
+            return at + 1, _block_end(lines, at)
+        depth = _indent(lines[at])
+        for i in range(at - 1, -1, -1):
+            ln = lines[i]
+            if ln.strip() and _indent(ln) < depth:
+                if _BLOCK.match(ln) and _DEF.search(ln):
+                    return at, _block_end(lines, i)
+                depth = _indent(ln)
+                if depth == 0:
+                    break
+        return None
+    return None
+
+
 def _needs_work(line: str, code: str, gone: set[str], signatures: set[str], module_level: set[str] = frozenset()
                 ) -> bool:
     """Whether the line names a renamed identifier (anywhere: a rename covers docstrings and comments too), or
@@ -154,11 +215,12 @@ def _needs_work(line: str, code: str, gone: set[str], signatures: set[str], modu
     return False
 
 
-def jump_target(lines: list[str], region: tuple[int, int], diff: str | None, code: list[str] | None = None
-                ) -> int | None:
+def jump_target(lines: list[str], region: tuple[int, int], diff: str | None, code: list[str] | None = None,
+                scoped: bool = False) -> int | None:
     """The next line (after the region, then before it) that the last change calls for, when the region itself
     has none: a use of a renamed name, a call of a function whose signature changed. ``code`` is ``lines`` with
-    strings and comments blanked (Python), so a function named in prose is not taken for a call."""
+    strings and comments blanked (Python), so a function named in prose is not taken for a call; ``scoped``
+    (Python): a renamed parameter or local is looked for in its function only (``rename_scope``)."""
     if not diff:
         return None
     gone, signatures = changed_symbols(diff)
@@ -166,11 +228,18 @@ def jump_target(lines: list[str], region: tuple[int, int], diff: str | None, cod
         return None
     code = code if code is not None and len(code) == len(lines) else lines
     module_level = _module_level(diff) & signatures
+    # A renamed parameter or local: its uses in other functions are other variables of the same name.
+    scope = rename_scope(lines, diff) if gone and scoped else None
+
+    def needs_work(i: int) -> bool:
+        renamed = gone if scope is None or scope[0] <= i < scope[1] else set()
+        return _needs_work(lines[i], code[i], renamed, signatures, module_level)
+
     r0, r1 = region
-    if any(_needs_work(lines[i], code[i], gone, signatures, module_level) for i in range(r0, min(r1, len(lines)))):
+    if any(needs_work(i) for i in range(r0, min(r1, len(lines)))):
         return None
     for i in list(range(r1, len(lines))) + list(range(r0)):
-        if _needs_work(lines[i], code[i], gone, signatures, module_level):
+        if needs_work(i):
             return i
     return None
 
@@ -319,7 +388,7 @@ class NextEditEngine:
             code = lines_of(code_only(text))
             if not code or code[-1].endswith(("\n", "\r")):
                 code.append("")
-        target = jump_target(lines, (r0, r1), last.diff if last else None, code)
+        target = jump_target(lines, (r0, r1), last.diff if last else None, code, scoped=language == "python")
         if target is not None:
             r0, r1 = max(0, target - s.lines_above), min(len(lines), target + s.lines_below + 1)
         return r0, r1, target

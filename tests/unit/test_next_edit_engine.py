@@ -152,3 +152,19 @@ def test_the_excerpt_does_not_start_or_end_inside_a_docstring():
     assert NextEditEngine._excerpt_bounds(lines, 2, 3, 6, 8) == (1, 8)
     # A region that ends inside one: the excerpt runs to its end.
     assert NextEditEngine._excerpt_bounds(lines, 5, 6, 15, 15) == (5, 17)
+
+
+def test_a_renamed_parameter_is_looked_for_in_its_own_function_only():
+    text = ("def other(path):\n    return path\n\n\n"
+            "def parse(\n    path_v2,\n    strict,\n):\n" + "    x = 1\n" * 12 + "    return path.read()\n")
+    lines = lines_of(text)
+    diff = "@@ -5,3 +5,3 @@\n def parse(\n-    path,\n+    path_v2,\n     strict,\n"
+    # The region shows other()'s `path` (another variable): the jump still goes to the use in parse's body.
+    assert jump_target(lines, (0, 9), diff, scoped=True) == 20
+    assert jump_target(lines, (0, 9), diff) is None  # unscoped, other()'s `path` would count as the next use
+    assert jump_target(lines, (17, 21), diff, scoped=True) is None  # the use is in the region: no jump
+    # A local renamed inside a function: another function's variable of the same name is not its use.
+    text = "def b(n):\n    return n\n\n\ndef a():\n    n_v2 = 1\n    return 2\n"
+    local = "@@ -6 +6 @@\n-    n = 1\n+    n_v2 = 1\n"
+    assert jump_target(lines_of(text), (4, 7), local, scoped=True) is None
+    assert jump_target(lines_of(text), (4, 7), local) == 0  # unscoped (other languages): any `n`
