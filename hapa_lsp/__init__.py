@@ -7,6 +7,7 @@
                typing path: engine.py ── context/ ──┐          │ generations: features/running.py ── generation.py
                                                     └── upstream.py (backend + cache + accounting) ──┘
                                                           └── backends/ resilience.py cache*.py ──> model server
+    next edits: features/next_edit.py ── next_edit/ (history, engine, formats, edits) ── upstream.py
     server.py owns the components; ops/ serves metrics, health and incidents; store.py / history.py persist.
 
 README.md ("Architecture") follows one keystroke, one code action and one command through these modules.
