@@ -223,3 +223,40 @@ def test_eglot_code_actions_lists_and_applies_the_generate_action(run_emacs, fak
     assert (tmp_path / "listutil.py").read_text() == expected
     chat = [r for r in fake.requests if r.messages is not None]
     assert len(chat) == 1 and "remove duplicates from a list" in json.dumps(chat[0].messages)
+
+
+def _readme_next_edit_command() -> str:
+    """The README's `hapa-next-edit` command (the Next edit suggestions section), exactly as given."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Next edit suggestions", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```elisp\n(.*?)```", section, re.S)
+    assert match and "(defun hapa-next-edit" in match.group(1), "README's next-edit section has no elisp command"
+    return match.group(1)
+
+
+@pytest.mark.timeout(120)
+def test_the_readme_next_edit_command_applies_the_next_use_and_reports_the_accept(run_emacs, fake, tmp_path):
+    from tests.fakes.next_edit_rule import next_edit_answer
+
+    fake.script(next_edit_answer)
+    (tmp_path / "geo.py").write_text("def area(count, scale):\n    x = 1\n    return count * 2 * scale\n")
+    result = run_emacs(_readme_next_edit_command() + """
+      (hapa-test-open "geo.py")
+      ;; The user renames `count` to `total` at the def, the cursor after the new name.
+      (goto-char (point-min))
+      (search-forward "count")
+      (replace-match "total")
+      (eglot--signal-textDocument/didChange)
+      (cl-letf (((symbol-function 'y-or-n-p) (lambda (prompt) (hapa-test-put 'asked prompt) t)))
+        (call-interactively #'hapa-next-edit))
+      (hapa-test-put 'text (buffer-substring-no-properties (point-min) (point-max)))
+      (eglot--signal-textDocument/didChange)
+      (hapa-test-wait "the server to count the accept"
+                      (lambda () (let ((s (jsonrpc-request (eglot-current-server) :workspace/executeCommand
+                                                           '(:command "hapa.stats" :arguments []))))
+                                   (hapa-test-put 'accepted (plist-get s :accepted))
+                                   (eql (plist-get s :accepted) 1))))
+    """)
+    assert result["asked"] == 'hapa next edit, line 3: "count" -> "total"? ', result
+    assert result["text"] == "def area(total, scale):\n    x = 1\n    return total * 2 * scale\n"
+    assert result["accepted"] == 1
