@@ -480,3 +480,66 @@ def test_parse_ahead_stops_at_its_budget_and_ignores_names_that_are_not_modules(
         assert jedi_worker.Jedi().parse_ahead(["email"], 0.0) == 0
     finally:
         jedi_worker.use_own_cache()
+
+
+def test_the_worker_collects_cyclic_garbage_between_jobs_but_not_while_a_request_waits():
+    """The worker runs CPython's cyclic collector itself (``GC_THRESHOLD``): a job's cycles (parse trees point to
+    their parents) are freed once it has answered, unless the next request is already in the pipe."""
+    import gc
+    import weakref
+
+    from hapa_lsp import jedi_worker
+
+    class Node:
+        pass
+
+    def garbage() -> weakref.ref:
+        first = None
+        for _ in range(jedi_worker.GC_IDLE_AFTER + 1000):
+            n = Node()
+            n.me = n  # a cycle: only the cyclic collector frees it
+            first = first or n
+        return weakref.ref(first)
+
+    r, w = os.pipe()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with os.fdopen(r, "rb", buffering=0) as inp:
+            os.write(w, b"x")  # a request waits: no collection now
+            ref = garbage()
+            assert jedi_worker._collect_if_idle(inp) is False and ref() is not None
+            inp.read(1)  # read: the pipe is empty again
+            assert jedi_worker._collect_if_idle(inp) is True and ref() is None
+            assert jedi_worker._collect_if_idle(inp) is False  # nothing due
+    finally:
+        os.close(w)
+        if was_enabled:
+            gc.enable()
+
+
+def test_serving_with_a_managed_collector_answers_every_job_and_collects_after_each(monkeypatch):
+    import gc
+    import io
+    import pickle
+
+    from hapa_lsp import jedi_worker
+
+    collected = []
+    monkeypatch.setattr(jedi_worker, "GC_IDLE_AFTER", 0)
+    monkeypatch.setattr(jedi_worker.gc, "collect", lambda *a: collected.append(a) or 0)
+    frames = b"".join(jedi_worker._HEAD.pack(len(d)) + d for d in (
+        pickle.dumps(("complete", ("import os\nos.pa", "", None, 1, 5, 5))), pickle.dumps(("no such op", ()))))
+    out = io.BytesIO()
+    try:
+        jedi_worker.serve(io.BytesIO(frames), out, manage_gc=True)
+    finally:
+        gc.unfreeze()
+    data, replies = out.getvalue(), []
+    while data:
+        n = jedi_worker._HEAD.unpack(data[:4])[0]
+        replies.append(pickle.loads(data[4:4 + n]))
+        data = data[4 + n:]
+    assert [ok for ok, *_ in replies] == [True, False]
+    assert "path" in [name for name, *_ in replies[0][1]]
+    assert len(collected) == 2  # after each answer (no pipe to wait on here)
