@@ -86,7 +86,8 @@ def register(server: HapaServer) -> None:
         if settings.completion.in_completion_list and engine.applies_to(name, language) is None:
             ai_task = asyncio.ensure_future(engine.suggest(
                 uri=key, path=name, on_disk=disk is not None, language=language, text=text, line=pos.line,
-                character=pos.character, invoked=invoked, slot="list", encoding=encoding, request_id=rid))
+                character=pos.character, invoked=invoked, slot="list", encoding=encoding, request_id=rid,
+                jedi_ahead=jedi_task is not None))
             ai_task.add_done_callback(_swallow)
 
         items: list[types.CompletionItem] = []

@@ -202,3 +202,36 @@ def test_why_a_document_gets_no_suggestions():
     assert isinstance(engine.applies_to("/w/.env", "python"), errors.FileExcluded)
     off, _, _ = _engine(FakeBackend(), enabled=False)
     assert isinstance(off.applies_to("/w/a.py", "python"), errors.PermissionDenied)
+
+
+class BusyJedi:
+    """A jedi runner whose worker is busy with a job queued before any facts job: none of them starts."""
+
+    starting = warming = False
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    async def submit(self, prepare: Any, *, timeout: float, still_wanted: Any = None, background: bool = False):
+        self.submitted += 1
+        await asyncio.Event().wait()
+
+
+async def test_an_invoked_list_with_its_own_jedi_job_ahead_does_not_hold_the_model_call_for_facts():
+    """The completion list queues its jedi items first; facts queued behind them cannot arrive in the time box,
+    so the AI item's model call goes at once (the facts job is still queued, for the next request). Without the
+    list's own job ahead, the same request waits for facts up to the box."""
+    backend = FakeBackend()
+    s = _settings()
+    s = attrs.evolve(s, context=attrs.evolve(s.context, facts=True, facts_time_budget_ms=5000))
+    jedi = BusyJedi()
+    engine = Engine(s, Upstream(s, backend=backend), jedi=lambda: jedi)
+    text = "import os\n\nos.path.\n"
+    sug = await asyncio.wait_for(_suggest(engine, text, 2, 8, invoked=True, slot="list", jedi_ahead=True), 3.0)
+    assert sug is not None and sug.text and len(backend.calls) == 1
+    assert jedi.submitted == 1  # the facts job was queued all the same
+
+    waiting = asyncio.ensure_future(_suggest(engine, text + "\n", 2, 8, invoked=True, slot="list"))
+    done, _ = await asyncio.wait({waiting}, timeout=1.0)
+    assert not done and len(backend.calls) == 1  # held for facts: the 5 s box
+    waiting.cancel()
