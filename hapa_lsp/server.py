@@ -405,9 +405,15 @@ class HapaServer(LanguageServer):
         self.protocol.notify(STATUS, payload)
 
     def background_failure(self, err: errors.HapaError, request_id: str = "", explicit: bool = False,
-                           method: str = "textDocument/inlineCompletion") -> None:
+                           method: str | None = None) -> None:
         """A model failure: recorded once, shown in the status; a popup only when nobody asked explicitly
-        (an explicit request gets the error as its answer) and once per distinct code until recovery."""
+        (an explicit request gets the error as its answer) and once per distinct code until recovery.
+        ``method``: by default the request whose handler started the model call (``bind_request``), so that a
+        completion list's AI item is not recorded as an inline completion."""
+        if method is None:
+            import structlog  # loaded by then: the request bound its id (features.common.bind_request)
+
+            method = structlog.contextvars.get_contextvars().get("method") or types.TEXT_DOCUMENT_INLINE_COMPLETION
         err.recorded = True  # type: ignore[attr-defined]
         self.record_incident(err, method)
         self.set_status("error" if not err.retryable else "warning", err.message, err.code, err.incident_id)

@@ -269,3 +269,28 @@ async def test_metrics_show_the_jedi_workers_memory_and_restarts(fake: FakeModel
         assert value(smp, "hapa_jedi_worker_resident_bytes") > 10 * 1024 * 1024  # the new worker
     finally:
         await stop_client(client)
+
+
+async def test_a_failing_ai_item_of_a_completion_list_is_recorded_under_the_completion_method(
+        fake: FakeModelServer, tmp_path: Path):
+    """The list still answers (without the AI item); the incident an operator looks up names the request that
+    failed, not the inline completion."""
+    client = await start_client(fake, root=tmp_path, env=ops_env(tmp_path))
+    try:
+        uri = "file:///ws/a.py"
+        open_doc(client, uri, "def add(a, b):\n    \n")
+        fake.fail_next("500")
+        params = types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri), position=types.Position(1, 4),
+            context=types.CompletionContext(trigger_kind=types.CompletionTriggerKind.Invoked))
+        result = await client.text_document_completion_async(params)
+        assert not [i for i in result.items if (i.detail or "").startswith("hapa AI")]
+        for _ in range(100):
+            if any(getattr(s, "incident_id", None) for s in client.statuses):
+                break
+            await asyncio.sleep(0.05)
+        inc = next(s.incident_id for s in client.statuses if getattr(s, "incident_id", None))
+        record = await command(client, "hapa.errors.get", inc)
+        assert record["error_code"] == "E5009" and record["method"] == "textDocument/completion"
+    finally:
+        await stop_client(client)
